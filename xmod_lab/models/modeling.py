@@ -1,0 +1,518 @@
+"""The X-MOD layer maths (Pfeiffer et al., NAACL 2022): RoBERTa plus one bottleneck adapter per language.
+
+Shape glossary, used in every comment below:
+    B batch, T tokens (queries), S key/value tokens (T plus cached tokens, or encoder tokens),
+    D hidden size, H attention heads, Hd head dim (D / H), F feed-forward size, R adapter bottleneck,
+    L languages (adapters per layer).
+
+Post-norm layer (released base checkpoints; reuse LN, LN before adapter):
+    a = LN_attn(x + drop(Wo MHA(x)));  f = a + drop(W2 act(W1 a));  h = LN_out(f)
+    y = h + drop(Adapter_lang(h));     out = LN_out(y)
+Pre-norm layer (xmod-large-prenorm; separate adapter LN, residual before the LN):
+    a = x + Wo MHA(LN_attn(x));  f = a + W2 act(W1 LN_out(a));  out = f + drop(Adapter_lang(LN_adapter(f)))
+
+Module and parameter names mirror transformers' state-dict keys, so checkpoints load as they are.
+Routing rows to adapters is computed once per forward (`route_languages`) and reused by every layer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .configuration import SHARED_ADAPTER, XmodConfig
+
+KVCache = tuple[torch.Tensor, ...]  # per layer: (self K, self V) or (self K, self V, cross K, cross V)
+
+_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "gelu": F.gelu,  # exact erf GELU, as fairseq and transformers use
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+    "tanh": torch.tanh,
+    "linear": lambda x: x,
+}
+
+
+def get_activation(name: str | Callable) -> Callable[[torch.Tensor], torch.Tensor]:
+    if callable(name):
+        return name
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"Unknown activation {name!r}; choose one of {sorted(_ACTIVATIONS)}")
+    return _ACTIVATIONS[name]
+
+
+# ------------------------------------------------------------------------------------- routing
+@dataclass
+class LanguageRouting:
+    """Which adapter each batch row uses, computed once per forward and shared by all layers.
+
+    Either ``single`` names the one adapter of the whole batch (no indexing at all), or rows are
+    gathered by language (``order``), split into ``counts`` runs for the adapters ``keys`` and put
+    back with ``inverse``. Adapters absent from the batch are never called, so they get no gradient.
+    """
+
+    single: str | None = None
+    keys: tuple[str, ...] = ()
+    counts: tuple[int, ...] = ()
+    order: torch.Tensor | None = None  # (B,) rows sorted by language
+    inverse: torch.Tensor | None = None  # (B,) position of each row in ``order``
+
+    def apply(self, adapters: nn.ModuleDict, h: torch.Tensor) -> torch.Tensor:
+        if self.single is not None:
+            return adapters[self.single](h)
+        grouped = h.index_select(0, self.order).split(list(self.counts))  # L' x (B_l, T, D)
+        out = torch.cat([adapters[key](rows) for key, rows in zip(self.keys, grouped, strict=True)])
+        return out.index_select(0, self.inverse)  # (B, T, D) back in input order
+
+
+def _bad_lang_ids(message: str) -> ValueError:
+    return ValueError(f"lang_ids {message}")
+
+
+def route_languages(
+    config: XmodConfig,
+    lang_ids: torch.Tensor | int | None,
+    batch_size: int,
+    device: torch.device,
+) -> tuple[LanguageRouting, torch.Tensor | None]:
+    """Validate ``lang_ids`` and build the routing, with at most one host sync.
+
+    Returns the routing and the (B,) long tensor of language ids (None when no ids are needed).
+    A python int, the default language or a shared/none adapter mode need no sync at all.
+    """
+    if config.adapter_mode == "none":
+        return LanguageRouting(), None
+    if config.adapter_mode == "shared":
+        return LanguageRouting(single=SHARED_ADAPTER), None
+    languages = config.languages
+    num_languages = len(languages)
+    if lang_ids is None:
+        if config.default_language is None:
+            raise ValueError(
+                "Input language unknown: pass lang_ids (a LongTensor of shape (batch_size,), indices into "
+                f"config.languages={languages}) or call model.set_default_language(<code>) first"
+            )
+        return LanguageRouting(single=config.default_language), None
+    if isinstance(lang_ids, bool) or not isinstance(lang_ids, int | torch.Tensor):
+        raise TypeError(
+            f"lang_ids must be a torch.LongTensor of shape (batch_size,) (or one python int for the whole "
+            f"batch), got {type(lang_ids).__name__}; wrap it: torch.tensor(lang_ids, dtype=torch.long)"
+        )
+    if isinstance(lang_ids, int):
+        if not 0 <= lang_ids < num_languages:
+            raise _bad_lang_ids(f"value {lang_ids} is out of range 0..{num_languages - 1} ({languages})")
+        return LanguageRouting(single=languages[lang_ids]), None
+
+    if lang_ids.dim() == 2 and lang_ids.shape[1] == 1:  # (B, 1), a common collate output
+        lang_ids = lang_ids[:, 0]
+    if lang_ids.dim() == 0:
+        lang_ids = lang_ids.expand(batch_size)
+    elif lang_ids.dim() != 1 or lang_ids.shape[0] not in (1, batch_size):
+        raise _bad_lang_ids(
+            f"must have shape (batch_size,) = ({batch_size},) with one language index per sample, "
+            f"got shape {tuple(lang_ids.shape)}"
+        )
+    if lang_ids.is_floating_point() or lang_ids.is_complex() or lang_ids.dtype == torch.bool:
+        if lang_ids.dtype == torch.bool or lang_ids.is_complex():
+            raise _bad_lang_ids(f"must be integer indices, got dtype {lang_ids.dtype}; pass a LongTensor")
+        frac = (lang_ids != lang_ids.round()).any().reshape(1).to(torch.float64)
+    else:
+        frac = torch.zeros(1, dtype=torch.float64, device=lang_ids.device)
+    lang_ids = lang_ids.to(device)
+    # One sync brings back validity and the per-language counts together.
+    ids_long = lang_ids.long()
+    stats = torch.cat(
+        [
+            torch.stack([lang_ids.min(), lang_ids.max()]).to(torch.float64),
+            frac.to(device),
+            torch.bincount(ids_long.clamp(0, num_languages - 1), minlength=num_languages).to(torch.float64),
+        ]
+    ).tolist()
+    low, high, has_fraction, counts = stats[0], stats[1], stats[2], stats[3:]
+    if has_fraction:
+        raise _bad_lang_ids(
+            f"must hold whole numbers (language indices), got {lang_ids.tolist()}; pass a LongTensor"
+        )
+    if low < 0 or high >= num_languages:
+        raise _bad_lang_ids(
+            f"values must be in 0..{num_languages - 1} (indices into config.languages={languages}), "
+            f"got min {low:g}, max {high:g}"
+        )
+    if lang_ids.shape[0] == 1 and batch_size != 1:
+        lang_ids = ids_long.expand(batch_size)
+        return LanguageRouting(single=languages[int(high)]), lang_ids
+    present = [i for i, n in enumerate(counts) if n > 0]
+    if len(present) == 1:
+        return LanguageRouting(single=languages[present[0]]), ids_long
+    order = torch.argsort(ids_long, stable=True)
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(order.numel(), device=order.device)
+    return (
+        LanguageRouting(
+            keys=tuple(languages[i] for i in present),
+            counts=tuple(int(counts[i]) for i in present),
+            order=order,
+            inverse=inverse,
+        ),
+        ids_long,
+    )
+
+
+# ----------------------------------------------------------------------------------- embeddings
+class XmodEmbeddings(nn.Module):
+    """RoBERTa embeddings: word + token type (+ absolute position) -> LayerNorm -> dropout."""
+
+    def __init__(self, config: XmodConfig) -> None:
+        super().__init__()
+        self.padding_idx = config.pad_token_id
+        self.word_embeddings = nn.Embedding(
+            config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id
+        )
+        self.position_embeddings = nn.Embedding(
+            config.max_position_embeddings, config.hidden_size, padding_idx=config.pad_token_id
+        )
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.absolute = config.position_embedding_type == "absolute"
+
+    def position_ids_from_input_ids(self, input_ids: torch.Tensor, past_length: int = 0) -> torch.Tensor:
+        # Positions start at pad+1 and count only non-pad tokens; pads keep pad_token_id (fairseq).
+        pad = self.padding_idx if self.padding_idx is not None else -1
+        mask = input_ids.ne(pad).int()  # (B, T)
+        return ((torch.cumsum(mask, dim=1) + past_length) * mask).long() + (pad if pad >= 0 else 0)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+        inputs_embeds: torch.Tensor | None,
+        past_length: int = 0,
+    ) -> torch.Tensor:
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)  # (B, T, D)
+        batch, length = inputs_embeds.shape[:2]
+        if position_ids is None:
+            if input_ids is not None:
+                position_ids = self.position_ids_from_input_ids(input_ids, past_length)
+            else:  # no way to see padding: consecutive positions, as RoBERTa does
+                start = (self.padding_idx or 0) + 1
+                position_ids = torch.arange(start, start + length, device=inputs_embeds.device).expand(
+                    batch, -1
+                )
+        if token_type_ids is None:
+            token_type_ids = torch.zeros((batch, length), dtype=torch.long, device=inputs_embeds.device)
+        x = inputs_embeds + self.token_type_embeddings(token_type_ids)
+        if self.absolute:
+            x = x + self.position_embeddings(position_ids)
+        return self.dropout(self.LayerNorm(x))  # (B, T, D)
+
+
+# ------------------------------------------------------------------------------------ attention
+class XmodSelfAttention(nn.Module):
+    """Multi-head attention (self or cross) with SDPA, or eager maths when weights/head_mask/relative
+    positions are needed. Parameter names are RoBERTa's (query/key/value/distance_embedding)."""
+
+    def __init__(self, config: XmodConfig, is_cross_attention: bool = False) -> None:
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.head_dim
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+        self.is_cross_attention = is_cross_attention
+        self.relative = None if is_cross_attention else config.position_embedding_type
+        if self.relative == "absolute":
+            self.relative = None
+        self.max_positions = config.max_position_embeddings
+        if self.relative is not None:
+            self.distance_embedding = nn.Embedding(2 * config.max_position_embeddings - 1, self.head_dim)
+        self.use_sdpa = config.attn_implementation == "sdpa"
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = x.shape
+        return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, Hd)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        head_mask: torch.Tensor | None = None,
+        encoder_states: torch.Tensor | None = None,
+        past: tuple[torch.Tensor, torch.Tensor] | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, torch.Tensor]]:
+        q = self._heads(self.query(x))  # (B, H, T, Hd)
+        if self.is_cross_attention and past is not None:
+            k, v = past  # encoder keys/values never change while decoding
+        else:
+            source = encoder_states if self.is_cross_attention else x
+            k, v = self._heads(self.key(source)), self._heads(self.value(source))  # (B, H, S, Hd)
+            if past is not None:
+                k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        if mask is not None and mask.dtype != q.dtype:
+            mask = mask.to(q.dtype)
+        dropout_p = self.dropout.p if self.training else 0.0
+        if self.use_sdpa and not output_attentions and head_mask is None and self.relative is None:
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+            probs = None
+        else:
+            ctx, probs = self._eager(q, k, v, mask, head_mask)
+        batch, _, length, _ = ctx.shape
+        ctx = ctx.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim)  # (B, T, D)
+        return ctx, probs if output_attentions else None, (k, v)
+
+    def _eager(self, q, k, v, mask, head_mask):
+        scores = torch.matmul(q, k.transpose(-1, -2))  # (B, H, T, S)
+        if self.relative is not None:
+            scores = scores + self._relative_scores(q, k)
+        scores = scores / math.sqrt(self.head_dim)
+        if mask is not None:
+            scores = scores + mask
+        probs = self.dropout(scores.softmax(dim=-1))  # (B, H, T, S)
+        if head_mask is not None:
+            probs = probs * head_mask
+        return torch.matmul(probs, v), probs  # (B, H, T, Hd)
+
+    def _relative_scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        # Shaw et al. (relative_key) and Huang et al. method 4 (relative_key_query), as in BERT.
+        t, s = q.shape[2], k.shape[2]
+        left = torch.arange(s - t, s, device=q.device).view(-1, 1)  # query positions, after any cache
+        right = torch.arange(s, device=q.device).view(1, -1)
+        rel = self.distance_embedding(left - right + self.max_positions - 1).to(q.dtype)  # (T, S, Hd)
+        scores = torch.einsum("bhtd,tsd->bhts", q, rel)
+        if self.relative == "relative_key_query":
+            scores = scores + torch.einsum("bhsd,tsd->bhts", k, rel)
+        return scores
+
+
+class XmodSelfOutput(nn.Module):
+    """Attention output projection; its LayerNorm is post-LN or (pre_norm) the pre-LN of the block."""
+
+    def __init__(self, config: XmodConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+
+class XmodAttention(nn.Module):
+    def __init__(self, config: XmodConfig, is_cross_attention: bool = False) -> None:
+        super().__init__()
+        self.self = XmodSelfAttention(config, is_cross_attention)
+        self.output = XmodSelfOutput(config)
+        self.pre_norm = config.pre_norm
+
+    def forward(self, x, mask, head_mask=None, encoder_states=None, past=None, output_attentions=False):
+        residual = x
+        if self.pre_norm:
+            x = self.output.LayerNorm(x)
+        ctx, probs, present = self.self(x, mask, head_mask, encoder_states, past, output_attentions)
+        out = self.output.dropout(self.output.dense(ctx)) + residual  # (B, T, D)
+        if not self.pre_norm:
+            out = self.output.LayerNorm(out)
+        return out, probs, present
+
+
+# ------------------------------------------------------------------------- feed-forward + adapters
+class XmodIntermediate(nn.Module):
+    def __init__(self, config: XmodConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.intermediate_act_fn = get_activation(config.hidden_act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.intermediate_act_fn(self.dense(x))  # (B, T, F)
+
+
+class XmodAdapter(nn.Module):
+    """A language adapter: Linear(D, R) -> act -> Linear(R, D); no internal dropout, no scaling."""
+
+    def __init__(self, config: XmodConfig) -> None:
+        super().__init__()
+        bottleneck = config.adapter_bottleneck_size
+        self.dense1 = nn.Linear(config.hidden_size, bottleneck)
+        self.dense2 = nn.Linear(bottleneck, config.hidden_size)
+        self.adapter_act_fn = get_activation(config.adapter_activation or config.hidden_act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dense2(self.adapter_act_fn(self.dense1(x)))  # (B, T, R) -> (B, T, D)
+
+
+class XmodOutput(nn.Module):
+    """FFN output projection + residual, then the language adapter block (if this layer has one)."""
+
+    def __init__(self, config: XmodConfig, has_adapters: bool = True) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.has_adapters = has_adapters
+        self.ln_before_adapter = config.ln_before_adapter
+        self.adapter_reuse_layer_norm = config.adapter_reuse_layer_norm
+        if has_adapters and config.adapter_layer_norm:
+            self.adapter_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        else:
+            self.adapter_layer_norm = None
+        keys = config.adapter_keys if has_adapters else []
+        self.adapter_modules = nn.ModuleDict({key: XmodAdapter(config) for key in keys})
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor, routing: LanguageRouting) -> torch.Tensor:
+        h = self.dropout(self.dense(x)) + residual  # (B, T, D)
+        if not self.has_adapters:
+            return h
+        return self.lang_adapter(routing, h)
+
+    def lang_adapter(self, routing: LanguageRouting, h: torch.Tensor) -> torch.Tensor:
+        residual = h
+        if self.adapter_layer_norm is not None:  # takes precedence over reusing output.LayerNorm
+            h = self.adapter_layer_norm(h)
+        elif self.adapter_reuse_layer_norm:
+            h = self.LayerNorm(h)
+        if self.ln_before_adapter:
+            residual = h
+        return self.dropout(routing.apply(self.adapter_modules, h)) + residual  # (B, T, D)
+
+
+class XmodLayer(nn.Module):
+    def __init__(self, config: XmodConfig, has_adapters: bool = True) -> None:
+        super().__init__()
+        self.attention = XmodAttention(config)
+        if config.add_cross_attention:
+            self.crossattention = XmodAttention(config, is_cross_attention=True)
+        self.intermediate = XmodIntermediate(config)
+        self.output = XmodOutput(config, has_adapters)
+        self.pre_norm = config.pre_norm
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        routing: LanguageRouting,
+        mask: torch.Tensor | None = None,
+        head_mask: torch.Tensor | None = None,
+        encoder_states: torch.Tensor | None = None,
+        encoder_mask: torch.Tensor | None = None,
+        past: KVCache | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, KVCache]:
+        a, self_probs, present = self.attention(
+            x,
+            mask,
+            head_mask,
+            past=past[:2] if past is not None else None,
+            output_attentions=output_attentions,
+        )
+        cross_probs = None
+        if encoder_states is not None:
+            if not hasattr(self, "crossattention"):
+                raise ValueError(
+                    "encoder_hidden_states were passed but the model has no cross-attention: build it with "
+                    "XmodConfig(is_decoder=True, add_cross_attention=True)"
+                )
+            cross_past = past[2:] if past is not None and len(past) == 4 else None
+            a, cross_probs, cross_present = self.crossattention(
+                a, encoder_mask, head_mask, encoder_states, cross_past, output_attentions
+            )
+            present = present + cross_present
+        residual = a
+        if self.pre_norm:
+            a = self.output.LayerNorm(a)
+        out = self.output(self.intermediate(a), residual, routing)
+        if not self.pre_norm:
+            out = self.output.LayerNorm(out)
+        return out, self_probs, cross_probs, present
+
+
+@dataclass
+class EncoderOutput:
+    last_hidden_state: torch.Tensor
+    hidden_states: tuple[torch.Tensor, ...] | None
+    attentions: tuple[torch.Tensor, ...] | None
+    cross_attentions: tuple[torch.Tensor, ...] | None
+    past_key_values: tuple[KVCache, ...] | None
+
+
+class XmodEncoder(nn.Module):
+    def __init__(self, config: XmodConfig) -> None:
+        super().__init__()
+        adapter_layers = set(config.adapter_layer_ids)
+        self.layer = nn.ModuleList(
+            XmodLayer(config, i in adapter_layers) for i in range(config.num_hidden_layers)
+        )
+        if config.pre_norm:  # final LN, only in pre-norm models
+            self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        else:
+            self.LayerNorm = None
+        self.gradient_checkpointing = False
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        routing: LanguageRouting,
+        mask: torch.Tensor | None = None,
+        head_mask: torch.Tensor | None = None,
+        encoder_states: torch.Tensor | None = None,
+        encoder_mask: torch.Tensor | None = None,
+        past_key_values: tuple[KVCache, ...] | None = None,
+        use_cache: bool = False,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> EncoderOutput:
+        hidden, attentions, cross, presents = [], [], [], []
+        for i, layer in enumerate(self.layer):
+            if output_hidden_states:
+                hidden.append(x)
+            args = (
+                x,
+                routing,
+                mask,
+                head_mask[i] if head_mask is not None else None,
+                encoder_states,
+                encoder_mask,
+                past_key_values[i] if past_key_values is not None else None,
+                output_attentions,
+            )
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x, probs, cross_probs, present = checkpoint(layer, *args, use_reentrant=False)
+            else:
+                x, probs, cross_probs, present = layer(*args)
+            if output_attentions:
+                attentions.append(probs)
+                if encoder_states is not None:
+                    cross.append(cross_probs)
+            if use_cache:
+                presents.append(present)
+        if self.LayerNorm is not None:
+            x = self.LayerNorm(x)
+        if output_hidden_states:
+            hidden.append(x)
+        return EncoderOutput(
+            last_hidden_state=x,
+            hidden_states=tuple(hidden) if output_hidden_states else None,
+            attentions=tuple(attentions) if output_attentions else None,
+            cross_attentions=tuple(cross) if output_attentions and encoder_states is not None else None,
+            past_key_values=tuple(presents) if use_cache else None,
+        )
+
+
+class XmodPooler(nn.Module):
+    """tanh(W h_<s>): the first token's final state."""
+
+    def __init__(self, config: XmodConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = nn.Tanh()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.dense(x[:, 0]))  # (B, D)
