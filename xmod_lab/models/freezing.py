@@ -137,6 +137,7 @@ def apply_freeze_policy(
     Raises ValueError for an unknown policy or language, a pattern that matches nothing, or a
     result with nothing left to train.
     """
+    policy = str(getattr(policy, "value", policy))  # an Enum member from a structured Hydra config
     if policy not in POLICIES:
         raise ValueError(f"unknown freeze policy {policy!r}; choose one of {POLICIES}")
     if languages is not None and policy != "adapters_only":
