@@ -1,0 +1,147 @@
+"""W&B tracking: offline runs read back from the files wandb wrote, resume, fallbacks."""
+
+import json
+import logging
+import struct
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch.loggers import CSVLogger
+
+from xmod_lab import tracking
+
+wandb = pytest.importorskip("wandb")
+
+
+def read_wandb_records(run_dir: Path, timeout_s: float = 30.0) -> dict[str, list]:
+    """Records of an offline run's ``run-<id>.wandb`` file, by kind (run, history, summary, ...).
+
+    The file is a LevelDB-style log of protobuf records in 32 KiB blocks; wandb-core (a separate process)
+    may still be flushing when the run is finished, so wait for the final ``exit`` record.
+    """
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    (path,) = run_dir.glob("run-*.wandb")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        data, block, pos, pending, records = path.read_bytes(), 32768, 7, b"", {}
+        while pos + 7 <= len(data):
+            if block - pos % block < 7:  # block trailer
+                pos += block - pos % block
+                continue
+            _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+            chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+            if kind in (1, 4):  # full record, last fragment
+                record = pb.Record()
+                record.ParseFromString(pending + chunk)
+                records.setdefault(record.WhichOneof("record_type"), []).append(record)
+                pending = b""
+            elif kind in (2, 3):
+                pending += chunk
+        if "exit" in records or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
+def offline_runs(save_dir: Path) -> list[Path]:
+    return sorted((save_dir / "wandb").glob("offline-run-*"))
+
+
+@pytest.fixture
+def no_wandb_env(monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    yield
+    wandb.finish()
+
+
+def test_offline_run_logs_config_metrics_table_and_parameter_counts(tmp_path, no_wandb_env, caplog):
+    save_dir = tmp_path / "run"
+    with caplog.at_level(logging.WARNING, logger="xmod_lab.tracking"):
+        logger = tracking.wandb_logger(
+            save_dir=str(save_dir), project="xmod-test", group="sweep-a", name="rf=4", tags=["ablation"],
+            config={"adapter": {"reduction_factor": 4}, "seed": 1},
+        )
+    assert isinstance(logger, tracking.ResultsTableWandbLogger)
+    (run_dir,) = offline_runs(save_dir)
+    assert f"wandb sync {run_dir.resolve()}" in caplog.text  # WANDB_MODE unset: offline, with the hint
+    assert (save_dir / tracking.RUN_ID_FILE).read_text() == logger.experiment.id
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    model[0].requires_grad_(False)
+    logger.log_graph(model)
+    logger.log_metrics({"train/loss": 0.5}, step=1)
+    logger.log_metrics({"test/en_XX/acc": 80.0, "test/de_DE/acc": 60.0, "test/avg/acc": 70.0}, step=2)
+    logger.finalize("success")
+    wandb.finish()
+
+    records = read_wandb_records(run_dir)
+    (record,) = records["run"]
+    run = record.run
+    assert (run.project, run.run_group, run.display_name) == ("xmod-test", "sweep-a", "rf=4")
+    assert list(run.tags) == ["ablation"]
+    config = {item.key: json.loads(item.value_json) for item in run.config.update}
+    assert config["adapter"] == {"reduction_factor": 4} and config["seed"] == 1
+
+    summary = {}
+    for record in records["summary"]:
+        for item in record.summary.update:
+            summary["/".join(item.nested_key) or item.key] = json.loads(item.value_json)
+    assert summary["params/trainable"] == 3 * 2 + 2 and summary["params/frozen"] == 4 * 3 + 3
+    history = [{"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in r.history.item}
+               for r in records["history"]]
+    assert any(h.get("test/de_DE/acc") == 60.0 for h in history)
+    assert any(h.get("train/loss") == 0.5 for h in history)
+
+    (table_file,) = (run_dir / "files" / "media" / "table").rglob("*.table.json")
+    assert "test/results" in str(table_file.relative_to(run_dir))
+    table = json.loads(table_file.read_text())
+    assert table["columns"] == ["language", "acc"]
+    assert table["data"] == [["de_DE", 60.0], ["en_XX", 80.0], ["avg", 70.0]]
+
+
+def test_resume_continues_the_same_wandb_run(tmp_path, no_wandb_env):
+    first = tracking.wandb_logger(save_dir=str(tmp_path / "run1"), project="xmod-test")
+    run_id = first.experiment.id
+    wandb.finish()
+    ckpt = tmp_path / "run1" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir()
+    ckpt.touch()
+
+    resumed = tracking.wandb_logger(save_dir=str(tmp_path / "run2"), project="xmod-test", resume_from=str(ckpt))
+    assert resumed.experiment.id == run_id
+    assert (tmp_path / "run2" / tracking.RUN_ID_FILE).read_text() == run_id
+    wandb.finish()
+    fresh = tracking.wandb_logger(save_dir=str(tmp_path / "run3"), project="xmod-test")
+    assert fresh.experiment.id != run_id
+
+
+def test_online_without_credentials_goes_offline(no_wandb_env, monkeypatch):
+    mode, why = tracking.resolve_mode("online")
+    assert mode == "offline" and "WANDB_API_KEY" in why
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert tracking.resolve_mode("online") == ("online", None)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert tracking.resolve_mode(None) == ("disabled", None)
+
+
+def test_misconfigured_wandb_falls_back_to_csv_with_a_warning(tmp_path, no_wandb_env, caplog):
+    with caplog.at_level(logging.WARNING, logger="xmod_lab.tracking"):
+        logger = tracking.wandb_logger(save_dir=str(tmp_path), mode="onlinee")
+    assert isinstance(logger, CSVLogger)
+    assert "W&B could not start a run" in caplog.text and "onlinee" in caplog.text
+    logger.log_metrics({"test/en_XX/acc": 1.0}, step=0)
+    logger.save()
+    assert "test/en_XX/acc" in (tmp_path / "wandb_fallback" / "metrics.csv").read_text()
+
+
+def test_missing_wandb_falls_back_to_csv(tmp_path, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # makes `import wandb` raise ImportError
+    with caplog.at_level(logging.WARNING, logger="xmod_lab.tracking"):
+        logger = tracking.wandb_logger(save_dir=str(tmp_path))
+    assert isinstance(logger, CSVLogger)
+    assert "wandb is not installed" in caplog.text

@@ -1,0 +1,225 @@
+"""Weights & Biases tracking that works on a laptop, in a sweep, on a cluster node without credentials.
+
+``logger=wandb`` builds the logger through ``wandb_logger`` (conf/logger/wandb.yaml):
+
+- mode: ``logger.wandb.mode``, else ``WANDB_MODE``, else offline. Online needs credentials
+  (``WANDB_API_KEY`` or ``wandb login``); without them the run goes offline and the log says how to
+  ``wandb sync`` it. Offline runs live in the run directory (``<run>/wandb/offline-run-*``).
+- project, group, tags and name come from config; under ``-m`` the group defaults to the sweep directory,
+  so a sweep's runs are grouped, and the name to the job's overrides (``adapter.reduction_factor=4``).
+- the resolved config is logged when the run is created; at fit start the trainable and frozen parameter
+  counts; every ``<stage>/<language>/<metric>`` the task logs is also gathered into a per-language
+  ``wandb.Table`` per stage (``test/results``).
+- the W&B run id is stored in ``<run>/wandb_run_id.txt``; ``ckpt_path=<old run>/checkpoints/...`` finds the
+  old run's id and continues that W&B run.
+- wandb not installed or misconfigured (bad mode, entity, ...): a warning and a CSV logger instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+log = logging.getLogger(__name__)
+
+RUN_ID_FILE = "wandb_run_id.txt"
+# a per-language metric as logged by the tasks: val/de_DE/acc, test/avg/f1
+_PER_LANGUAGE = re.compile(r"^(?P<stage>val|test)/(?P<language>[^/]+)/(?P<metric>[^/]+)$")
+
+
+def has_credentials() -> bool:
+    """Whether an API key is available for the W&B host, without contacting it."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+def resolve_mode(mode: str | None) -> tuple[str, str | None]:
+    """(mode to use, why it differs from what was asked, or None)."""
+    asked = mode or os.environ.get("WANDB_MODE")
+    if asked is None:
+        return "offline", "WANDB_MODE is not set"
+    if asked == "online" and not has_credentials():
+        return "offline", "no W&B credentials (set WANDB_API_KEY or run `wandb login`)"
+    return asked, None
+
+
+def find_run_id(save_dir: str | os.PathLike, resume_from: str | os.PathLike | None) -> str | None:
+    """The W&B run id to continue: this run directory's, else that of the run ``resume_from`` belongs to."""
+    candidates = [Path(save_dir)]
+    if resume_from:
+        # <run>/checkpoints/last.ckpt -> <run>; also a run directory given directly
+        candidates += list(Path(resume_from).resolve().parents)[:3]
+    for folder in candidates:
+        id_file = folder / RUN_ID_FILE
+        if id_file.is_file():
+            return id_file.read_text().strip() or None
+    return None
+
+
+def _hydra_defaults() -> dict[str, Any]:
+    """Group/name defaults and the resolved job config from the current Hydra job (empty outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    if not HydraConfig.initialized():
+        return {}
+    hydra_cfg = HydraConfig.get()
+    out: dict[str, Any] = {}
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        sweep_dir = Path(hydra_cfg.sweep.dir)
+        try:
+            sweep_dir = sweep_dir.resolve().relative_to(Path(hydra_cfg.runtime.cwd).resolve())
+        except ValueError:
+            pass
+        out["group"] = str(sweep_dir)[-128:]  # W&B's limit
+        out["name"] = hydra_cfg.job.override_dirname or f"job{hydra_cfg.job.num}"
+    saved = Path(hydra_cfg.runtime.output_dir) / str(hydra_cfg.output_subdir or ".hydra") / "config.yaml"
+    if hydra_cfg.output_subdir is not None and saved.is_file():
+        # the job config exactly as composed, resolved now that the job's Hydra context is set
+        out["config"] = OmegaConf.to_container(OmegaConf.load(saved), resolve=True)
+    return out
+
+
+def wandb_logger(
+    save_dir: str,
+    project: str = "xmod-lab",
+    entity: str | None = None,
+    group: str | None = None,
+    name: str | None = None,
+    tags: Sequence[str] = (),
+    mode: str | None = None,
+    job_type: str = "train",
+    resume_from: str | None = None,
+    config: Mapping[str, Any] | None = None,
+    log_model: bool = False,
+) -> Logger:
+    """A ``WandbLogger`` for this run (see the module doc), or a ``CSVLogger`` if W&B cannot be used.
+
+    ``group``/``name`` None: the sweep directory / the job's overrides under ``-m``, W&B's default
+    otherwise. ``config`` None: the Hydra job's resolved config. ``resume_from``: a checkpoint (or run
+    directory) of an earlier run whose W&B run to continue.
+    """
+    try:
+        import wandb
+    except ImportError:
+        return _fallback(save_dir, "wandb is not installed (pip install wandb)")
+    defaults = _hydra_defaults()
+    mode, why = resolve_mode(mode)
+    run_id = find_run_id(save_dir, resume_from)
+    if wandb.run is not None:  # the previous job of this sweep process: do not log into it
+        wandb.finish()
+    try:
+        logger = ResultsTableWandbLogger(
+            save_dir=save_dir,
+            project=project,
+            entity=entity,
+            group=group or defaults.get("group"),
+            name=name or defaults.get("name"),
+            tags=list(tags),
+            mode=mode,
+            job_type=job_type,
+            id=run_id,
+            resume="allow" if run_id else None,
+            config=dict(config) if config is not None else defaults.get("config"),
+            log_model=log_model,
+        )
+        _start(logger, save_dir, mode, why)
+    except Exception as e:  # wandb raises many types (UsageError, CommError, ValueError...) for bad settings
+        return _fallback(save_dir, f"W&B could not start a run ({type(e).__name__}: {e})")
+    return logger
+
+
+@rank_zero_only
+def _start(logger: WandbLogger, save_dir: str, mode: str, why: str | None) -> None:
+    # create the run now, so a misconfiguration falls back before training instead of crashing after it
+    run = logger.experiment
+    Path(save_dir).mkdir(parents=True, exist_ok=True)
+    (Path(save_dir) / RUN_ID_FILE).write_text(run.id)
+    if mode == "offline":
+        sync_dir = Path(run.dir).parent.resolve()
+        log.warning(
+            "W&B runs offline (%s); the run is in %s. Upload it later with:  wandb sync %s",
+            why or "WANDB_MODE=offline",
+            sync_dir,
+            sync_dir,
+        )
+
+
+def _fallback(save_dir: str, reason: str) -> CSVLogger:
+    log.warning("%s; logging to CSV in %s/wandb_fallback instead.", reason, save_dir)
+    return CSVLogger(save_dir=save_dir, name="wandb_fallback", version="")
+
+
+def parameter_counts(model: Any) -> dict[str, int]:
+    """Trainable and frozen parameter counts of a module (each shared tensor counted once)."""
+    seen: set[int] = set()
+    counts = {"trainable": 0, "frozen": 0}
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        counts["trainable" if p.requires_grad else "frozen"] += p.numel()
+    return counts
+
+
+class ResultsTableWandbLogger(WandbLogger):
+    """WandbLogger that also records parameter counts and per-language results tables."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._per_language: dict[str, dict[str, dict[str, float]]] = {}
+        self._changed: set[str] = set()
+
+    @rank_zero_only
+    def log_graph(self, model: Any, input_array: Any = None) -> None:
+        # Lightning calls this once at fit start with the LightningModule: the moment the freezing
+        # policy has been applied and the counts are final
+        counts = parameter_counts(model)
+        self.experiment.config.update({"params": counts}, allow_val_change=True)
+        for key, value in counts.items():
+            self.experiment.summary[f"params/{key}"] = value
+        super().log_graph(model, input_array)
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        super().log_metrics(metrics, step)
+        for key, value in metrics.items():
+            match = _PER_LANGUAGE.match(key)
+            if match:
+                stage = match["stage"]
+                self._per_language.setdefault(stage, {}).setdefault(match["language"], {})[match["metric"]] = (
+                    float(value)
+                )
+                self._changed.add(stage)
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        # end of fit / validate / test: the latest value of every per-language metric, one row per language
+        import wandb
+
+        for stage in sorted(self._changed):
+            rows = self._per_language[stage]
+            metrics = sorted({m for row in rows.values() for m in row})
+            languages = sorted(lang for lang in rows if lang != "avg") + (["avg"] if "avg" in rows else [])
+            table = wandb.Table(
+                columns=["language", *metrics],
+                data=[[lang, *(rows[lang].get(m) for m in metrics)] for lang in languages],
+            )
+            self.experiment.log({f"{stage}/results": table})
+        self._changed.clear()
+        super().finalize(status)
