@@ -25,42 +25,31 @@ RESULTS = "results.json"
 
 
 def per_language_metrics(results: Any) -> dict[str, dict[str, float]]:
-    """``{language: {metric: value}}`` from a run's ``results.json`` (``avg`` is kept as a row).
+    """``{language: {metric: value}}`` (``avg`` included) from a run's ``results.json``.
 
-    Accepts the nested form ``{"test": {"de_DE": {"acc": ..}}}`` or ``{"de_DE": {"acc": ..}}`` and the flat
-    logged form ``{"test/de_DE/acc": ..}``; the test split is preferred over validation.
+    xmod-train writes ``{"split": "test", "test": {"de_DE": {"acc": 71.2}, ..., "avg": {..}}, ...}``;
+    a flat dict of logged metrics (``{"test/de_DE/acc": 71.2}``) is read too.
     """
     if not isinstance(results, dict):
         raise ValueError(f"results.json must hold a JSON object, got {type(results).__name__}")
-    for key in ("results", "metrics"):
-        if isinstance(results.get(key), dict | list):
-            return per_language_metrics(
-                results[key] if isinstance(results[key], dict) else {"rows": results[key]}
-            )
-    if isinstance(results.get("rows"), list):  # [{"language": "de_DE", "acc": ..}, ..]
+    split = results.get("split")
+    if isinstance(split, str) and isinstance(results.get(split), dict):
         return {
-            str(row["language"]): {k: float(v) for k, v in row.items() if k != "language" and _is_number(v)}
-            for row in results["rows"]
+            str(lang): {k: float(v) for k, v in row.items() if _is_number(v)}
+            for lang, row in results[split].items()
+            if isinstance(row, dict)
         }
-    for split in ("test", "val", "validate", "validation"):
-        if isinstance(results.get(split), dict):
-            return per_language_metrics(results[split])
-    flat = {k: v for k, v in results.items() if isinstance(k, str) and k.count("/") >= 1 and _is_number(v)}
-    if flat:
-        by_split: dict[str, dict[str, dict[str, float]]] = {}
-        for key, value in flat.items():
-            *split, language, metric = key.split("/")
-            by_split.setdefault("/".join(split), {}).setdefault(language, {})[metric] = float(value)
-        for split in ("test", "val", ""):
-            if split in by_split:
-                return by_split[split]
-        return next(iter(by_split.values()))
-    nested = {
-        str(lang): {k: float(v) for k, v in row.items() if _is_number(v)}
-        for lang, row in results.items()
-        if isinstance(row, dict)
-    }
-    return {lang: row for lang, row in nested.items() if row}
+    by_split: dict[str, dict[str, dict[str, float]]] = {}
+    for key, value in results.items():
+        parts = str(key).split("/")
+        if len(parts) == 3 and _is_number(value):
+            by_split.setdefault(parts[0], {}).setdefault(parts[1], {})[parts[2]] = float(value)
+    for name in ("test", "val"):
+        if name in by_split:
+            return by_split[name]
+    raise ValueError(
+        "results.json has neither a 'split' entry with its table nor '<split>/<lang>/<metric>' keys"
+    )
 
 
 def _is_number(value: Any) -> bool:
@@ -98,10 +87,11 @@ def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
         try:
             results = json.loads(results_file.read_text())
             metrics = _with_average(per_language_metrics(results))
-            trained = _train_languages(results)
+            trained = [str(code) for code in results.get("train_languages") or []]
         except (ValueError, json.JSONDecodeError) as e:
             error = error or f"unreadable {RESULTS}: {e}"
-    status = job.get("status") or ("completed" if metrics else "failed" if error else "unknown")
+    # no job_status.json: a sweep run without the SweepSummary callback, or a job killed from outside
+    status = job.get("status") or ("completed" if metrics else "failed" if error else "unfinished")
     if status == "completed" and not metrics:
         status, error = "failed", error or f"finished without writing {RESULTS}"
     return {
@@ -112,14 +102,6 @@ def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
         "train_languages": trained,
         "error": error,
     }
-
-
-def _train_languages(results: dict[str, Any]) -> list[str]:
-    for key in ("train_languages", "train_language", "source_languages", "source_language"):
-        value = results.get(key)
-        if value:
-            return [value] if isinstance(value, str) else [str(v) for v in value]
-    return []
 
 
 def _run_dirs(sweep_dir: Path) -> list[Path]:
@@ -246,8 +228,12 @@ def metric_matrix(summary: dict[str, Any], metric: str) -> tuple[list[str], list
 
 
 def train_languages(summary: dict[str, Any]) -> list[str]:
-    """The languages the sweep's runs were trained on (from ``results.json``), to tell zero-shot ones apart."""
-    return list(dict.fromkeys(lang for r in summary["runs"] for lang in r.get("train_languages", [])))
+    """The evaluated languages the runs were trained on, to tell the zero-shot ones apart.
+
+    ``results.json`` lists dataset codes (``en``) while the tables use adapter codes (``en_XX``).
+    """
+    trained = {code for r in summary["runs"] for code in r.get("train_languages", [])}
+    return [lang for lang in _languages(summary) if lang in trained or lang.split("_")[0] in trained]
 
 
 def plot_heatmap(summary: dict[str, Any], metric: str, path: str | os.PathLike | None = None) -> Any:
