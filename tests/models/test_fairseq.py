@@ -340,3 +340,54 @@ def test_inconsistent_checkpoints_are_refused():
     # Languages can come from the state dict when the args lack them (the order fairseq built them in).
     config, _ = convert_fairseq_state_dict(sd, {k: v for k, v in args.items() if k != "languages"})
     assert config.languages == LANGS
+
+
+def test_tokenizer_from_the_archive_gives_fairseq_ids(tmp_path):
+    """sentencepiece pieces -> dict.txt ids, as fairseq's encode does, even when dict.txt is not in spm order."""
+    import io
+    import random
+
+    import sentencepiece as spm
+
+    texts = [
+        "the quick brown fox jumps over the lazy dog",
+        "der schnelle braune fuchs springt über den faulen hund",
+        "le renard brun rapide saute par-dessus le chien paresseux",
+        "a language adapter per language in every layer",
+    ] * 5
+    buffer = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_writer=buffer, vocab_size=60, model_type="unigram",
+        hard_vocab_limit=False, num_threads=1, minloglevel=2,
+    )  # fmt: skip
+    processor = spm.SentencePieceProcessor(model_proto=buffer.getvalue())
+    pieces = [processor.id_to_piece(i) for i in range(3, processor.get_piece_size())]
+    random.Random(0).shuffle(pieces)  # fairseq orders dict.txt by corpus frequency, not by spm id
+    symbols = pieces[:-2]  # two pieces missing from the dict: they must become <unk>, as in fairseq
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    (archive / "sentencepiece.bpe.model").write_bytes(buffer.getvalue())
+    (archive / "dict.txt").write_text("".join(f"{s} {100 - i}\n" for i, s in enumerate(symbols)))
+
+    vocab_size = 4 + len(symbols) + 1
+    model = reference(**POST_NORM, vocab_size=vocab_size)
+    torch.save({"args": fairseq_args(model.config), "model": to_fairseq(model)}, archive / "model.pt")
+    out = convert_fairseq_checkpoint(archive / "model.pt", tmp_path / "out")
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert len(tokenizer) == vocab_size and tokenizer.mask_token_id == vocab_size - 1
+    unknowns = 0
+    for text in ["the lazy fox jumps over the dog", "der faule hund", *texts[:4]]:
+        expected = [0] + [
+            4 + symbols.index(p) if p in symbols else 3 for p in processor.encode(text, out_type=str)
+        ]
+        assert tokenizer(text)["input_ids"] == expected + [2], text
+        unknowns += expected.count(3)
+    assert unknowns > 0  # the missing dict entries were exercised
+
+    with pytest.raises(ValueError, match="does not belong to the checkpoint"):
+        from xmod_lab.models.fairseq import fairseq_tokenizer
+
+        fairseq_tokenizer(archive / "sentencepiece.bpe.model", archive / "dict.txt", vocab_size=10)

@@ -383,6 +383,62 @@ def load_fairseq_checkpoint(path: str | os.PathLike, trust_checkpoint: bool = Fa
     return dict(checkpoint)
 
 
+_FAIRSEQ_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # fairseq Dictionary ids 0-3
+
+
+def read_fairseq_dict(path: str | os.PathLike) -> list[str]:
+    """The symbols of a fairseq ``dict.txt`` in id order (ids start at 4, after the specials)."""
+    symbols = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        line = line.removesuffix(" #fairseq:overwrite")
+        if not line.strip():
+            continue
+        symbol, sep, count = line.rpartition(" ")
+        if not sep or not count.lstrip("-").isdigit():
+            raise ValueError(f"{path}:{number}: expected '<symbol> <count>', got {line!r}")
+        if symbol not in _FAIRSEQ_SPECIALS:
+            symbols.append(symbol)
+    return symbols
+
+
+def fairseq_tokenizer(
+    spm_path: str | os.PathLike, dict_path: str | os.PathLike, vocab_size: int | None = None
+):
+    """A transformers XLM-R-style fast tokenizer giving the ids fairseq gives.
+
+    fairseq encodes text with the sentencepiece model, then maps each piece through ``dict.txt``:
+    ``<s>``=0 ``<pad>``=1 ``</s>``=2 ``<unk>``=3, the dict symbols from 4 on, ``<mask>`` after them.
+    The vocabulary is built in exactly that order (so it is right even when ``dict.txt`` is not in
+    sentencepiece order), with the sentencepiece scores; dict symbols sentencepiece lacks get a
+    score below every real piece.
+    """
+    from sentencepiece import sentencepiece_model_pb2
+    from transformers import XLMRobertaTokenizer
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(Path(spm_path).read_bytes())
+    if proto.trainer_spec.model_type != sentencepiece_model_pb2.TrainerSpec.UNIGRAM:
+        raise ValueError(
+            f"{spm_path} is not a unigram sentencepiece model; only unigram (XLM-R's) is supported"
+        )
+    scores = {piece.piece: piece.score for piece in proto.pieces}
+    floor = min(scores.values()) - 10.0
+    symbols = read_fairseq_dict(dict_path)
+    vocab = (
+        [(s, 0.0) for s in _FAIRSEQ_SPECIALS]
+        + [(s, scores.get(s, floor)) for s in symbols]
+        + [("<mask>", 0.0)]
+    )
+    if vocab_size is not None and len(vocab) > vocab_size:
+        raise ValueError(
+            f"{dict_path} gives {len(vocab)} token ids but the model has {vocab_size} embeddings; "
+            "this dict.txt does not belong to the checkpoint"
+        )
+    return XLMRobertaTokenizer(
+        vocab=vocab, _spm_precompiled_charsmap=proto.normalizer_spec.precompiled_charsmap
+    )
+
+
 def convert_fairseq_checkpoint(
     model_pt_path: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -391,8 +447,9 @@ def convert_fairseq_checkpoint(
 ) -> Path:
     """Convert a fairseq X-MOD ``model.pt`` into an xmod-lab/transformers directory; returns it.
 
-    Writes ``config.json`` and the weights with ``save_pretrained``, and copies the archive's
-    ``sentencepiece.bpe.model`` and ``dict.txt`` when they sit beside ``model.pt``.
+    Writes ``config.json`` and the weights with ``save_pretrained``; when the archive's
+    ``sentencepiece.bpe.model`` and ``dict.txt`` sit beside ``model.pt``, also a fast tokenizer that
+    reproduces fairseq's token ids (``fairseq_tokenizer``) and copies of both files.
     """
     from . import XmodForMaskedLM, XmodForSequenceClassification
 
@@ -408,10 +465,19 @@ def convert_fairseq_checkpoint(
     model.load_state_dict({k: v for k, v in state_dict.items() if k not in unexpected}, strict=True)
     out = Path(out_dir)
     model.save_pretrained(out)
-    for extra in ("sentencepiece.bpe.model", "dict.txt"):
-        source = Path(model_pt_path).parent / extra
+    archive = Path(model_pt_path).parent
+    spm_file, dict_file = archive / "sentencepiece.bpe.model", archive / "dict.txt"
+    if spm_file.is_file() and dict_file.is_file():
+        fairseq_tokenizer(spm_file, dict_file, config.vocab_size).save_pretrained(str(out))
+    else:
+        logger.warning(
+            "no sentencepiece.bpe.model + dict.txt beside %s: no tokenizer written (released X-MOD models use "
+            "the XLM-R tokenizer, FacebookAI/xlm-roberta-base)",
+            model_pt_path,
+        )
+    for source in (spm_file, dict_file):
         if source.is_file():
-            shutil.copy2(source, out / extra)
+            shutil.copy2(source, out / source.name)
     logger.info(
         "converted %s -> %s (%s, %d languages)",
         model_pt_path,
