@@ -106,7 +106,7 @@ def test_add_language_errors():
     with pytest.raises(ValueError, match="contains '.'"):
         model.add_language("de.CH")
     with pytest.raises(ValueError, match="non-empty string"):
-        model.add_language(" rm")
+        model.add_language("rm CH")
     assert model.config.languages == LANGS  # nothing half-done
 
 

@@ -45,7 +45,7 @@ def _config(model: nn.Module):
 
 
 def _check_new_code(code: object, languages: Sequence[str]) -> str:
-    if not isinstance(code, str) or not code.strip() or code != code.strip():
+    if not isinstance(code, str) or not code or any(ch.isspace() for ch in code):
         raise ValueError(f"a language code must be a non-empty string without spaces, got {code!r}")
     if "." in code:
         # Parameter names use '.' as separator: 'adapter_modules.de.CH.dense1' would be ambiguous.
