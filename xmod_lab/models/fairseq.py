@@ -327,8 +327,14 @@ def _stubbing_pickle_module() -> types.ModuleType:
     class Unpickler(pickle.Unpickler):
         def find_class(self, mod_name: str, name: str) -> Any:
             if mod_name == "fairseq" or mod_name.startswith("fairseq."):
-                return type(name, (_Stub,), {})
-            return super().find_class(mod_name, name)
+                return type(name, (_Stub,), {"__module__": mod_name})
+            try:
+                return super().find_class(mod_name, name)
+            except (ImportError, AttributeError):  # e.g. a config dataclass of the training script
+                logger.warning(
+                    "checkpoint pickles %s.%s, which is not importable here: kept as a stub", mod_name, name
+                )
+                return type(name, (_Stub,), {"__module__": mod_name})
 
     module.Unpickler = Unpickler
     return module
@@ -350,7 +356,17 @@ def _weights_only_globals() -> list[Any]:
     try:
         from omegaconf import DictConfig, ListConfig, base, nodes
 
-        allowed += [DictConfig, ListConfig, base.ContainerMetadata, base.Metadata, nodes.AnyNode]
+        allowed += [
+            DictConfig,
+            ListConfig,
+            base.ContainerMetadata,
+            base.Metadata,
+            nodes.AnyNode,
+            nodes.StringNode,
+            nodes.IntegerNode,
+            nodes.FloatNode,
+            nodes.BooleanNode,
+        ]
     except ImportError:  # pragma: no cover
         pass
     return allowed
@@ -370,10 +386,11 @@ def load_fairseq_checkpoint(path: str | os.PathLike, trust_checkpoint: bool = Fa
             checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if not trust_checkpoint:
+            found = re.search(r"GLOBAL ([\w.]+)", str(err))
+            what = f"it pickles {found.group(1)}" if found else str(err).strip().splitlines()[0][:200]
             raise ValueError(
-                f"{path} holds objects beyond tensors and configs, so it cannot be read safely "
-                f"(weights_only=True: {str(err).strip().splitlines()[-1][:200]}). If you trust the file, "
-                "pass trust_checkpoint=True (CLI: --trust-checkpoint)."
+                f"{path} holds objects beyond tensors and configs, so it cannot be read with weights_only=True "
+                f"({what}). If you trust the file, pass trust_checkpoint=True (CLI: --trust-checkpoint)."
             ) from None
         checkpoint = torch.load(
             io.BytesIO(data), map_location="cpu", weights_only=False, pickle_module=_stubbing_pickle_module()
