@@ -332,7 +332,9 @@ def test_inconsistent_checkpoints_are_refused():
     with pytest.raises(ValueError, match="disagree"):
         convert_fairseq_state_dict(sd, {**args, "languages": ["en_XX", "de_DE"]})
     with pytest.raises(ValueError, match="encoder_attention_heads"):
-        convert_fairseq_state_dict(sd, {k: v for k, v in args.items() if k != "encoder_attention_heads"})
+        convert_fairseq_state_dict(
+            sd, {k: v for k, v in args.items() if k not in ("encoder_attention_heads", "arch")}
+        )
     with pytest.raises(ValueError, match="adapter_layer_norm"):
         convert_fairseq_state_dict(sd, {**args, "adapter_layer_norm": True})
     with pytest.raises(ValueError, match="not a fairseq RoBERTa/X-MOD state dict"):
@@ -391,3 +393,27 @@ def test_tokenizer_from_the_archive_gives_fairseq_ids(tmp_path):
         from xmod_lab.models.fairseq import fairseq_tokenizer
 
         fairseq_tokenizer(archive / "sentencepiece.bpe.model", archive / "dict.txt", vocab_size=10)
+
+
+def test_flags_missing_from_the_args_come_from_the_named_architecture(caplog):
+    """Saved args may omit what fairseq's architecture function filled in (xmod_large_prenorm: no LN reuse,
+    residual before the LN, factor 4); the converter must not fall back to xmod_base's flags then."""
+    model = reference(**PRE_NORM)
+    sd = to_fairseq(model)
+    config, converted = convert_fairseq_state_dict(
+        sd, {"arch": "xmod_large_prenorm", "encoder_attention_heads": 4}
+    )
+    assert (config.adapter_reuse_layer_norm, config.ln_before_adapter, config.adapter_reduction_factor) == (
+        False,
+        False,
+        4,
+    )
+    assert config.languages == LANGS and "assuming" not in caplog.text
+    rebuilt = XmodForMaskedLM(config).eval()
+    rebuilt.load_state_dict(converted)
+    tokens = torch.randint(3, 60, (2, 7))
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(tokens, lang_ids=2).logits, model(tokens, lang_ids=2).logits)
+    # No architecture name and no flags: the assumption is logged, never silent.
+    convert_fairseq_state_dict(sd, {"encoder_attention_heads": 4})
+    assert "assuming xmod_base's" in caplog.text

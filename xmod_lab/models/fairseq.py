@@ -161,9 +161,43 @@ def _languages_in(sd: Mapping[str, torch.Tensor]) -> list[str]:
     return list(seen)
 
 
+# fairseq's register_model_architecture defaults, for checkpoints whose saved args omit them.
+_BASE_ARCH = dict(
+    encoder_attention_heads=12, adapter_layer_norm=False, adapter_reuse_layer_norm=True, ln_before_adapter=True,
+    bottleneck=2,
+)  # fmt: skip
+_ARCH_DEFAULTS = {
+    "xmod_base": _BASE_ARCH,
+    **{f"xmod_base_{n}": _BASE_ARCH for n in (13, 30, 60, 75)},
+    "xmod_large_prenorm": dict(
+        encoder_attention_heads=16,
+        adapter_layer_norm=True,
+        adapter_reuse_layer_norm=False,
+        ln_before_adapter=False,
+        bottleneck=4,
+    ),  # fmt: skip
+}
+_FLAGS = ("adapter_reuse_layer_norm", "ln_before_adapter")
+
+
+def _with_arch_defaults(a: dict[str, Any]) -> dict[str, Any]:
+    defaults = _ARCH_DEFAULTS.get(str(a.get("arch") or a.get("_name") or ""))
+    if defaults is None:
+        assumed = [key for key in _FLAGS if key not in a]
+        if assumed:
+            logger.warning(
+                "fairseq args name no known X-MOD architecture (arch=%r) and omit %s: assuming xmod_base's %s",
+                a.get("arch"),
+                assumed,
+                {key: _BASE_ARCH[key] for key in assumed},
+            )
+        return a
+    return {**defaults, **a}
+
+
 def fairseq_config(sd: Mapping[str, torch.Tensor], args: Any, num_labels: int | None = None) -> XmodConfig:
     """An XmodConfig for a (normalised) fairseq state dict and its hyper-parameters."""
-    a = fairseq_model_args(args)
+    a = _with_arch_defaults(fairseq_model_args(args))
     try:
         vocab_size, hidden = sd[_P + "embed_tokens.weight"].shape
         max_positions = sd[_P + "embed_positions.weight"].shape[0]
@@ -182,7 +216,8 @@ def fairseq_config(sd: Mapping[str, torch.Tensor], args: Any, num_labels: int | 
     found = _languages_in(sd)
     languages = list(a.get("languages") or [])
     if found and not languages:
-        logger.warning("fairseq args list no languages; using the adapter order of the state dict: %s", found)
+        # Exact: fairseq built adapter_modules in cfg.languages order and state dicts keep insertion order.
+        logger.info("fairseq args list no languages; using the adapter order of the state dict: %s", found)
         languages = found
     if found and set(found) != set(languages):
         raise ValueError(
@@ -195,16 +230,17 @@ def fairseq_config(sd: Mapping[str, torch.Tensor], args: Any, num_labels: int | 
     factor: int | float = 2
     if has_adapters:
         bottleneck = sd[f"{_P}layers.0.adapter_modules.{languages[0]}.fc1.weight"].shape[0]
-        factor = a.get("bottleneck", 2)
-        if hidden // factor != bottleneck:
+        factor = a.get("bottleneck")
+        if factor is None or hidden // factor != bottleneck:
             inferred = hidden / bottleneck
-            logger.warning(
-                "args.bottleneck=%s gives %d, the adapters have %d: using factor %s",
-                factor,
-                hidden // factor,
-                bottleneck,
-                inferred,
-            )
+            if factor is not None:
+                logger.warning(
+                    "args.bottleneck=%s gives %d, the adapters have %d: using factor %s",
+                    factor,
+                    hidden // factor,
+                    bottleneck,
+                    inferred,
+                )
             factor = int(inferred) if float(inferred).is_integer() else inferred
     has_adapter_ln = (_P + "layers.0.adapter_layer_norm.weight") in sd
     if "adapter_layer_norm" in a and bool(a["adapter_layer_norm"]) != has_adapter_ln:
