@@ -1,0 +1,41 @@
+import pytest
+from transformers import AutoTokenizer, XLMRobertaTokenizerFast
+
+from xmod_lab.data.tokenizer import check_vocab_size, load_tokenizer, tokenizer_fingerprint, train_tokenizer
+
+
+def test_trained_tokenizer_has_the_xlmr_layout(tokenizer_dir):
+    for tok in (
+        AutoTokenizer.from_pretrained(str(tokenizer_dir)),
+        XLMRobertaTokenizerFast.from_pretrained(str(tokenizer_dir)),
+    ):
+        assert tok.convert_ids_to_tokens([0, 1, 2, 3]) == ["<s>", "<pad>", "</s>", "<unk>"]
+        assert tok.mask_token_id == len(tok) - 1
+        assert (tok.bos_token_id, tok.pad_token_id, tok.eos_token_id, tok.unk_token_id) == (0, 1, 2, 3)
+    assert (tokenizer_dir / "sentencepiece.bpe.model").is_file()
+    tok = load_tokenizer(str(tokenizer_dir))
+    ids = tok("Anna 7", "Ben 3")["input_ids"]
+    # XLM-R pair format: <s> A </s></s> B </s>
+    assert ids[0] == 0 and ids[-1] == 2 and tok.convert_ids_to_tokens(ids).count("</s>") == 3
+    assert tok.tokenize("Anna 7") == ["▁Anna", "▁7"]
+    assert tok("Anna", return_offsets_mapping=True)["offset_mapping"][1] == (0, 4)
+
+
+def test_train_tokenizer_respects_vocab_size_and_is_deterministic(tmp_path):
+    texts = [f"word{i % 97} other{i % 13} x{i}" for i in range(2000)]
+    a = train_tokenizer(texts, 64)
+    b = train_tokenizer(texts, 64)
+    assert len(a) <= 64
+    assert tokenizer_fingerprint(a) == tokenizer_fingerprint(b)
+
+
+def test_check_vocab_size(tokenizer_dir):
+    tok = load_tokenizer(str(tokenizer_dir))
+    check_vocab_size(tok, len(tok))
+    with pytest.raises(ValueError, match=f"has {len(tok)} tokens but the model's vocab_size is 10"):
+        check_vocab_size(tok, 10)
+
+
+def test_missing_local_tokenizer_dir_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train_tokenizer"):
+        load_tokenizer(str(tmp_path / "nope"))

@@ -1,0 +1,176 @@
+"""One way to name where a language's split lives: a Hugging Face dataset id or local files, same schema.
+
+A source is a small mapping (plain types, so Hydra can hold it)::
+
+    path: facebook/xnli              # hub id, or a local file/dir; `{lang}` and `{split}` are substituted
+    name: "{lang}"                   # hub config per language (ignored for local files)
+    splits: {train: train, validation: validation, test: test}   # our split -> the source's split
+    lang_column: null                # files holding several languages (TyDiQA-GoldP's `lang`): keep rows == lang
+
+Local formats: ``.jsonl``/``.json`` (JSON Lines or a JSON array of rows), ``.csv``, ``.parquet``, a directory
+written by ``Dataset.save_to_disk``/``DatasetDict.save_to_disk``, or a directory holding ``<split>.<ext>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+_FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+# `owner/name` or `name`: anything else (extensions, deeper paths) is meant as a local path.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_DEFAULT_SPLITS = {"train": "train", "validation": "validation", "test": "test"}
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    path: str
+    name: str | None = None
+    splits: dict[str, str | None] = field(default_factory=lambda: dict(_DEFAULT_SPLITS))
+    lang_column: str | None = None
+
+    @classmethod
+    def coerce(cls, source: SourceSpec | Mapping[str, Any] | str) -> SourceSpec:
+        """Accept a spec, a plain/Hydra mapping, or a bare path string."""
+        if isinstance(source, SourceSpec):
+            return source
+        if isinstance(source, str):
+            return cls(path=source)
+        unknown = set(source) - {"path", "name", "splits", "lang_column"}
+        if unknown or "path" not in source:
+            raise ValueError(
+                f"A data source needs `path` and may have `name`, `splits`, `lang_column`; got keys {sorted(source)}."
+            )
+        splits = dict(_DEFAULT_SPLITS)
+        splits.update(
+            {str(k): (None if v is None else str(v)) for k, v in dict(source.get("splits") or {}).items()}
+        )
+        return cls(
+            path=str(source["path"]),
+            name=None if source.get("name") is None else str(source["name"]),
+            splits=splits,
+            lang_column=source.get("lang_column"),
+        )
+
+    def has_split(self, split: str) -> bool:
+        return self.splits.get(split) is not None
+
+    def describe(self, lang: str, split: str) -> str:
+        where = _fill(self.path, lang, self.splits.get(split) or split)
+        name = f" (config {_fill(self.name, lang, split)!r})" if self.name else ""
+        return f"{where}{name} [language {lang!r}, split {split!r}]"
+
+
+def _fill(template: str, lang: str, split: str) -> str:
+    return template.replace("{lang}", lang).replace("{split}", split)
+
+
+def _read_rows_json(path: Path) -> list[dict]:
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        rows = json.loads(text)
+    else:
+        rows = []
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg}).") from err
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}: row {i} is a {type(row).__name__}, expected a JSON object per row.")
+    return rows
+
+
+def _load_file(path: Path) -> datasets.Dataset:
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        rows = _read_rows_json(path)
+        return datasets.Dataset.from_list(rows) if rows else datasets.Dataset.from_dict({})
+    if suffix == ".csv":
+        import pandas as pd
+
+        return datasets.Dataset.from_pandas(pd.read_csv(path, keep_default_na=False), preserve_index=False)
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return datasets.Dataset(pq.read_table(path))
+    raise ValueError(f"{path}: unsupported file type {suffix!r}; use one of {', '.join(_FILE_SUFFIXES)}.")
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return any((path / f).exists() for f in ("dataset_info.json", "state.json", "dataset_dict.json"))
+
+
+def _local_target(path: Path, split_name: str) -> Path | None:
+    """The file or saved dataset that `path` designates, or None when `path` is not local."""
+    if path.is_file() or (path.is_dir() and _is_saved_dataset(path)):
+        return path
+    if path.is_dir():
+        for suffix in _FILE_SUFFIXES:
+            if (path / f"{split_name}{suffix}").is_file():
+                return path / f"{split_name}{suffix}"
+        if (path / split_name).is_dir() and _is_saved_dataset(path / split_name):
+            return path / split_name
+    return None
+
+
+def load_split(source: SourceSpec | Mapping[str, Any] | str, lang: str, split: str) -> datasets.Dataset:
+    """Rows of one language and split, from the hub or local files; never empty (a clear error instead)."""
+    spec = SourceSpec.coerce(source)
+    split_name = spec.splits.get(split)
+    if split_name is None:
+        raise ValueError(f"Source {spec.path!r} has no {split!r} split configured (splits: {spec.splits}).")
+    filled = _fill(spec.path, lang, split_name)
+    local = _local_target(Path(filled).expanduser(), split_name)
+    if local is not None:
+        if local.is_file():
+            ds = _load_file(local)
+        else:
+            ds = datasets.load_from_disk(str(local))
+            if isinstance(ds, datasets.DatasetDict):
+                if split_name not in ds:
+                    raise ValueError(f"{local}: saved DatasetDict has splits {list(ds)}, not {split_name!r}.")
+                ds = ds[split_name]
+    elif not _HUB_ID.match(filled) or filled.lower().endswith(_FILE_SUFFIXES):
+        raise FileNotFoundError(
+            f"Data file not found: {spec.describe(lang, split)}. Check `path` and the language code."
+        )
+    else:
+        name = _fill(spec.name, lang, split_name) if spec.name else None
+        ds = datasets.load_dataset(filled, name=name, split=split_name)
+    if spec.lang_column is not None:
+        if spec.lang_column not in ds.column_names:
+            raise ValueError(
+                f"{spec.describe(lang, split)}: lang_column {spec.lang_column!r} is not a column ({ds.column_names})."
+            )
+        ds = ds.filter(lambda v: v == lang, input_columns=spec.lang_column)
+    if len(ds) == 0:
+        raise ValueError(
+            f"Empty split: {spec.describe(lang, split)} has no rows. Remove the language or fix the data."
+        )
+    return ds
+
+
+def source_fingerprint(source: SourceSpec | Mapping[str, Any] | str, lang: str, split: str) -> str:
+    """A key that changes when the rows may have changed: file size and mtime locally, the spec for hub ids."""
+    spec = SourceSpec.coerce(source)
+    split_name = spec.splits.get(split) or split
+    filled = _fill(spec.path, lang, split_name)
+    local = _local_target(Path(filled).expanduser(), split_name)
+    parts: list[str] = [json.dumps([spec.path, spec.name, split_name, spec.lang_column, lang])]
+    if local is not None:
+        files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
+        for f in files:
+            st = f.stat()
+            parts.append(f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]

@@ -1,0 +1,112 @@
+"""The XLM-R sentencepiece tokenizer (what every X-MOD checkpoint uses), and a small one trained from text.
+
+A trained tokenizer has XLM-R's layout, so all code treats both alike: ``<s>``=0, ``<pad>``=1, ``</s>``=2,
+``<unk>``=3, then the sentencepiece pieces in their model order (fairseq's +1 offset), ``<mask>`` last.
+The saved directory loads with ``AutoTokenizer.from_pretrained`` / ``XLMRobertaTokenizerFast.from_pretrained``
+and also holds the ``sentencepiece.bpe.model`` file XLM-R ships.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, XLMRobertaTokenizer
+
+log = logging.getLogger(__name__)
+
+XLMR_TOKENIZER = "FacebookAI/xlm-roberta-base"
+_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
+
+
+def load_tokenizer(name_or_path: str = XLMR_TOKENIZER) -> PreTrainedTokenizerBase:
+    """A fast tokenizer from a hub id (XLM-R by default) or a local directory."""
+    path = Path(name_or_path).expanduser()
+    if name_or_path.startswith(("/", ".", "~")) and not path.is_dir():
+        raise FileNotFoundError(
+            f"Tokenizer directory {name_or_path!r} does not exist. Train one with "
+            "xmod_lab.data.train_tokenizer(texts, vocab_size, save_dir) or give a hub id such as "
+            f"{XLMR_TOKENIZER!r}."
+        )
+    tok = AutoTokenizer.from_pretrained(str(path) if path.is_dir() else name_or_path)
+    if not tok.is_fast:
+        raise ValueError(
+            f"Tokenizer {name_or_path!r} is not a fast tokenizer; offset mappings (QA, NER) need one."
+        )
+    return tok
+
+
+def train_tokenizer(
+    texts: Iterable[str],
+    vocab_size: int,
+    save_dir: str | Path | None = None,
+    *,
+    character_coverage: float = 1.0,
+    seed_sentencepiece_size: int = 100_000,
+) -> PreTrainedTokenizerBase:
+    """Train a unigram sentencepiece model on ``texts`` and wrap it as an XLM-R tokenizer.
+
+    ``vocab_size`` counts everything (specials and ``<mask>``), so ``len(tokenizer) <= vocab_size`` and a model
+    with ``vocab_size`` embeddings fits it; a small corpus may give fewer pieces than asked for.
+    """
+    import sentencepiece as spm
+    from sentencepiece import sentencepiece_model_pb2
+
+    if vocab_size < 16:
+        raise ValueError(f"vocab_size={vocab_size} is too small for a sentencepiece model (use >= 16).")
+    buffer = io.BytesIO()
+    # sentencepiece owns ids 0-2 (<unk>, <s>, </s>); XLM-R adds <pad> and <mask>: hence vocab_size - 2.
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=(t for t in texts if t.strip()),
+        model_writer=buffer,
+        vocab_size=vocab_size - 2,
+        model_type="unigram",
+        hard_vocab_limit=False,
+        character_coverage=character_coverage,
+        seed_sentencepiece_size=seed_sentencepiece_size,
+        num_threads=1,
+        minloglevel=2,
+    )
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(buffer.getvalue())
+    if [p.piece for p in proto.pieces[:3]] != ["<unk>", "<s>", "</s>"]:
+        raise RuntimeError("Unexpected sentencepiece special pieces; cannot build the XLM-R layout.")
+    vocab = [(s, 0.0) for s in _SPECIALS] + [(p.piece, p.score) for p in proto.pieces[3:]] + [("<mask>", 0.0)]
+    tok = XLMRobertaTokenizer(
+        vocab=vocab, _spm_precompiled_charsmap=proto.normalizer_spec.precompiled_charsmap
+    )
+    if save_dir is not None:
+        save_dir = Path(save_dir)
+        tok.save_pretrained(str(save_dir))
+        (save_dir / "sentencepiece.bpe.model").write_bytes(buffer.getvalue())
+        tok = AutoTokenizer.from_pretrained(str(save_dir))
+    log.info("trained a sentencepiece tokenizer with %d tokens", len(tok))
+    return tok
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """A key that changes whenever the tokenizer would split text differently."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        payload = repr(sorted(tokenizer.get_vocab().items()))
+    else:  # truncation/padding are call-time state the backend remembers, not part of how it splits text
+        state = json.loads(backend.to_str())
+        state.pop("truncation", None)
+        state.pop("padding", None)
+        payload = json.dumps(state, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def check_vocab_size(tokenizer: PreTrainedTokenizerBase, model_vocab_size: int) -> None:
+    """Fail early when token ids could index past the model's embedding matrix (a CUDA assert otherwise)."""
+    size = len(tokenizer)
+    if size > model_vocab_size:
+        raise ValueError(
+            f"The tokenizer has {size} tokens but the model's vocab_size is {model_vocab_size}: ids >= "
+            f"{model_vocab_size} would index past the embeddings. Use the tokenizer the model was trained with, "
+            f"or build the model with vocab_size >= {size}."
+        )
