@@ -202,9 +202,9 @@ class ResultsTableWandbLogger(WandbLogger):
             match = _PER_LANGUAGE.match(key)
             if match:
                 stage = match["stage"]
-                self._per_language.setdefault(stage, {}).setdefault(match["language"], {})[match["metric"]] = (
-                    float(value)
-                )
+                self._per_language.setdefault(stage, {}).setdefault(match["language"], {})[
+                    match["metric"]
+                ] = float(value)
                 self._changed.add(stage)
 
     @rank_zero_only

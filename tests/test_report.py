@@ -1,0 +1,117 @@
+"""xmod-report and the sweep summary, on sweep directories in xmod-train's on-disk format."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from xmod_lab import report
+
+LANGS = ["en_XX", "de_DE", "fr_XX"]
+
+
+def make_run(sweep: Path, num: int, overrides: list[str], accs: list[float] | None, error: str | None = None) -> Path:
+    """A run directory as xmod-train + SweepSummary leave it (accs None: a run that failed)."""
+    run = sweep / str(num)
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    if accs is not None:
+        table = {lang: {"acc": acc, "loss": 1.0 - acc / 100} for lang, acc in zip(LANGS, accs, strict=True)}
+        table["avg"] = {"acc": sum(accs) / len(accs), "loss": sum(1.0 - a / 100 for a in accs) / len(accs)}
+        results = {"task": "x", "train_languages": ["en"], "split": "test", "test": table, "parameters": {}}
+        (run / "results.json").write_text(json.dumps(results))
+        (run / "job_status.json").write_text(json.dumps({"status": "completed", "error": None}))
+    else:
+        (run / "job_status.json").write_text(json.dumps({"status": "failed", "error": error}))
+    return run
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Path:
+    sweep = tmp_path / "multiruns" / "2026-11-22_08-00-00"
+    for num, (rf, accs) in enumerate([(2, [80.0, 60.0, 55.0]), (4, [78.0, 64.0, 58.0]), (8, [75.0, 50.0, 49.0])]):
+        make_run(sweep, num, [f"adapter.reduction_factor={rf}", "trainer.max_steps=4"], accs)
+    make_run(sweep, 3, ["adapter.reduction_factor=16", "trainer.max_steps=4"], None, "ValueError: boom")
+    return sweep
+
+
+def test_collect_sweep_rows_metrics_and_failed_runs(sweep):
+    summary = report.collect_sweep(sweep)
+    assert [r["run"] for r in summary["runs"]] == ["0", "1", "2", "3"]
+    assert summary["failed"] == ["3"]
+    first = summary["runs"][0]
+    assert first["overrides"] == {"adapter.reduction_factor": "2", "trainer.max_steps": "4"}
+    assert first["metrics"]["de_DE"]["acc"] == 60.0
+    assert first["metrics"]["avg"]["acc"] == pytest.approx(65.0)
+    assert summary["runs"][3]["status"] == "failed" and summary["runs"][3]["error"] == "ValueError: boom"
+    assert report.primary_metric(summary) == "acc"
+    assert report.train_languages(summary) == ["en_XX"]
+
+
+def test_write_summary_csv_and_json(sweep):
+    report.write_summary(sweep)
+    lines = (sweep / "sweep_summary.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    assert header[:4] == ["run", "status", "adapter.reduction_factor", "trainer.max_steps"]
+    assert {"en_XX/acc", "de_DE/acc", "avg/acc", "avg/loss"} <= set(header) and header[-1] == "error"
+    assert lines[2].startswith("1,completed,4,4,78.0,")
+    assert lines[4].startswith("3,failed,16,4,") and lines[4].endswith("ValueError: boom")
+    assert json.loads((sweep / "sweep_summary.json").read_text())["failed"] == ["3"]
+
+
+def test_format_table_shows_varying_overrides_only(sweep):
+    text = report.format_table(report.collect_sweep(sweep))
+    assert "reduction_factor" in text and "max_steps" not in text
+    row = next(line for line in text.splitlines() if line.startswith("1 "))
+    assert row.split()[:6] == ["1", "4", "78.0000", "64.0000", "58.0000", "66.6667"]
+    assert "failed: ValueError: boom" in text
+
+
+def test_cli_prints_table_and_writes_pngs(sweep, tmp_path, capsys):
+    assert report.main([str(sweep), "--out", str(tmp_path / "plots")]) == 0
+    out = capsys.readouterr()
+    assert "metric: acc" in out.out and "66.6667" in out.out
+    assert "runs that did not finish: 3" in out.err
+    for name in ("heatmap_acc.png", "zero_shot_acc.png"):
+        png = (tmp_path / "plots" / name).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert (tmp_path / "plots" / "sweep_summary.csv").is_file()
+
+
+def test_cli_other_metric_and_plot_contents(sweep):
+    summary = report.collect_sweep(sweep)
+    fig = report.plot_heatmap(summary, "loss")
+    (ax, _colorbar) = fig.axes
+    assert [t.get_text() for t in ax.get_yticklabels()] == [*LANGS, "avg"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [f"reduction_factor={rf}" for rf in (2, 4, 8)]
+    fig = report.plot_zero_shot(summary, "acc")
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels == ["en_XX\n(train)", "de_DE", "fr_XX"]
+    heights = sorted(round(p.get_height(), 1) for p in fig.axes[0].patches)
+    assert heights == sorted([80.0, 60.0, 55.0, 78.0, 64.0, 58.0, 75.0, 50.0, 49.0])
+
+
+def test_cli_errors_are_clear(tmp_path, sweep, capsys):
+    assert report.main([str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert report.main([str(tmp_path / "empty")]) == 2
+    assert "no run directories" in capsys.readouterr().err
+    assert report.main([str(sweep), "--metric", "f1"]) == 2
+    assert "known metrics: acc, loss" in capsys.readouterr().err
+
+
+def test_flat_logged_metrics_are_read():
+    flat = {"val/en_XX/acc": 1.0, "test/en_XX/acc": 2.0, "test/avg/acc": 2.0, "epoch": 3}
+    assert report.per_language_metrics(flat) == {"en_XX": {"acc": 2.0}, "avg": {"acc": 2.0}}
+    with pytest.raises(ValueError, match="neither"):
+        report.per_language_metrics({"epoch": 3})
+
+
+def test_console_script_is_installed(sweep):
+    script = Path(sys.executable).with_name("xmod-report")
+    done = subprocess.run([str(script), str(sweep)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "reduction_factor" in done.stdout and (sweep / "heatmap_acc.png").is_file()
