@@ -281,6 +281,11 @@ class XmodConfig:
         model_type = values.pop("model_type", cls.model_type)
         if model_type != cls.model_type:
             logger.warning("config has model_type=%r, loading it as an X-MOD config anyway", model_type)
+        if "num_labels" in overrides and "id2label" not in overrides:
+            # A new label count (e.g. a fresh classifier on a pre-trained encoder) replaces the file's labels.
+            if len(values.get("id2label") or {}) != overrides["num_labels"]:
+                values.pop("id2label", None)
+                values.pop("label2id", None)
         values.update(overrides)
         return cls(**values)
 
