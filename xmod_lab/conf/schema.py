@@ -1,0 +1,154 @@
+"""Structured schemas for the config groups that xmod-lab itself reads.
+
+Registered in Hydra's ConfigStore as `train_schema` / `eval_schema` and listed first in the
+defaults of train.yaml / eval.yaml, so a misspelt key (`freeze.polcy=...`) or a wrong type
+(`adapter.reduction_factor=abc`, `freeze.policy=frozen`) fails at composition with the key and
+the allowed values. Groups whose keys are the arguments of a `_target_` (task, data, trainer,
+logger, callbacks) are typed `Any`: instantiation itself rejects an unknown argument.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Optional, Union
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+# OmegaConf reads the annotations at runtime: keep typing.Optional/Union (no `X | None` strings).
+# ruff: noqa: UP007, UP045
+
+
+class AdapterMode(StrEnum):
+    modular = "modular"  # one adapter per language (X-MOD)
+    shared = "shared"  # one adapter for every language (the paper's non-modular baseline)
+    none = "none"  # no adapters (XLM-R-like)
+
+
+class FreezePolicy(StrEnum):
+    none = "none"
+    paper = "paper"  # embeddings + all adapters + adapter LayerNorms frozen
+    adapters_only = "adapters_only"  # only `languages`' adapters train (adding a language)
+    head_only = "head_only"
+    custom = "custom"  # include / exclude regexes over parameter names
+
+
+class Schedule(StrEnum):
+    constant = "constant"
+    linear = "linear"
+
+
+@dataclass
+class ModelConf:
+    """Backbone source: a hub id / local dir (`pretrained`) or a fresh model from `config`."""
+
+    pretrained: Optional[str] = None
+    config: dict[str, Any] = field(default_factory=dict)  # XmodConfig fields (overrides when pretrained)
+
+
+@dataclass
+class LanguagesConf:
+    """Adapter languages of the backbone and the languages to train / evaluate on (X-MOD codes)."""
+
+    adapters: Optional[list[str]] = None  # None: the checkpoint's own list
+    add: dict[str, Any] = field(default_factory=dict)  # new code -> init_from (code, list of codes, or null)
+    train: list[str] = MISSING  # dataset language codes (en, de, ...)
+    eval: list[str] = MISSING
+    map: dict[str, str] = field(default_factory=dict)  # dataset code -> X-MOD code, beyond the defaults
+
+
+@dataclass
+class AdapterConf:
+    """Adapter architecture (models built from scratch); null keeps the XmodConfig/checkpoint value."""
+
+    reduction_factor: Optional[Union[int, float]] = None
+    layer_norm: Optional[bool] = None
+    reuse_layer_norm: Optional[bool] = None
+    ln_before: Optional[bool] = None
+    mode: Optional[AdapterMode] = None
+    layers: Optional[list[int]] = None
+    activation: Optional[str] = None
+
+
+@dataclass
+class FreezeConf:
+    """Arguments of xmod_lab.models.freezing.apply_freeze_policy."""
+
+    policy: FreezePolicy = FreezePolicy.paper
+    languages: Optional[list[str]] = None
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    train_embeddings: bool = False
+    train_head: bool = False
+
+
+@dataclass
+class PathsConf:
+    root_dir: str = MISSING
+    log_dir: str = MISSING
+    cache_dir: str = MISSING
+    output_dir: str = MISSING
+
+
+@dataclass
+class OptimizerConf:
+    lr: float = 2e-5
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.01
+
+
+@dataclass
+class SchedulerConf:
+    name: Schedule = Schedule.linear
+    warmup_steps: int = 0
+    warmup_ratio: float = 0.0
+
+
+@dataclass
+class _RunConf:
+    model: ModelConf = field(default_factory=ModelConf)
+    languages: LanguagesConf = field(default_factory=LanguagesConf)
+    adapter: AdapterConf = field(default_factory=AdapterConf)
+    task: Any = MISSING
+    data: Any = MISSING
+    trainer: Any = MISSING
+    logger: Optional[Any] = None
+    paths: PathsConf = field(default_factory=PathsConf)
+    name: str = "run"
+    seed: int = 42
+    torch_threads: Optional[int] = None  # torch.set_num_threads; null = torch's default
+    ckpt_path: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TrainConf(_RunConf):
+    freeze: FreezeConf = field(default_factory=FreezeConf)
+    optimizer: OptimizerConf = field(default_factory=OptimizerConf)
+    scheduler: SchedulerConf = field(default_factory=SchedulerConf)
+    callbacks: Optional[Any] = None
+    train: bool = True
+    test: bool = True  # evaluate the test split of every eval language at the end
+    export_dir: Optional[str] = None  # save_pretrained of the final backbone + head (+ tokenizer)
+    monitor: Optional[str] = None  # None: the task's main metric (e.g. val/avg/acc)
+    monitor_mode: Optional[str] = None
+    optimized_metric: Optional[str] = None  # read by hparams_search (Optuna)
+
+
+@dataclass
+class EvalConf(_RunConf):
+    split: str = "test"  # "test" or "validation"
+    freeze: FreezeConf = field(default_factory=lambda: FreezeConf(policy=FreezePolicy.none))
+    optimizer: OptimizerConf = field(default_factory=OptimizerConf)
+    scheduler: SchedulerConf = field(default_factory=SchedulerConf)
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConf)
+    cs.store(name="eval_schema", node=EvalConf)
+
+
+register()

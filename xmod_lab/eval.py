@@ -1,0 +1,82 @@
+"""xmod-eval: evaluate a trained X-MOD on every evaluation language and write the results table.
+
+    xmod-eval ckpt_path=outputs/default/runs/<time>/checkpoints/last.ckpt     # a Lightning checkpoint
+    xmod-eval model.pretrained=<export_dir> freeze=none                          # a save_pretrained directory
+    xmod-eval ckpt_path=... languages.eval=[en,de,sw] split=validation
+
+Use the same task/data choices (or experiment=...) as the training run; the architecture and
+weights come from the checkpoint, the languages to evaluate from `languages.eval`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig
+
+import xmod_lab.conf.schema  # noqa: F401  (registers eval_schema)
+from xmod_lab import runs
+from xmod_lab.tasks.common import backbone_languages, plain
+
+log = logging.getLogger("xmod_lab.eval")
+
+
+def load_task(cfg: DictConfig) -> L.LightningModule:
+    """The task from a Lightning checkpoint (its saved hyper-parameters, our evaluation languages)."""
+    task_cls = get_class(cfg.task._target_)
+    try:
+        return task_cls.load_from_checkpoint(cfg.ckpt_path, map_location="cpu", weights_only=False,
+                                             languages=plain(cfg.languages), freeze={"policy": "none"})
+    except (TypeError, KeyError, RuntimeError) as err:
+        raise ValueError(
+            f"ckpt_path={cfg.ckpt_path!r} does not load as {task_cls.__name__} ({err}); "
+            "pass the task=... (or experiment=...) the checkpoint was trained with"
+        ) from err
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Test (or validate) a checkpoint or an exported model; returns every logged metric."""
+    out = Path(cfg.paths.output_dir)
+    runs.check_ckpt_path(cfg.ckpt_path)
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    L.seed_everything(cfg.seed, workers=True)
+    if cfg.ckpt_path:
+        task = load_task(cfg)
+        datamodule = runs.build_datamodule(cfg, list(task.model.config.languages))
+    else:  # model.pretrained: an exported directory or a hub id, used as is
+        datamodule = runs.build_datamodule(cfg, backbone_languages(cfg.model, cfg.languages))
+        task = instantiate(cfg.task)
+    if sorted(datamodule.eval_languages) != sorted(task.eval_languages):
+        raise ValueError(f"data evaluates {datamodule.eval_languages} but the task expects {task.eval_languages}")
+    runs.start_run(out, cfg)
+
+    loggers = [instantiate(c) for c in (cfg.logger or {}).values()]
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[])
+    if cfg.split == "test":
+        trainer.test(task, datamodule=datamodule, verbose=False)
+    elif cfg.split == "validation":
+        trainer.validate(task, datamodule=datamodule, verbose=False)
+    else:
+        raise ValueError(f"split={cfg.split!r}; choose test or validation")
+    split = "test" if cfg.split == "test" else "val"
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    runs.finish_run(out, split, runs.table_from_metrics(metrics, split), {
+        "task": cfg.task._target_, "checkpoint": cfg.ckpt_path or cfg.model.pretrained,
+        "eval_languages": task.eval_languages,
+    })
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

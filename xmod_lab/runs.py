@@ -1,0 +1,118 @@
+"""What xmod-train and xmod-eval share: building the datamodule, and run-directory bookkeeping.
+
+A run directory (Hydra's output dir) ends up holding::
+
+    .hydra/               Hydra's composed config and overrides
+    config.yaml           the resolved config (every interpolation filled in)
+    git.txt               the commit (and whether the tree had local changes)
+    <job>.log             the log
+    checkpoints/          Lightning checkpoints (train)
+    results.json, .csv    per-language metrics, written at the very end
+    run_complete          written last: a run without it did not finish
+
+Everything here writes on global rank 0 only.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+log = logging.getLogger(__name__)
+
+RESULTS_JSON, RESULTS_CSV, COMPLETE = "results.json", "results.csv", "run_complete"
+
+
+def build_datamodule(cfg: DictConfig, languages: list[str]):
+    """The datamodule for a backbone with `languages` (its adapter list, in index order).
+
+    The task's label set comes from the data (defined once): `???` values of `task.num_labels` /
+    `task.label_names` are filled from the datamodule.
+    """
+    datamodule = instantiate(cfg.data, languages=list(languages))
+    with open_dict(cfg):
+        for key in ("num_labels", "label_names"):
+            if key in cfg.task.keys() and OmegaConf.is_missing(cfg.task, key):
+                cfg.task[key] = OmegaConf.create({"v": getattr(datamodule, key)}).v
+    return datamodule
+
+
+def check_ckpt_path(path: str | None) -> None:
+    if path is not None and not Path(path).is_file():
+        raise FileNotFoundError(f"ckpt_path={path!r}: no such checkpoint file (runs keep them in <run>/checkpoints/)")
+
+
+def git_revision(root: str | Path) -> str:
+    """`<sha>` or `<sha>-dirty`, or 'unknown' outside a git checkout (an installed wheel)."""
+    def run(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+
+    try:
+        sha = run("rev-parse", "HEAD")
+        return sha + ("-dirty" if run("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@rank_zero_only
+def start_run(out_dir: str | Path, cfg: DictConfig) -> None:
+    """Resolved config + git revision; removes a stale completion marker (a reused directory)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (COMPLETE, RESULTS_JSON, RESULTS_CSV):
+        (out / name).unlink(missing_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    revision = git_revision(Path(__file__).resolve().parent)
+    (out / "git.txt").write_text(revision + "\n")
+    log.info("run directory %s (git %s)", out, revision)
+
+
+def table_from_metrics(metrics: Mapping[str, Any], split: str) -> dict[str, dict[str, float]]:
+    """{'test/de_DE/acc': 71.2, ...} -> {'de_DE': {'acc': 71.2}, ..., 'avg': {...}} (avg last)."""
+    table: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        parts = key.split("/")
+        if len(parts) == 3 and parts[0] == split:
+            table.setdefault(parts[1], {})[parts[2]] = round(float(value), 4)
+    if "avg" in table:
+        table["avg"] = table.pop("avg")
+    return table
+
+
+def format_table(table: Mapping[str, Mapping[str, float]], title: str) -> str:
+    """Plain-text table (also what the log gets)."""
+    names = sorted({m for row in table.values() for m in row})
+    header = ["language", *names]
+    rows = [[lang, *(f"{row[m]:.2f}" if m in row else "-" for m in names)] for lang, row in table.items()]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = "  ".join(f"{h:<{w}}" if i == 0 else f"{h:>{w}}" for i, (h, w) in enumerate(zip(header, widths, strict=True)))
+    body = ["  ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+            for r in rows]
+    return "\n".join([title, line, "-" * len(line), *body])
+
+
+@rank_zero_only
+def finish_run(out_dir: str | Path, split: str, table: Mapping[str, Mapping[str, float]],
+               info: Mapping[str, Any]) -> None:
+    """results.json / results.csv, the printed table, then the completion marker (last)."""
+    out = Path(out_dir)
+    payload = {**info, "split": split, split: table}
+    (out / RESULTS_JSON).write_text(json.dumps(payload, indent=2) + "\n")
+    names = sorted({m for row in table.values() for m in row})
+    with (out / RESULTS_CSV).open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["language", *names])
+        for lang, row in table.items():
+            writer.writerow([lang, *(row.get(m, "") for m in names)])
+    log.info("\n%s", format_table(table, f"{split} results ({out})"))
+    (out / COMPLETE).write_text("ok\n")

@@ -1,0 +1,151 @@
+"""Masked LM (pre-training, adding a language) and causal LM: loss and perplexity per language.
+
+Two LightningModules that differ only in the head class and in how labels line up with logits;
+the collator builds the labels (MLM: masked positions, -100 elsewhere; CLM: the input ids, -100
+on padding; the causal shift happens here and in the head).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning import LightningModule
+from torch import nn
+from torchmetrics import MeanMetric
+
+from xmod_lab.tasks.common import (
+    apply_freeze,
+    build_model,
+    check_languages,
+    compute_means,
+    configure_adamw,
+    eval_languages,
+    language_metric,
+    log_per_language,
+    model_inputs,
+    plain,
+    split_by_language,
+)
+
+
+def _token_losses(logits: torch.Tensor, labels: torch.Tensor, causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token cross-entropy (B, T') and the mask of tokens that count."""
+    if causal:  # position t predicts token t+1
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    losses = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="none")
+    return losses.view(labels.shape), labels != -100
+
+
+def _lm_scores(metrics: nn.ModuleDict) -> dict[str, dict[str, float]]:
+    return {lang: {"loss": loss, "ppl": math.exp(min(loss, 50.0))} for lang, loss in compute_means(metrics).items()}
+
+
+class MaskedLMTask(LightningModule):
+    """X-MOD + MLM head; logs `{val,test}/<lang>/loss` and `/ppl` (token-weighted within a language).
+
+    The arguments are those of `SequenceClassificationTask` (no labels: the vocabulary is the label set).
+    For adding a language use `languages.add={new: init_from}` and `freeze.policy=adapters_only`.
+    """
+
+    monitor, monitor_mode = "val/avg/loss", "min"
+    causal = False
+
+    def __init__(
+        self,
+        model: Mapping[str, Any],
+        languages: Mapping[str, Any],
+        adapter: Mapping[str, Any] | None = None,
+        freeze: Mapping[str, Any] | None = None,
+        optimizer: Mapping[str, Any] | None = None,
+        scheduler: Mapping[str, Any] | None = None,
+        model_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.hparams.update({k: plain(v) for k, v in self.hparams.items()})
+        hp = self.hparams
+        from xmod_lab.models import XmodForMaskedLM
+
+        self.model = build_model(XmodForMaskedLM, hp.model, hp.languages, hp.adapter, None, model_config)
+        self.hparams["model_config"] = self.model.config.to_dict()
+        self.eval_languages = eval_languages(hp.languages)
+        check_languages(self.model, self.eval_languages, "languages.eval")
+        self.parameter_counts = apply_freeze(self.model, **(hp.freeze or {}))
+        self.losses = nn.ModuleDict({
+            stage: nn.ModuleDict({lang: MeanMetric() for lang in self.eval_languages}) for stage in ("val", "test")
+        })
+
+    def forward(self, **batch: Any):
+        return self.model(**model_inputs(batch))
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        loss = self(**batch).loss
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def _eval_step(self, batch: Mapping[str, Any], stage: str) -> None:
+        logits = self(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        losses, counted = _token_losses(logits, batch["labels"], self.causal)
+        for lang, mask in split_by_language(batch["lang_ids"], self.model.config.languages).items():
+            language_metric(self.losses[stage], lang).update(losses[mask][counted[mask]])
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        log_per_language(self, "val", _lm_scores(self.losses["val"]))
+
+    def on_test_epoch_end(self) -> None:
+        log_per_language(self, "test", _lm_scores(self.losses["test"]))
+
+    def configure_optimizers(self):
+        return configure_adamw(self, self.hparams.optimizer or {"lr": 5e-5}, self.hparams.scheduler or {})
+
+
+class CausalLMTask(LightningModule):
+    """X-MOD as a decoder (`is_decoder=True`) + LM head; logs `{val,test}/<lang>/loss` and `/ppl`."""
+
+    monitor, monitor_mode = "val/avg/loss", "min"
+    causal = True
+
+    def __init__(
+        self,
+        model: Mapping[str, Any],
+        languages: Mapping[str, Any],
+        adapter: Mapping[str, Any] | None = None,
+        freeze: Mapping[str, Any] | None = None,
+        optimizer: Mapping[str, Any] | None = None,
+        scheduler: Mapping[str, Any] | None = None,
+        model_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.hparams.update({k: plain(v) for k, v in self.hparams.items()})
+        hp = self.hparams
+        from xmod_lab.models import XmodForCausalLM
+
+        self.model = build_model(XmodForCausalLM, hp.model, hp.languages, hp.adapter, {"is_decoder": True},
+                                 model_config)
+        self.hparams["model_config"] = self.model.config.to_dict()
+        self.eval_languages = eval_languages(hp.languages)
+        check_languages(self.model, self.eval_languages, "languages.eval")
+        self.parameter_counts = apply_freeze(self.model, **(hp.freeze or {}))
+        self.losses = nn.ModuleDict({
+            stage: nn.ModuleDict({lang: MeanMetric() for lang in self.eval_languages}) for stage in ("val", "test")
+        })
+
+    forward = MaskedLMTask.forward
+    training_step = MaskedLMTask.training_step
+    _eval_step = MaskedLMTask._eval_step
+    validation_step = MaskedLMTask.validation_step
+    test_step = MaskedLMTask.test_step
+    on_validation_epoch_end = MaskedLMTask.on_validation_epoch_end
+    on_test_epoch_end = MaskedLMTask.on_test_epoch_end
+    configure_optimizers = MaskedLMTask.configure_optimizers

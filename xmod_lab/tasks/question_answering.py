@@ -1,0 +1,6 @@
+"""placeholder"""
+from lightning import LightningModule
+
+
+class QuestionAnsweringTask(LightningModule):
+    pass

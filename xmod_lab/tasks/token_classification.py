@@ -1,0 +1,157 @@
+"""Token classification (PAN-X NER, UD-POS): seqeval entity F1 and token accuracy per language."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from lightning import LightningModule
+from torch import nn
+from torchmetrics import MeanMetric, Metric
+from torchmetrics.utilities import dim_zero_cat
+
+from xmod_lab.tasks.common import (
+    apply_freeze,
+    build_model,
+    check_languages,
+    compute_means,
+    configure_adamw,
+    eval_languages,
+    language_metric,
+    log_per_language,
+    model_inputs,
+    plain,
+    split_by_language,
+)
+
+IGNORE = -100  # label of sub-words after the first and of special tokens (set by the collator)
+
+
+class SeqevalF1(Metric):
+    """Entity-level micro F1 (seqeval, CoNLL rules) over word-level tag ids; -100 positions ignored.
+
+    Sequences are stored flat with a -1 separator so the states are tensors that sync across ranks.
+    """
+
+    full_state_update = False
+
+    def __init__(self, label_names: Sequence[str]) -> None:
+        super().__init__()
+        self.label_names = list(label_names)
+        self.add_state("preds", default=[], dist_reduce_fx="cat")
+        self.add_state("target", default=[], dist_reduce_fx="cat")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:  # both (B, T)
+        for p, t in zip(preds, target, strict=True):
+            keep = t != IGNORE
+            self.preds.append(torch.cat([p[keep], p.new_tensor([-1])]))
+            self.target.append(torch.cat([t[keep], t.new_tensor([-1])]))
+
+    def compute(self) -> torch.Tensor:
+        from seqeval.metrics import f1_score
+
+        if not self.target:
+            return torch.tensor(float("nan"))
+        y_true, y_pred = self._sentences(dim_zero_cat(self.target)), self._sentences(dim_zero_cat(self.preds))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # seqeval warns about sentences without entities
+            return torch.tensor(float(f1_score(y_true, y_pred, zero_division=0)))
+
+    def _sentences(self, flat: torch.Tensor) -> list[list[str]]:
+        sentences, current = [], []
+        for tag in flat.tolist():
+            if tag == -1:
+                sentences.append(current)
+                current = []
+            else:
+                current.append(self.label_names[tag])
+        return sentences
+
+
+class TokenClassificationTask(LightningModule):
+    """X-MOD + token classification head; logs `{val,test}/<lang>/f1` (seqeval) and `/acc`.
+
+    Args:
+        label_names: tag names in label-id order (defined once, in the data config); BIO tags
+            give entity F1 (`seqeval=True`), other tag sets (UPOS) use `seqeval=False`.
+        The other arguments are those of `SequenceClassificationTask`.
+    """
+
+    def __init__(
+        self,
+        model: Mapping[str, Any],
+        languages: Mapping[str, Any],
+        label_names: Sequence[str],
+        seqeval: bool = True,
+        adapter: Mapping[str, Any] | None = None,
+        freeze: Mapping[str, Any] | None = None,
+        optimizer: Mapping[str, Any] | None = None,
+        scheduler: Mapping[str, Any] | None = None,
+        model_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.hparams.update({k: plain(v) for k, v in self.hparams.items()})
+        hp = self.hparams
+        from xmod_lab.models import XmodForTokenClassification
+
+        names = list(hp.label_names)
+        head = {"num_labels": len(names), "id2label": dict(enumerate(names)),
+                "label2id": {n: i for i, n in enumerate(names)}}
+        self.model = build_model(XmodForTokenClassification, hp.model, hp.languages, hp.adapter, head, model_config)
+        self.hparams["model_config"] = self.model.config.to_dict()
+        self.eval_languages = eval_languages(hp.languages)
+        check_languages(self.model, self.eval_languages, "languages.eval")
+        self.parameter_counts = apply_freeze(self.model, **(hp.freeze or {}))
+        self.monitor, self.monitor_mode = ("val/avg/f1" if seqeval else "val/avg/acc"), "max"
+        self.accuracy = nn.ModuleDict({
+            stage: nn.ModuleDict({lang: MeanMetric() for lang in self.eval_languages}) for stage in ("val", "test")
+        })
+        self.f1 = nn.ModuleDict({
+            stage: nn.ModuleDict({lang: SeqevalF1(names) for lang in self.eval_languages}) for stage in ("val", "test")
+        }) if seqeval else None
+
+    def forward(self, **batch: Any):
+        return self.model(**model_inputs(batch))
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        loss = self(**batch).loss
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def _eval_step(self, batch: Mapping[str, Any], stage: str) -> None:
+        labels = batch["labels"]
+        preds = self(**{k: v for k, v in batch.items() if k != "labels"}).logits.argmax(-1)  # (B, T)
+        for lang, mask in split_by_language(batch["lang_ids"], self.model.config.languages).items():
+            p, t = preds[mask], labels[mask]
+            language_metric(self.accuracy[stage], lang).update((p == t).float()[t != IGNORE])
+            if self.f1 is not None:
+                self.f1[stage][lang].update(p, t)
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, "test")
+
+    def _log_epoch(self, stage: str) -> None:
+        scores = {lang: {"acc": 100.0 * v} for lang, v in compute_means(self.accuracy[stage]).items()}
+        if self.f1 is not None:
+            for lang, metric in self.f1[stage].items():
+                value = float(metric.compute())
+                metric.reset()
+                if not math.isnan(value):
+                    scores.setdefault(lang, {})["f1"] = 100.0 * value
+        log_per_language(self, stage, scores)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    def configure_optimizers(self):
+        return configure_adamw(self, self.hparams.optimizer or {"lr": 2e-5}, self.hparams.scheduler or {})
