@@ -156,10 +156,16 @@ def test_add_and_remove_survive_save_and_load(tmp_path):
         assert torch.equal(outputs(loaded, ids, i), outputs(model, ids, i))
 
 
-def test_training_only_the_new_adapter_keeps_old_languages_bit_identical():
+PRE_NORM = dict(
+    pre_norm=True, adapter_layer_norm=True, adapter_reuse_layer_norm=False, ln_before_adapter=False
+)
+
+
+@pytest.mark.parametrize("flags", [{}, PRE_NORM], ids=["post_norm", "pre_norm_adapter_ln"])
+def test_training_only_the_new_adapter_keeps_old_languages_bit_identical(flags):
     """The paper's claim: a language added after pre-training leaves every other language unchanged."""
     torch.manual_seed(0)
-    model = XmodForMaskedLM(tiny()).eval()
+    model = XmodForMaskedLM(tiny(**flags)).eval()
     ids = torch.randint(3, 50, (4, 8))
     before = [outputs(model, ids, i) for i in range(len(LANGS))]
     untouched = copy.deepcopy(model.state_dict())
