@@ -145,3 +145,44 @@ def test_num_labels_builds_label_maps():
     assert list(config.id2label) == [0, 1]
     named = tiny_config(id2label={"0": "entailment", "1": "neutral", "2": "contradiction"})
     assert named.num_labels == 3 and named.label2id["neutral"] == 1
+
+
+def test_reads_a_hub_style_xmod_base_config(tmp_path):
+    """The facebook/xmod-base config.json layout (saved by transformers 4.27): real sizes, 81 languages."""
+    hub = {
+        "_name_or_path": "facebook/xmod-base",
+        "architectures": ["XmodForMaskedLM"],
+        "adapter_layer_norm": False,
+        "adapter_reduction_factor": 2,
+        "adapter_reuse_layer_norm": True,
+        "attention_probs_dropout_prob": 0.1,
+        "bos_token_id": 0,
+        "classifier_dropout": None,
+        "default_language": None,
+        "eos_token_id": 2,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "hidden_size": 768,
+        "initializer_range": 0.02,
+        "intermediate_size": 3072,
+        "languages": list(XMOD_LANGUAGES_81),
+        "layer_norm_eps": 1e-05,
+        "ln_before_adapter": True,
+        "max_position_embeddings": 514,
+        "model_type": "xmod",
+        "num_attention_heads": 12,
+        "num_hidden_layers": 12,
+        "pad_token_id": 1,
+        "position_embedding_type": "absolute",
+        "pre_norm": False,
+        "torch_dtype": "float32",
+        "transformers_version": "4.27.0.dev0",
+        "type_vocab_size": 1,
+        "use_cache": True,
+        "vocab_size": 250002,
+    }
+    (tmp_path / "config.json").write_text(json.dumps(hub))
+    config = XmodConfig.from_pretrained(tmp_path)
+    assert config.lang_id("de_DE") == 8 and config.adapter_bottleneck_size == 384 and config.head_dim == 64
+    assert config.architectures == ["XmodForMaskedLM"] and config.layer_norm_eps == 1e-5
+    assert not hasattr(config, "torch_dtype")

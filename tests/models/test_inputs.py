@@ -118,8 +118,11 @@ def test_token_type_ids(model, batch):
     tt[:, 5:] = 1
     out = model(ids, attention_mask=mask, lang_ids=0, token_type_ids=tt).logits
     assert not torch.equal(out, model(ids, attention_mask=mask, lang_ids=0).logits)
-    with pytest.raises(ValueError, match=r"token_type_ids must be in 0..1 .*type_vocab_size=2"):
-        model(ids, attention_mask=mask, lang_ids=0, token_type_ids=tt + 1)
+    for lang_ids in (0, torch.tensor([0, 1, 0, 2])):  # checked with and without the routing's host sync
+        with pytest.raises(ValueError, match=r"token_type_ids must be in 0..1 .*type_vocab_size=2"):
+            model(ids, attention_mask=mask, lang_ids=lang_ids, token_type_ids=tt + 1)
+        with pytest.raises(ValueError, match=r"token_type_ids must be in 0..1"):
+            model(ids, attention_mask=mask, lang_ids=lang_ids, token_type_ids=tt - 1)
 
 
 def test_input_shape_errors(model, batch):
@@ -219,3 +222,20 @@ def test_bf16_autocast_on_cpu(batch, attn_implementation):
     assert max_diff(out.logits, fp32.logits) < 0.1
     out.loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_resize_token_embeddings_keeps_rows_and_ties(batch):
+    ids, mask = batch
+    for tie in (True, False):
+        torch.manual_seed(0)
+        model = xm.XmodForMaskedLM(tiny_config(tie_word_embeddings=tie)).eval()
+        before = model(ids, attention_mask=mask, lang_ids=0).logits
+        model.resize_token_embeddings(120)
+        assert model.config.vocab_size == 120
+        head = model.lm_head
+        assert head.decoder.weight.shape == (120, 32) and head.decoder.bias is head.bias
+        assert (head.decoder.weight is model.roberta.embeddings.word_embeddings.weight) == tie
+        after = model(ids, attention_mask=mask, lang_ids=0).logits
+        assert after.shape == (4, 9, 120) and max_diff(after[..., :99], before) <= 1e-6
+        model.resize_token_embeddings(50)
+        assert model(ids % 50, attention_mask=mask, lang_ids=0).logits.shape[-1] == 50

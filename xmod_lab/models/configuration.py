@@ -224,6 +224,9 @@ class XmodConfig:
             )
         if not self.languages:
             raise ValueError("languages is empty: give at least one language code, e.g. ['en_XX']")
+        bad_codes = [code for code in self.languages if not code or "." in code or code.isspace()]
+        if bad_codes:
+            raise ValueError(f"language codes must be non-empty and without '.', got {bad_codes}")
         if len(set(self.languages)) != len(self.languages):
             raise ValueError(f"languages has duplicates: {self.languages}")
         if self.default_language is not None and self.default_language not in self.languages:

@@ -85,6 +85,41 @@ class XmodPreTrainedModel(nn.Module):
             head.decoder.weight = self.base_model.embeddings.word_embeddings.weight
         head.decoder.bias = head.bias
 
+    def resize_token_embeddings(self, new_num_tokens: int) -> nn.Embedding:
+        """Grow or shrink the vocabulary; kept rows are copied, new rows initialised as at construction.
+
+        The MLM decoder and its bias follow (tied decoders stay tied); ``config.vocab_size`` is updated.
+        """
+        old = self.get_input_embeddings()
+        if new_num_tokens == old.num_embeddings:
+            return old
+        new = nn.Embedding(new_num_tokens, old.embedding_dim, padding_idx=old.padding_idx)
+        new.to(device=old.weight.device, dtype=old.weight.dtype)
+        self._init_weights(new)
+        keep = min(new_num_tokens, old.num_embeddings)
+        with torch.no_grad():
+            new.weight[:keep] = old.weight[:keep]
+        new.weight.requires_grad_(old.weight.requires_grad)
+        self.base_model.embeddings.word_embeddings = new
+        head = getattr(self, "lm_head", None)
+        if head is not None:
+            bias = torch.zeros(new_num_tokens, device=head.bias.device, dtype=head.bias.dtype)
+            bias[:keep] = head.bias.detach()[:keep]
+            head.bias = nn.Parameter(bias)
+            if not self.config.tie_word_embeddings:
+                decoder = nn.Linear(old.embedding_dim, new_num_tokens).to(
+                    device=old.weight.device, dtype=old.weight.dtype
+                )
+                self._init_weights(decoder)
+                with torch.no_grad():
+                    decoder.weight[:keep] = head.decoder.weight[:keep]
+                head.decoder = decoder
+            else:
+                head.decoder.out_features = new_num_tokens
+        self.config.vocab_size = new_num_tokens
+        self.tie_weights()
+        return new
+
     def num_parameters(self, only_trainable: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not only_trainable)
 
@@ -150,8 +185,11 @@ class XmodPreTrainedModel(nn.Module):
         return remove_languages(self, codes)  # a single code string is accepted too
 
     # ------------------------------------------------------- gradient checkpointing
-    def gradient_checkpointing_enable(self) -> None:
-        self.base_model.encoder.gradient_checkpointing = True
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
+        """Recompute each layer in the backward pass (less memory); kwargs go to torch.utils.checkpoint."""
+        encoder = self.base_model.encoder
+        encoder.gradient_checkpointing = True
+        encoder.checkpoint_kwargs = {"use_reentrant": False, **(gradient_checkpointing_kwargs or {})}
 
     def gradient_checkpointing_disable(self) -> None:
         self.base_model.encoder.gradient_checkpointing = False
@@ -247,9 +285,16 @@ class XmodModel(XmodPreTrainedModel):
             )
         past_length = past_key_values[0][0].shape[2] if past_key_values else 0
 
-        routing, _ = route_languages(cfg, lang_ids, batch, device)
+        bad_token_types = None
         if token_type_ids is not None:
-            _check_token_type_ids(token_type_ids, cfg.type_vocab_size)
+            bad_token_types = ((token_type_ids < 0) | (token_type_ids >= cfg.type_vocab_size)).any()
+        routing, bad = route_languages(cfg, lang_ids, batch, device, also_check=bad_token_types)
+        if bad:
+            raise ValueError(
+                f"token_type_ids must be in 0..{cfg.type_vocab_size - 1} (config.type_vocab_size="
+                f"{cfg.type_vocab_size}); got values up to {int(token_type_ids.max())}. X-MOD/XLM-R checkpoints "
+                "have one token type: drop token_type_ids (or pass zeros)"
+            )
 
         x = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds, past_length)  # (B, T, D)
         dtype = _compute_dtype(x)
@@ -311,15 +356,6 @@ class XmodModel(XmodPreTrainedModel):
                 f"({layers}, {heads}), got {tuple(head_mask.shape)}"
             )
         return head_mask.to(dtype).view(layers, 1, heads, 1, 1)  # per layer (1, H, 1, 1)
-
-
-def _check_token_type_ids(token_type_ids: torch.Tensor, type_vocab_size: int) -> None:
-    if token_type_ids.numel() and bool(((token_type_ids < 0) | (token_type_ids >= type_vocab_size)).any()):
-        raise ValueError(
-            f"token_type_ids must be in 0..{type_vocab_size - 1} (config.type_vocab_size={type_vocab_size}); "
-            f"got values up to {int(token_type_ids.max())}. X-MOD/XLM-R checkpoints have one token type: "
-            "drop token_type_ids (or pass zeros)"
-        )
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -399,19 +435,19 @@ class XmodForMaskedLM(XmodPreTrainedModel):
 
     def forward(
         self,
-        input_ids=None,
-        lang_ids=None,
-        attention_mask=None,
-        token_type_ids=None,
-        position_ids=None,
-        head_mask=None,
-        inputs_embeds=None,
-        encoder_hidden_states=None,
-        encoder_attention_mask=None,
-        labels=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        return_dict=None,
+        input_ids: torch.Tensor | None = None,
+        lang_ids: torch.Tensor | int | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        head_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
     ) -> MaskedLMOutput | tuple:
         """``labels`` (B, T): token ids to predict, -100 where no loss is taken."""
         out = self.roberta(
@@ -456,21 +492,21 @@ class XmodForCausalLM(XmodPreTrainedModel):
 
     def forward(
         self,
-        input_ids=None,
-        lang_ids=None,
-        attention_mask=None,
-        token_type_ids=None,
-        position_ids=None,
-        head_mask=None,
-        inputs_embeds=None,
-        encoder_hidden_states=None,
-        encoder_attention_mask=None,
-        labels=None,
-        past_key_values=None,
-        use_cache=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        return_dict=None,
+        input_ids: torch.Tensor | None = None,
+        lang_ids: torch.Tensor | int | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        head_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        past_key_values: tuple[tuple[torch.Tensor, ...], ...] | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
     ) -> CausalLMOutputWithCrossAttentions | tuple:
         """``labels`` (B, T): the inputs themselves; shifted here, -100 where no loss is taken."""
         if labels is not None:
@@ -554,17 +590,17 @@ class XmodForSequenceClassification(XmodPreTrainedModel):
 
     def forward(
         self,
-        input_ids=None,
-        lang_ids=None,
-        attention_mask=None,
-        token_type_ids=None,
-        position_ids=None,
-        head_mask=None,
-        inputs_embeds=None,
-        labels=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        return_dict=None,
+        input_ids: torch.Tensor | None = None,
+        lang_ids: torch.Tensor | int | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        head_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
     ) -> SequenceClassifierOutput | tuple:
         """``labels``: (B,) class ids, (B,) floats when num_labels == 1 (regression), or (B, num_labels)
         0/1 floats for multi-label (``problem_type`` decides; inferred from num_labels and dtype if unset)."""
@@ -629,17 +665,17 @@ class XmodForTokenClassification(XmodPreTrainedModel):
 
     def forward(
         self,
-        input_ids=None,
-        lang_ids=None,
-        attention_mask=None,
-        token_type_ids=None,
-        position_ids=None,
-        head_mask=None,
-        inputs_embeds=None,
-        labels=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        return_dict=None,
+        input_ids: torch.Tensor | None = None,
+        lang_ids: torch.Tensor | int | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        head_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
     ) -> TokenClassifierOutput | tuple:
         """``labels`` (B, T): tag ids, -100 on sub-words and special tokens that take no loss."""
         out = self.roberta(
@@ -680,18 +716,18 @@ class XmodForQuestionAnswering(XmodPreTrainedModel):
 
     def forward(
         self,
-        input_ids=None,
-        lang_ids=None,
-        attention_mask=None,
-        token_type_ids=None,
-        position_ids=None,
-        head_mask=None,
-        inputs_embeds=None,
-        start_positions=None,
-        end_positions=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        return_dict=None,
+        input_ids: torch.Tensor | None = None,
+        lang_ids: torch.Tensor | int | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        head_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        start_positions: torch.Tensor | None = None,
+        end_positions: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
     ) -> QuestionAnsweringModelOutput | tuple:
         """``start_positions``/``end_positions`` (B,): token indices; positions past the input take no loss."""
         out = self.roberta(
@@ -739,17 +775,17 @@ class XmodForMultipleChoice(XmodPreTrainedModel):
 
     def forward(
         self,
-        input_ids=None,
-        lang_ids=None,
-        token_type_ids=None,
-        attention_mask=None,
-        labels=None,
-        position_ids=None,
-        head_mask=None,
-        inputs_embeds=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        return_dict=None,
+        input_ids: torch.Tensor | None = None,
+        lang_ids: torch.Tensor | int | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        head_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
     ) -> MultipleChoiceModelOutput | tuple:
         """Inputs are (B, C, T). ``lang_ids`` (B,) routes every choice to its example's adapter;
         (B, C) or (B*C,) per choice also work. ``labels`` (B,): index of the right choice."""

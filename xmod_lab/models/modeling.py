@@ -83,61 +83,51 @@ def route_languages(
     lang_ids: torch.Tensor | int | None,
     batch_size: int,
     device: torch.device,
-) -> tuple[LanguageRouting, torch.Tensor | None]:
+    also_check: torch.Tensor | None = None,
+) -> tuple[LanguageRouting, bool]:
     """Validate ``lang_ids`` and build the routing, with at most one host sync.
 
-    Returns the routing and the (B,) long tensor of language ids (None when no ids are needed).
     A python int, the default language or a shared/none adapter mode need no sync at all.
+    ``also_check`` is an optional 0-d bool tensor (another input check, e.g. token type ids out of
+    range) fetched in the same sync; its value is returned with the routing.
     """
-    if config.adapter_mode == "none":
-        return LanguageRouting(), None
-    if config.adapter_mode == "shared":
-        return LanguageRouting(single=SHARED_ADAPTER), None
+    no_sync = _route_without_sync(config, lang_ids, batch_size)
+    if no_sync is not None:
+        return no_sync, bool(also_check) if also_check is not None else False
     languages = config.languages
     num_languages = len(languages)
-    if lang_ids is None:
-        if config.default_language is None:
-            raise ValueError(
-                "Input language unknown: pass lang_ids (a LongTensor of shape (batch_size,), indices into "
-                f"config.languages={languages}) or call model.set_default_language(<code>) first"
-            )
-        return LanguageRouting(single=config.default_language), None
-    if isinstance(lang_ids, bool) or not isinstance(lang_ids, int | torch.Tensor):
-        raise TypeError(
-            f"lang_ids must be a torch.LongTensor of shape (batch_size,) (or one python int for the whole "
-            f"batch), got {type(lang_ids).__name__}; wrap it: torch.tensor(lang_ids, dtype=torch.long)"
-        )
-    if isinstance(lang_ids, int):
-        if not 0 <= lang_ids < num_languages:
-            raise _bad_lang_ids(f"value {lang_ids} is out of range 0..{num_languages - 1} ({languages})")
-        return LanguageRouting(single=languages[lang_ids]), None
-
     if lang_ids.dim() == 2 and lang_ids.shape[1] == 1:  # (B, 1), a common collate output
         lang_ids = lang_ids[:, 0]
     if lang_ids.dim() == 0:
-        lang_ids = lang_ids.expand(batch_size)
+        lang_ids = lang_ids.reshape(1)
     elif lang_ids.dim() != 1 or lang_ids.shape[0] not in (1, batch_size):
         raise _bad_lang_ids(
             f"must have shape (batch_size,) = ({batch_size},) with one language index per sample, "
             f"got shape {tuple(lang_ids.shape)}"
         )
-    if lang_ids.is_floating_point() or lang_ids.is_complex() or lang_ids.dtype == torch.bool:
-        if lang_ids.dtype == torch.bool or lang_ids.is_complex():
-            raise _bad_lang_ids(f"must be integer indices, got dtype {lang_ids.dtype}; pass a LongTensor")
-        frac = (lang_ids != lang_ids.round()).any().reshape(1).to(torch.float64)
-    else:
-        frac = torch.zeros(1, dtype=torch.float64, device=lang_ids.device)
+    if lang_ids.dtype == torch.bool or lang_ids.is_complex():
+        raise _bad_lang_ids(f"must be integer indices, got dtype {lang_ids.dtype}; pass a LongTensor")
     lang_ids = lang_ids.to(device)
-    # One sync brings back validity and the per-language counts together.
+    fraction = (
+        (lang_ids != lang_ids.round()).any() if lang_ids.is_floating_point() else lang_ids.new_zeros(())
+    )
     ids_long = lang_ids.long()
+    # One sync brings back validity, the per-language counts and the caller's check together.
     stats = torch.cat(
         [
-            torch.stack([lang_ids.min(), lang_ids.max()]).to(torch.float64),
-            frac.to(device),
-            torch.bincount(ids_long.clamp(0, num_languages - 1), minlength=num_languages).to(torch.float64),
+            torch.stack([lang_ids.min(), lang_ids.max()]).double(),
+            torch.stack(
+                [
+                    fraction.double(),
+                    also_check.to(device).double()
+                    if also_check is not None
+                    else fraction.new_zeros((), dtype=torch.float64),
+                ]
+            ),
+            torch.bincount(ids_long.clamp(0, num_languages - 1), minlength=num_languages).double(),
         ]
     ).tolist()
-    low, high, has_fraction, counts = stats[0], stats[1], stats[2], stats[3:]
+    low, high, has_fraction, check, counts = stats[0], stats[1], stats[2], bool(stats[3]), stats[4:]
     if has_fraction:
         raise _bad_lang_ids(
             f"must hold whole numbers (language indices), got {lang_ids.tolist()}; pass a LongTensor"
@@ -147,24 +137,45 @@ def route_languages(
             f"values must be in 0..{num_languages - 1} (indices into config.languages={languages}), "
             f"got min {low:g}, max {high:g}"
         )
-    if lang_ids.shape[0] == 1 and batch_size != 1:
-        lang_ids = ids_long.expand(batch_size)
-        return LanguageRouting(single=languages[int(high)]), lang_ids
     present = [i for i, n in enumerate(counts) if n > 0]
-    if len(present) == 1:
-        return LanguageRouting(single=languages[present[0]]), ids_long
-    order = torch.argsort(ids_long, stable=True)
+    if len(present) == 1:  # includes a one-element lang_ids for the whole batch
+        return LanguageRouting(single=languages[present[0]]), check
+    order = torch.argsort(ids_long, stable=True)  # (B,)
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(order.numel(), device=order.device)
-    return (
-        LanguageRouting(
-            keys=tuple(languages[i] for i in present),
-            counts=tuple(int(counts[i]) for i in present),
-            order=order,
-            inverse=inverse,
-        ),
-        ids_long,
+    routing = LanguageRouting(
+        keys=tuple(languages[i] for i in present),
+        counts=tuple(int(counts[i]) for i in present),
+        order=order,
+        inverse=inverse,
     )
+    return routing, check
+
+
+def _route_without_sync(config: XmodConfig, lang_ids, batch_size: int) -> LanguageRouting | None:
+    """The routing when it is known without looking at device data; None when lang_ids is a tensor."""
+    if config.adapter_mode == "none":
+        return LanguageRouting()
+    if config.adapter_mode == "shared":
+        return LanguageRouting(single=SHARED_ADAPTER)
+    languages = config.languages
+    if lang_ids is None:
+        if config.default_language is None:
+            raise ValueError(
+                "Input language unknown: pass lang_ids (a LongTensor of shape (batch_size,), indices into "
+                f"config.languages={languages}) or call model.set_default_language(<code>) first"
+            )
+        return LanguageRouting(single=config.default_language)
+    if isinstance(lang_ids, bool) or not isinstance(lang_ids, int | torch.Tensor):
+        raise TypeError(
+            f"lang_ids must be a torch.LongTensor of shape (batch_size,) (or one python int for the whole "
+            f"batch), got {type(lang_ids).__name__}; wrap it: torch.tensor(lang_ids, dtype=torch.long)"
+        )
+    if isinstance(lang_ids, int):
+        if not 0 <= lang_ids < len(languages):
+            raise _bad_lang_ids(f"value {lang_ids} is out of range 0..{len(languages) - 1} ({languages})")
+        return LanguageRouting(single=languages[lang_ids])
+    return None
 
 
 # ----------------------------------------------------------------------------------- embeddings
@@ -455,6 +466,7 @@ class XmodEncoder(nn.Module):
         else:
             self.LayerNorm = None
         self.gradient_checkpointing = False
+        self.checkpoint_kwargs: dict = {"use_reentrant": False}
 
     def forward(
         self,
@@ -484,7 +496,7 @@ class XmodEncoder(nn.Module):
                 output_attentions,
             )
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x, probs, cross_probs, present = checkpoint(layer, *args, use_reentrant=False)
+                x, probs, cross_probs, present = checkpoint(layer, *args, **self.checkpoint_kwargs)
             else:
                 x, probs, cross_probs, present = layer(*args)
             if output_attentions:
