@@ -1,18 +1,18 @@
-"""Hydra multirun support: the sweep summary, DDP that stays correct inside a sweep, a SLURM guard.
+"""Hydra multirun support: the sweep summary and DDP that stays correct inside a sweep.
 
-Three pieces, each plugged in by config:
+Two pieces, each plugged in by config:
 
 - ``SweepSummary`` (``hydra.callbacks``): after every job of a multirun it rewrites
   ``<sweep_dir>/sweep_summary.{csv,json}``: one row per run with its overrides, its per-language metrics and
   their average. It is rewritten after each job, not only at the end, because Hydra never calls
-  ``on_multirun_end`` when a job failed; failed runs are named in the summary.
+  ``on_multirun_end`` when a job failed; failed runs are named in the summary. At the start of a sweep
+  it checks that a SLURM launcher (``hydra/launcher=slurm``) has SLURM to talk to, else says how to run
+  without it.
 - ``HydraJobDDPStrategy`` (``trainer.strategy``): Lightning's ``ddp`` starts the extra ranks by re-running
   ``sys.argv``. Under ``-m`` that argv is the whole sweep, so rank 1 runs its own sweep next to rank 0
   (Lightning issue 11300): with the default sweeper it happens to stay in step, with Optuna the ranks train
   different hyper-parameters in one job, and rank 1 writes a second, phantom sweep directory. Here the
   extra ranks re-enter the current job instead: the job's own overrides, in RUN mode, in the job's directory.
-- ``SlurmLauncher`` (``hydra/launcher=slurm``): submitit's SLURM launcher that first checks that SLURM is
-  there and says how to run without it.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from omegaconf import DictConfig
@@ -69,6 +68,9 @@ class SweepSummary(Callback):
             status["error"] = f"{type(error).__name__}: {error}"
         (job_dir / JOB_STATUS).write_text(json.dumps(status))
         self._write(Path(config.hydra.sweep.dir))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_launcher(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         summary = self._write(Path(config.hydra.sweep.dir))
@@ -212,6 +214,7 @@ class HydraJobDDPStrategy(DDPStrategy):
         super().setup_environment()
         if HydraConfig.initialized() and self.world_size > 1:
             mine = list(HydraConfig.get().overrides.task)
+            log.info("rank %d of %d runs the job with overrides %s", self.global_rank, self.world_size, mine)
             every: list[Any] = [None] * self.world_size
             torch.distributed.all_gather_object(every, mine)
             if any(o != every[0] for o in every):
@@ -222,16 +225,18 @@ class HydraJobDDPStrategy(DDPStrategy):
                 )
 
 
-class SlurmLauncher(SubmititSlurmLauncher):
-    """submitit's SLURM launcher, refusing early and clearly where SLURM is not installed."""
+def check_launcher(config: DictConfig) -> None:
+    """Refuse a SLURM launcher where SLURM is not installed, before anything is submitted.
 
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Any:
-        missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
-        if missing:
-            raise RuntimeError(
-                f"hydra/launcher=slurm submits jobs to SLURM, but {' and '.join(missing)} "
-                f"{'is' if len(missing) == 1 else 'are'} not on PATH: this machine is not a SLURM login node. "
-                "Run the command on your cluster's login node, or drop hydra/launcher=slurm to run the sweep "
-                "here (hydra/launcher=submitit_local runs it in local subprocesses)."
-            )
-        return super().launch(job_overrides, initial_job_idx)
+    submitit's own check comes later, at the bottom of a long traceback ("Could not detect srun").
+    """
+    if "submitit_launcher.SlurmLauncher" not in str(config.hydra.launcher.get("_target_", "")):
+        return
+    missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
+    if missing:
+        raise RuntimeError(
+            f"hydra/launcher=slurm submits jobs to SLURM, but {' and '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not on PATH: this machine is not a SLURM login node. "
+            "Run the command on your cluster's login node, or drop hydra/launcher=slurm to run the sweep "
+            "here (hydra/launcher=submitit_local runs it in local subprocesses)."
+        )

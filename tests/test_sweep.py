@@ -1,0 +1,131 @@
+"""Hydra multirun with xmod-train: sweep summary (also when runs fail), W&B grouping, Optuna, SLURM preset."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from xmod_lab import report
+
+# the tiniest run that still trains, validates and tests on all 5 synthetic languages
+TINY = [
+    "data.n_train=256",
+    "data.n_eval=64",
+    "model.config.hidden_size=32",
+    "model.config.intermediate_size=64",
+    "trainer.max_steps=2",
+    "trainer.enable_progress_bar=false",
+]
+
+
+def run_train(*args: str, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m xmod_lab.train ARGS` from the repository root, as a user would run it."""
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run(
+        [sys.executable, "-m", "xmod_lab.train", *args],
+        cwd=root, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """`xmod-train -m adapter.reduction_factor=2,4,8,0` with W&B offline: three runs finish, the 4th fails
+    (a reduction factor must be positive)."""
+    sweep = tmp_path_factory.mktemp("sweep") / "multirun"
+    done = run_train("-m", "adapter.reduction_factor=2,4,8,0", "logger=[csv,wandb]", *TINY,
+                     f"hydra.sweep.dir={sweep}", env={"WANDB_MODE": "offline"})
+    return sweep, done
+
+
+@pytest.mark.slow
+def test_sweep_summary_keeps_finished_runs_and_names_failed_ones(tiny_sweep):
+    sweep, done = tiny_sweep
+    assert done.returncode != 0, "Hydra reports the failed job with a non-zero exit"
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    runs = {r["run"]: r for r in summary["runs"]}
+    assert sorted(runs) == ["0", "1", "2", "3"] and summary["failed"] == ["3"]
+    assert runs["3"]["status"] == "failed" and "adapter_reduction_factor" in runs["3"]["error"]
+    languages = ["en_XX", "de_DE", "fr_XX", "ru_RU", "zh_CN"]
+    frozen = []
+    for num, rf in (("0", "2"), ("1", "4"), ("2", "8")):
+        run = runs[num]
+        assert run["status"] == "completed" and run["overrides"]["adapter.reduction_factor"] == rf
+        assert sorted(run["metrics"]) == sorted([*languages, "avg"])
+        accs = [run["metrics"][lang]["acc"] for lang in languages]
+        assert run["metrics"]["avg"]["acc"] == pytest.approx(sum(accs) / 5, abs=1e-3)
+        # each sweep point built its own model: smaller adapters, fewer frozen parameters
+        frozen.append(json.loads((sweep / num / "results.json").read_text())["parameters"]["frozen"])
+    assert frozen[0] > frozen[1] > frozen[2]
+    csv_lines = (sweep / "sweep_summary.csv").read_text().splitlines()
+    assert len(csv_lines) == 5 and csv_lines[0].startswith("run,status,adapter.reduction_factor,")
+    assert "Runs that did not finish: 3" in done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_sweep_runs_share_one_wandb_group(tiny_sweep):
+    from tests.test_tracking import read_wandb_records
+
+    sweep, _ = tiny_sweep
+    groups, names = set(), []
+    for num in ("0", "1", "2"):
+        (run_dir,) = (sweep / num / "wandb").glob("offline-run-*")
+        run = read_wandb_records(run_dir)["run"][0].run
+        groups.add(run.run_group)
+        names.append(run.display_name)
+        assert (sweep / num / "wandb_run_id.txt").read_text() == run.run_id
+    (group,) = groups
+    assert group.endswith(sweep.name) and len(group) <= 128
+    assert [n.split(",")[0] for n in names] == [f"adapter.reduction_factor={rf}" for rf in (2, 4, 8)]
+
+
+@pytest.mark.slow
+def test_report_on_the_real_sweep(tiny_sweep, tmp_path, capsys):
+    sweep, _ = tiny_sweep
+    assert report.main([str(sweep), "--out", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "adapter.reduction_factor" in text and "failed" in text
+    assert (tmp_path / "heatmap_acc.png").stat().st_size > 5000
+    assert (tmp_path / "zero_shot_acc.png").stat().st_size > 5000
+
+
+@pytest.mark.slow
+def test_optuna_preset_optimises_the_chosen_metric(tmp_path):
+    sweep = tmp_path / "optuna"
+    done = run_train("hparams_search=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2",
+                     "optimized_metric=val/avg/acc", *TINY, "trainer.limit_val_batches=2",
+                     f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    best = _read_yaml(sweep / "optimization_results.yaml")
+    assert best["name"] == "optuna" and set(best["best_params"]) == {
+        "adapter.reduction_factor", "optimizer.lr", "optimizer.weight_decay"}
+    summary = report.collect_sweep(sweep)
+    assert len(summary["runs"]) == 2 and not summary["failed"]
+    # each trial returned its validation average to Optuna; the best one is what the study kept
+    val_avgs = [r["metrics"]["avg"]["acc"] for r in summary["runs"]]
+    assert best["best_value"] == pytest.approx(max(val_avgs), abs=1e-3)
+    for run in summary["runs"]:
+        assert json.loads((sweep / run["run"] / "results.json").read_text())["split"] == "val"
+
+
+def _read_yaml(path: Path) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(path))
+
+
+@pytest.mark.slow
+def test_slurm_preset_without_slurm_says_so(tmp_path):
+    # keep any real sbatch off PATH, so this never submits a job even on a cluster
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
+                           if not (Path(p) / "sbatch").exists() and not (Path(p) / "srun").exists())
+    assert shutil.which("sbatch", path=path) is None
+    done = run_train("-m", "hydra/launcher=slurm", *TINY, f"hydra.sweep.dir={tmp_path / 'slurm'}",
+                     env={"PATH": path}, timeout=120)
+    assert done.returncode != 0
+    assert "hydra/launcher=slurm submits jobs to SLURM" in done.stderr
+    assert "not a SLURM login node" in done.stderr and "hydra/launcher=submitit_local" in done.stderr
+    assert not list((tmp_path / "slurm").glob("*/results.json"))
