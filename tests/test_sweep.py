@@ -1,5 +1,6 @@
 """Hydra multirun with xmod-train: sweep summary (also when runs fail), W&B grouping, Optuna, SLURM preset."""
 
+import csv
 import json
 import os
 import shutil
@@ -60,8 +61,12 @@ def test_sweep_summary_keeps_finished_runs_and_names_failed_ones(tiny_sweep):
         # each sweep point built its own model: smaller adapters, fewer frozen parameters
         frozen.append(json.loads((sweep / num / "results.json").read_text())["parameters"]["frozen"])
     assert frozen[0] > frozen[1] > frozen[2]
-    csv_lines = (sweep / "sweep_summary.csv").read_text().splitlines()
-    assert len(csv_lines) == 5 and csv_lines[0].startswith("run,status,adapter.reduction_factor,")
+    with (sweep / "sweep_summary.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["run"], r["status"], r["adapter.reduction_factor"]) for r in rows] == [
+        ("0", "completed", "2"), ("1", "completed", "4"), ("2", "completed", "8"), ("3", "failed", "0")]
+    assert float(rows[1]["avg/acc"]) == pytest.approx(runs["1"]["metrics"]["avg"]["acc"])
+    assert "\n" not in rows[3]["error"] and "must be a positive number" in rows[3]["error"]
     assert "Runs that did not finish: 3" in done.stdout + done.stderr
 
 

@@ -65,7 +65,8 @@ class SweepSummary(Callback):
         }
         if job_return.status == JobStatus.FAILED:
             error = job_return._return_value  # .return_value would re-raise it
-            status["error"] = f"{type(error).__name__}: {error}"
+            # one line: it becomes a CSV cell and a table column
+            status["error"] = " ".join(f"{type(error).__name__}: {error}".split())
         (job_dir / JOB_STATUS).write_text(json.dumps(status))
         self._write(Path(config.hydra.sweep.dir))
 
