@@ -32,7 +32,7 @@ def batch():
         (torch.zeros(4, 9, dtype=torch.long), ValueError, r"got shape \(4, 9\)"),
         (torch.tensor([True, False, True, True]), ValueError, "must be integer indices"),
         (7, ValueError, r"value 7 is out of range 0..3"),
-        ("de_DE", TypeError, "got str"),
+        ("de_DE", TypeError, r"pass config.lang_id\('de_DE'\)"),
     ],
     ids=[
         "list",

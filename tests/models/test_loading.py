@@ -180,6 +180,7 @@ def test_sharded_safetensors(tmp_path):
 def test_dtype_and_config_overrides(tmp_path):
     xm.XmodForMaskedLM(tiny_config()).save_pretrained(tmp_path)
     model = xm.XmodForMaskedLM.from_pretrained(tmp_path, dtype=torch.bfloat16, default_language="de_DE")
+    assert xm.XmodForMaskedLM.from_pretrained(tmp_path, torch_dtype=torch.bfloat16).dtype == torch.bfloat16
     assert model.dtype == torch.bfloat16 and model.config.default_language == "de_DE"
     ids, _ = _ids()
     assert model(ids).logits.dtype == torch.bfloat16

@@ -468,7 +468,7 @@ class XmodForMaskedLM(XmodPreTrainedModel):
         loss = None
         if labels is not None:
             loss = F.cross_entropy(
-                logits.view(-1, logits.shape[-1]).float(), labels.to(logits.device).view(-1)
+                logits.view(-1, logits.shape[-1]).float(), labels.to(logits.device).reshape(-1)
             )
         result = MaskedLMOutput(
             loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
@@ -644,7 +644,7 @@ def sequence_classification_loss(
             return F.mse_loss(logits.squeeze(), labels.squeeze().to(logits.dtype))
         return F.mse_loss(logits, labels.to(logits.dtype))
     if problem == "single_label_classification":
-        return F.cross_entropy(logits.view(-1, num_labels), labels.view(-1).long())
+        return F.cross_entropy(logits.view(-1, num_labels), labels.reshape(-1).long())
     if labels.shape != logits.shape:
         raise ValueError(
             f"multi-label labels must have shape (batch, num_labels) = {tuple(logits.shape)}, got "
@@ -694,7 +694,7 @@ class XmodForTokenClassification(XmodPreTrainedModel):
         loss = None
         if labels is not None:
             loss = F.cross_entropy(
-                logits.view(-1, self.num_labels).float(), labels.to(logits.device).view(-1)
+                logits.view(-1, self.num_labels).float(), labels.to(logits.device).reshape(-1)
             )
         result = TokenClassifierOutput(
             loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
@@ -810,7 +810,9 @@ class XmodForMultipleChoice(XmodPreTrainedModel):
             return_dict=True,
         )
         logits = self.classifier(self.dropout(out.pooler_output)).view(batch, choices)  # (B, C)
-        loss = None if labels is None else F.cross_entropy(logits.float(), labels.to(logits.device).view(-1))
+        loss = (
+            None if labels is None else F.cross_entropy(logits.float(), labels.to(logits.device).reshape(-1))
+        )
         result = MultipleChoiceModelOutput(
             loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
         )

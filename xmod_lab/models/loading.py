@@ -212,6 +212,8 @@ def load_pretrained(
     **config_overrides: Any,
 ):
     """Build ``cls`` from a checkpoint directory or hub id (see XmodPreTrainedModel.from_pretrained)."""
+    if "torch_dtype" in config_overrides:  # transformers' older spelling
+        dtype = config_overrides.pop("torch_dtype")
     directory = resolve_checkpoint_dir(name_or_path, revision=revision)
     model_kwargs = {}
     if "add_pooling_layer" in config_overrides:  # a constructor argument of XmodModel, not a config field

@@ -166,6 +166,11 @@ def _route_without_sync(config: XmodConfig, lang_ids, batch_size: int) -> Langua
                 f"config.languages={languages}) or call model.set_default_language(<code>) first"
             )
         return LanguageRouting(single=config.default_language)
+    if isinstance(lang_ids, str):
+        raise TypeError(
+            f"lang_ids must hold indices, got the code {lang_ids!r}: pass config.lang_id({lang_ids!r}) or call "
+            "model.set_default_language(code)"
+        )
     if isinstance(lang_ids, bool) or not isinstance(lang_ids, int | torch.Tensor):
         raise TypeError(
             f"lang_ids must be a torch.LongTensor of shape (batch_size,) (or one python int for the whole "
