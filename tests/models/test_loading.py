@@ -21,12 +21,24 @@ def _ids():
 
 
 @pytest.mark.parametrize(
-    "head", ["XmodForMaskedLM", "XmodForSequenceClassification", "XmodModel", "XmodForQuestionAnswering"]
+    "head",
+    [
+        "XmodModel",
+        "XmodForMaskedLM",
+        "XmodForCausalLM",
+        "XmodForSequenceClassification",
+        "XmodForTokenClassification",
+        "XmodForQuestionAnswering",
+        "XmodForMultipleChoice",
+    ],
 )
 def test_transformers_loads_our_files_with_identical_outputs(tmp_path, head):
     import transformers
 
-    config = tiny_config(num_labels=2, pre_norm=head == "XmodForSequenceClassification")
+    pre_norm = head in ("XmodForSequenceClassification", "XmodForCausalLM")
+    config = tiny_config(
+        num_labels=2, pre_norm=pre_norm, adapter_layer_norm=pre_norm, is_decoder=head == "XmodForCausalLM"
+    )
     torch.manual_seed(0)
     ours = getattr(xm, head)(config).eval()
     ours.save_pretrained(tmp_path)
@@ -34,9 +46,14 @@ def test_transformers_loads_our_files_with_identical_outputs(tmp_path, head):
     assert saved["model_type"] == "xmod" and saved["architectures"] == [head]
     theirs = getattr(transformers, head).from_pretrained(tmp_path, attn_implementation="eager").eval()
     ids, mask = _ids()
-    a = ours(ids, attention_mask=mask, lang_ids=LANG_IDS)
-    b = theirs(ids, attention_mask=mask, lang_ids=LANG_IDS)
-    for key in a.keys():
+    lang_ids = LANG_IDS
+    if head == "XmodForMultipleChoice":  # (B, C, T); transformers only takes a one-element lang_ids here
+        ids, mask, lang_ids = ids.view(2, 2, -1), mask.view(2, 2, -1), torch.tensor([3])
+    a = ours(ids, attention_mask=mask, lang_ids=lang_ids)
+    b = theirs(ids, attention_mask=mask, lang_ids=lang_ids)
+    keys = [k for k in a.keys() if k != "past_key_values"]  # a DynamicCache there, tuples here
+    assert keys == [k for k in b.keys() if k != "past_key_values"]
+    for key in keys:
         assert max_diff(a[key], b[key]) <= 1e-6, key
     assert theirs.config.languages == config.languages
 
