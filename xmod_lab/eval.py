@@ -51,7 +51,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         datamodule = runs.build_datamodule(cfg, list(task.model.config.languages))
     else:  # model.pretrained: an exported directory or a hub id, used as is
         datamodule = runs.build_datamodule(cfg, backbone_languages(cfg.model, cfg.languages))
-        task = instantiate(cfg.task)
+        task = runs.build(cfg.task)
     if sorted(datamodule.eval_languages) != sorted(task.eval_languages):
         raise ValueError(f"data evaluates {datamodule.eval_languages} but the task expects {task.eval_languages}")
     runs.start_run(out, cfg)

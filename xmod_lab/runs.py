@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -32,18 +33,45 @@ log = logging.getLogger(__name__)
 RESULTS_JSON, RESULTS_CSV, COMPLETE = "results.json", "results.csv", "run_complete"
 
 
+def build(node: DictConfig, **kwargs: Any) -> Any:
+    """hydra.utils.instantiate, re-raising our own ValueError / FileNotFoundError unwrapped, so the
+    user reads the message that names the problem rather than Hydra's wrapper."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, ValueError | FileNotFoundError | OSError):
+            raise err.__cause__ from None
+        raise
+
+
 def build_datamodule(cfg: DictConfig, languages: list[str]):
     """The datamodule for a backbone with `languages` (its adapter list, in index order).
 
     The task's label set comes from the data (defined once): `???` values of `task.num_labels` /
     `task.label_names` are filled from the datamodule.
     """
-    datamodule = instantiate(cfg.data, languages=list(languages))
+    check_data_languages(cfg.languages, languages)
+    datamodule = build(cfg.data, languages=list(languages))
     with open_dict(cfg):
         for key in ("num_labels", "label_names"):
             if key in cfg.task.keys() and OmegaConf.is_missing(cfg.task, key):
                 cfg.task[key] = OmegaConf.create({"v": getattr(datamodule, key)}).v
     return datamodule
+
+
+def check_data_languages(config: DictConfig, languages: list[str]) -> None:
+    """Every train/eval dataset language maps to an adapter of the backbone (before any data is read)."""
+    from xmod_lab.data.languages import to_xmod_language
+
+    for role in ("train", "eval"):
+        codes = {code: to_xmod_language(str(code), config.get("map")) for code in config[role]}
+        missing = {code: xmod for code, xmod in codes.items() if xmod not in languages}
+        if missing:
+            raise ValueError(
+                f"languages.{role}: {missing} (dataset code: adapter) have no adapter in the backbone, which has "
+                f"{list(languages)}. Pick languages it has, map them to one with languages.map, or add one with "
+                "languages.add={code: init_from_language}."
+            )
 
 
 def check_ckpt_path(path: str | None) -> None:

@@ -36,7 +36,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     datamodule = runs.build_datamodule(cfg, backbone_languages(cfg.model, cfg.languages))
-    task = instantiate(cfg.task)
+    task = runs.build(cfg.task)
     if sorted(datamodule.eval_languages) != sorted(task.eval_languages):
         raise ValueError(f"data evaluates {datamodule.eval_languages} but the task expects {task.eval_languages}")
     with open_dict(cfg):  # the task names its main metric; config may override it

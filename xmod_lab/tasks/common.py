@@ -95,13 +95,8 @@ def build_model(
             )
         net = head_cls.from_pretrained(pretrained, **config)
         have = list(net.config.languages)
+        _check_available(pretrained, have, wanted, to_add)
         if wanted is not None:
-            missing = [code for code in wanted if code not in have and code not in to_add]
-            if missing:
-                raise ValueError(
-                    f"languages {missing} have no adapter in {pretrained!r} (it has {have}); "
-                    "add them with languages.add={code: init_from_language} or pick another language set"
-                )
             prune = [code for code in have if code not in wanted]
             if prune:
                 log.info("pruning %d adapters not in languages.adapters: %s", len(prune), prune)
@@ -117,6 +112,15 @@ def build_model(
         log.info("adding language %s (adapter initialised from %s)", code, init_from or "random")
         net.add_language(code, init_from=init_from)
     return net
+
+
+def _check_available(source: str, have: list[str], wanted: Sequence[str] | None, to_add: Mapping) -> None:
+    missing = [code for code in wanted or [] if code not in have and code not in to_add]
+    if missing:
+        raise ValueError(
+            f"languages {missing} have no adapter in {source!r} (it has {have}); "
+            "add them with languages.add={code: init_from_language} or pick another language set"
+        )
 
 
 _HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
@@ -141,6 +145,7 @@ def backbone_languages(model: Mapping[str, Any], languages: Mapping[str, Any]) -
     if model.get("pretrained"):
         _check_pretrained_source(model["pretrained"])
         have = list(XmodConfig.from_pretrained(model["pretrained"]).languages)
+        _check_available(model["pretrained"], have, wanted, to_add)
         base = have if wanted is None else [code for code in have if code in wanted]
     else:
         base = [code for code in (wanted or []) if code not in to_add]
@@ -183,11 +188,12 @@ def apply_freeze(net: nn.Module, policy: str = "paper", languages: Sequence[str]
 
 def parameter_groups(net: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Two AdamW groups: decayed weights, and biases + LayerNorm parameters without decay."""
-    decay, no_decay = [], []
+    decay, no_decay, seen = [], [], set()
     for module in net.modules():
         for name, p in module.named_parameters(recurse=False):
-            if not p.requires_grad:
+            if not p.requires_grad or id(p) in seen:  # tied weights (MLM decoder) appear twice
                 continue
+            seen.add(id(p))
             (no_decay if isinstance(module, nn.LayerNorm) or name == "bias" else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 

@@ -1,0 +1,147 @@
+"""xmod-train end to end on tiny CPU runs: run directory contents, resume, export, bad input."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.tasks.run_helpers import SHRINK, SYNTHETIC, compose_run, no_hydra
+from xmod_lab.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("xmod-cache")
+
+
+def run_train(tmp_path: Path, cache_dir: Path, *overrides: str, name: str = "run"):
+    run_dir = tmp_path / name
+    with no_hydra():
+        cfg = compose_run("train", run_dir, cache_dir, [*SHRINK, *SYNTHETIC, *overrides])
+    return train(cfg), run_dir
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, cache_dir):
+    """One shrunk default run (1 epoch), exported, shared by the tests below."""
+    tmp = tmp_path_factory.mktemp("trained")
+    metrics, run_dir = run_train(tmp, cache_dir, f"export_dir={tmp / 'export'}")
+    return metrics, run_dir, tmp / "export"
+
+
+def test_run_directory_holds_config_git_checkpoints_and_results(trained):
+    metrics, run_dir, _ = trained
+    for name in ("config.yaml", "git.txt", "results.json", "results.csv", "run_complete", "checkpoints/last.ckpt"):
+        assert (run_dir / name).is_file(), name
+    assert "${" not in (run_dir / "config.yaml").read_text(), "the saved config must be resolved"
+    results = json.loads((run_dir / "results.json").read_text())
+    langs = ["en_XX", "de_DE", "fr_XX", "ru_RU", "zh_CN"]
+    assert list(results["test"]) == [*langs, "avg"]
+    assert results["parameters"]["trainable"] > 0 and results["train_languages"] == ["en"]
+    assert results["test"]["de_DE"]["acc"] == pytest.approx(metrics["test/de_DE/acc"], abs=1e-3)
+    rows = (run_dir / "results.csv").read_text().splitlines()
+    assert rows[0] == "language,acc" and rows[-1].startswith("avg,") and len(rows) == 7
+
+
+def test_parameter_counts_are_logged(tmp_path, cache_dir, caplog):
+    with caplog.at_level(logging.INFO):
+        run_train(tmp_path, cache_dir, "freeze=paper", "debug=fdr")
+    text = caplog.text
+    assert "trainable" in text and "frozen (freeze.policy=paper)" in text
+    assert "adapter:de_DE" in text  # the per-group report
+
+
+def test_resume_continues_from_the_saved_step(trained, tmp_path, cache_dir):
+    _, run_dir, _ = trained
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    first = torch.load(ckpt, weights_only=False)
+    metrics, resumed = run_train(tmp_path, cache_dir, f"ckpt_path={ckpt}", "trainer.max_epochs=2", name="resumed")
+    steps_per_epoch = first["global_step"]
+    results = json.loads((resumed / "results.json").read_text())
+    assert results["global_step"] == 2 * steps_per_epoch
+    last = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["epoch"] == 1 and last["global_step"] == 2 * steps_per_epoch
+
+
+def test_export_loads_in_transformers_with_the_same_outputs(trained):
+    transformers = pytest.importorskip("transformers")
+    _, run_dir, export = trained
+    from xmod_lab.models import XmodForSequenceClassification
+
+    ours = XmodForSequenceClassification.from_pretrained(export).eval()
+    theirs = transformers.XmodForSequenceClassification.from_pretrained(export).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(export)
+    enc = tokenizer(["Anna 3 kalo"], ["Ben 3 kalo"], return_tensors="pt")
+    lang_ids = torch.tensor([ours.config.lang_id("de_DE")])
+    with torch.no_grad():
+        torch.testing.assert_close(ours(**enc, lang_ids=lang_ids).logits, theirs(**enc, lang_ids=lang_ids).logits)
+
+
+@pytest.mark.parametrize(("overrides", "error", "message"), [
+    (["languages.eval=[en,sw]"], ValueError, r"languages.eval: {.sw.: .sw_KE.} .* have no adapter"),
+    (["freeze=custom", "freeze.exclude=[.]"], ValueError, "no trainable parameter"),
+    (["ckpt_path=/nonexistent/last.ckpt"], FileNotFoundError, "no such checkpoint"),
+    (["languages.eval=[en,xx]"], ValueError, "No X-MOD language code for dataset language 'xx'"),
+    (["model.pretrained=/nonexistent/model"], FileNotFoundError, "no such directory"),
+], ids=["eval-language-without-adapter", "nothing-trainable", "missing-checkpoint", "unknown-dataset-language",
+        "missing-model-dir"])
+def test_bad_input_fails_clearly_and_never_looks_finished(tmp_path, cache_dir, overrides, error, message):
+    with pytest.raises(error, match=message):
+        run_train(tmp_path, cache_dir, *overrides)
+    assert not (tmp_path / "run" / "run_complete").exists()
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_language_not_in_a_pretrained_backbone(trained, tmp_path, cache_dir):
+    _, _, export = trained
+    with pytest.raises(ValueError, match=r"\['sw_KE'\] have no adapter in"):
+        run_train(tmp_path, cache_dir, f"model.pretrained={export}", "languages.adapters=[en_XX,sw_KE]")
+
+
+def cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name(args[0])
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([str(exe), *args[1:]], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.slow
+def test_console_script_fast_dev_run(tmp_path, cache_dir):
+    out = cli("xmod-train", "debug=fdr", *SHRINK, *SYNTHETIC, f"paths.cache_dir={cache_dir}",
+              f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (tmp_path / "run" / "run_complete").is_file()
+    assert (tmp_path / "run" / "train.log").is_file()
+    assert "parameters:" in (tmp_path / "run" / "train.log").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("args", "expected"), [
+    (["model=nonexistent"], ["Could not find 'model/nonexistent'", "Available options", "tiny"]),
+    (["freeze.polcy=paper"], ["polcy"]),
+    (["freeze.policy=frozen"], ["frozen", "paper", "adapters_only"]),
+    (["adapter.reduction_factor=abc"], ["reduction_factor", "abc"]),
+])
+def test_console_script_rejects_bad_config_with_nonzero_exit(tmp_path, args, expected):
+    out = cli("xmod-train", *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, timeout=120)
+    assert out.returncode != 0
+    for text in expected:
+        assert text in out.stderr, out.stderr[-2000:]
+    assert not (tmp_path / "run" / "run_complete").exists()
+
+
+@pytest.mark.slow
+def test_python_dash_m_entry_point_shows_help(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "xmod_lab.train", "--help"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0
+    for group in ("model:", "languages:", "adapter:", "freeze:", "task:", "experiment:"):
+        assert group in out.stdout
