@@ -135,6 +135,9 @@ def test_input_shape_errors(model, batch):
         model(ids, lang_ids=0, head_mask=torch.ones(3))
     with pytest.raises(ValueError, match="input_ids must be"):
         model(ids[0], lang_ids=0)
+    with pytest.raises(ValueError, match=r"sequence too long: 39 tokens.*truncate to 38 tokens"):
+        model(torch.full((1, 39), 5), lang_ids=0)
+    assert model(torch.full((1, 38), 5), lang_ids=0).logits.shape == (1, 3)
 
 
 def test_inputs_embeds_and_position_ids(model, batch):

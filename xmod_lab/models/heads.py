@@ -285,6 +285,13 @@ class XmodModel(XmodPreTrainedModel):
             )
         past_length = past_key_values[0][0].shape[2] if past_key_values else 0
 
+        longest = past_length + length + (cfg.pad_token_id or 0) + 1  # highest RoBERTa position + 1
+        if position_ids is None and longest > cfg.max_position_embeddings:
+            raise ValueError(
+                f"sequence too long: {past_length + length} tokens, but positions stop at "
+                f"max_position_embeddings={cfg.max_position_embeddings} (RoBERTa positions start at "
+                f"pad_token_id + 1); truncate to {cfg.max_position_embeddings - (cfg.pad_token_id or 0) - 1} tokens"
+            )
         bad_token_types = None
         if token_type_ids is not None:
             bad_token_types = ((token_type_ids < 0) | (token_type_ids >= cfg.type_vocab_size)).any()
