@@ -12,7 +12,9 @@ from xmod_lab import report
 LANGS = ["en_XX", "de_DE", "fr_XX"]
 
 
-def make_run(sweep: Path, num: int, overrides: list[str], accs: list[float] | None, error: str | None = None) -> Path:
+def make_run(
+    sweep: Path, num: int, overrides: list[str], accs: list[float] | None, error: str | None = None
+) -> Path:
     """A run directory as xmod-train + SweepSummary leave it (accs None: a run that failed)."""
     run = sweep / str(num)
     (run / ".hydra").mkdir(parents=True)
@@ -31,7 +33,9 @@ def make_run(sweep: Path, num: int, overrides: list[str], accs: list[float] | No
 @pytest.fixture
 def sweep(tmp_path) -> Path:
     sweep = tmp_path / "multiruns" / "2026-11-22_08-00-00"
-    for num, (rf, accs) in enumerate([(2, [80.0, 60.0, 55.0]), (4, [78.0, 64.0, 58.0]), (8, [75.0, 50.0, 49.0])]):
+    for num, (rf, accs) in enumerate(
+        [(2, [80.0, 60.0, 55.0]), (4, [78.0, 64.0, 58.0]), (8, [75.0, 50.0, 49.0])]
+    ):
         make_run(sweep, num, [f"adapter.reduction_factor={rf}", "trainer.max_steps=4"], accs)
     make_run(sweep, 3, ["adapter.reduction_factor=16", "trainer.max_steps=4"], None, "ValueError: boom")
     return sweep

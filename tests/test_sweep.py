@@ -28,7 +28,11 @@ def run_train(*args: str, timeout: int = 300, env: dict | None = None) -> subpro
     root = Path(__file__).resolve().parents[1]
     return subprocess.run(
         [sys.executable, "-m", "xmod_lab.train", *args],
-        cwd=root, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -37,8 +41,14 @@ def tiny_sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """`xmod-train -m adapter.reduction_factor=2,4,8,0` with W&B offline: three runs finish, the 4th fails
     (a reduction factor must be positive)."""
     sweep = tmp_path_factory.mktemp("sweep") / "multirun"
-    done = run_train("-m", "adapter.reduction_factor=2,4,8,0", "logger=[csv,wandb]", *TINY,
-                     f"hydra.sweep.dir={sweep}", env={"WANDB_MODE": "offline"})
+    done = run_train(
+        "-m",
+        "adapter.reduction_factor=2,4,8,0",
+        "logger=[csv,wandb]",
+        *TINY,
+        f"hydra.sweep.dir={sweep}",
+        env={"WANDB_MODE": "offline"},
+    )
     return sweep, done
 
 
@@ -51,20 +61,25 @@ def test_sweep_summary_keeps_finished_runs_and_names_failed_ones(tiny_sweep):
     assert sorted(runs) == ["0", "1", "2", "3"] and summary["failed"] == ["3"]
     assert runs["3"]["status"] == "failed" and "adapter_reduction_factor" in runs["3"]["error"]
     languages = ["en_XX", "de_DE", "fr_XX", "ru_RU", "zh_CN"]
-    frozen = []
+    sizes = []
     for num, rf in (("0", "2"), ("1", "4"), ("2", "8")):
         run = runs[num]
         assert run["status"] == "completed" and run["overrides"]["adapter.reduction_factor"] == rf
         assert sorted(run["metrics"]) == sorted([*languages, "avg"])
         accs = [run["metrics"][lang]["acc"] for lang in languages]
         assert run["metrics"]["avg"]["acc"] == pytest.approx(sum(accs) / 5, abs=1e-3)
-        # each sweep point built its own model: smaller adapters, fewer frozen parameters
-        frozen.append(json.loads((sweep / num / "results.json").read_text())["parameters"]["frozen"])
-    assert frozen[0] > frozen[1] > frozen[2]
+        # each sweep point built its own model: smaller adapters, fewer parameters
+        counts = json.loads((sweep / num / "results.json").read_text())["parameters"]
+        sizes.append(counts["trainable"] + counts["frozen"])
+    assert sizes[0] > sizes[1] > sizes[2]
     with (sweep / "sweep_summary.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [(r["run"], r["status"], r["adapter.reduction_factor"]) for r in rows] == [
-        ("0", "completed", "2"), ("1", "completed", "4"), ("2", "completed", "8"), ("3", "failed", "0")]
+        ("0", "completed", "2"),
+        ("1", "completed", "4"),
+        ("2", "completed", "8"),
+        ("3", "failed", "0"),
+    ]
     assert float(rows[1]["avg/acc"]) == pytest.approx(runs["1"]["metrics"]["avg"]["acc"])
     assert "\n" not in rows[3]["error"] and "must be a positive number" in rows[3]["error"]
     assert "Runs that did not finish: 3" in done.stdout + done.stderr
@@ -100,13 +115,22 @@ def test_report_on_the_real_sweep(tiny_sweep, tmp_path, capsys):
 @pytest.mark.slow
 def test_optuna_preset_optimises_the_chosen_metric(tmp_path):
     sweep = tmp_path / "optuna"
-    done = run_train("hparams_search=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2",
-                     "optimized_metric=val/avg/acc", *TINY, "trainer.limit_val_batches=2",
-                     f"hydra.sweep.dir={sweep}")
+    done = run_train(
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.n_startup_trials=2",
+        "optimized_metric=val/avg/acc",
+        *TINY,
+        "trainer.limit_val_batches=2",
+        f"hydra.sweep.dir={sweep}",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     best = _read_yaml(sweep / "optimization_results.yaml")
     assert best["name"] == "optuna" and set(best["best_params"]) == {
-        "adapter.reduction_factor", "optimizer.lr", "optimizer.weight_decay"}
+        "adapter.reduction_factor",
+        "optimizer.lr",
+        "optimizer.weight_decay",
+    }
     summary = report.collect_sweep(sweep)
     assert len(summary["runs"]) == 2 and not summary["failed"]
     # each trial returned its validation average to Optuna; the best one is what the study kept
@@ -125,11 +149,20 @@ def _read_yaml(path: Path) -> dict:
 @pytest.mark.slow
 def test_slurm_preset_without_slurm_says_so(tmp_path):
     # keep any real sbatch off PATH, so this never submits a job even on a cluster
-    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
-                           if not (Path(p) / "sbatch").exists() and not (Path(p) / "srun").exists())
+    path = os.pathsep.join(
+        p
+        for p in os.environ["PATH"].split(os.pathsep)
+        if not (Path(p) / "sbatch").exists() and not (Path(p) / "srun").exists()
+    )
     assert shutil.which("sbatch", path=path) is None
-    done = run_train("-m", "hydra/launcher=slurm", *TINY, f"hydra.sweep.dir={tmp_path / 'slurm'}",
-                     env={"PATH": path}, timeout=120)
+    done = run_train(
+        "-m",
+        "hydra/launcher=slurm",
+        *TINY,
+        f"hydra.sweep.dir={tmp_path / 'slurm'}",
+        env={"PATH": path},
+        timeout=120,
+    )
     assert done.returncode != 0
     assert "hydra/launcher=slurm submits jobs to SLURM" in done.stderr
     assert "not a SLURM login node" in done.stderr and "hydra/launcher=submitit_local" in done.stderr

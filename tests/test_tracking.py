@@ -63,7 +63,11 @@ def test_offline_run_logs_config_metrics_table_and_parameter_counts(tmp_path, no
     save_dir = tmp_path / "run"
     with caplog.at_level(logging.WARNING, logger="xmod_lab.tracking"):
         logger = tracking.wandb_logger(
-            save_dir=str(save_dir), project="xmod-test", group="sweep-a", name="rf=4", tags=["ablation"],
+            save_dir=str(save_dir),
+            project="xmod-test",
+            group="sweep-a",
+            name="rf=4",
+            tags=["ablation"],
             config={"adapter": {"reduction_factor": 4}, "seed": 1},
         )
     assert isinstance(logger, tracking.ResultsTableWandbLogger)
@@ -92,8 +96,10 @@ def test_offline_run_logs_config_metrics_table_and_parameter_counts(tmp_path, no
         for item in record.summary.update:
             summary["/".join(item.nested_key) or item.key] = json.loads(item.value_json)
     assert summary["params/trainable"] == 3 * 2 + 2 and summary["params/frozen"] == 4 * 3 + 3
-    history = [{"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in r.history.item}
-               for r in records["history"]]
+    history = [
+        {"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in r.history.item}
+        for r in records["history"]
+    ]
     assert any(h.get("test/de_DE/acc") == 60.0 for h in history)
     assert any(h.get("train/loss") == 0.5 for h in history)
 
@@ -112,7 +118,9 @@ def test_resume_continues_the_same_wandb_run(tmp_path, no_wandb_env):
     ckpt.parent.mkdir()
     ckpt.touch()
 
-    resumed = tracking.wandb_logger(save_dir=str(tmp_path / "run2"), project="xmod-test", resume_from=str(ckpt))
+    resumed = tracking.wandb_logger(
+        save_dir=str(tmp_path / "run2"), project="xmod-test", resume_from=str(ckpt)
+    )
     assert resumed.experiment.id == run_id
     assert (tmp_path / "run2" / tracking.RUN_ID_FILE).read_text() == run_id
     wandb.finish()

@@ -1,0 +1,102 @@
+"""DDP on 2 CPU processes (gloo): same result as one process, logs and checkpoints once, and correct
+inside a Hydra multirun (each sweep point's config used on both ranks)."""
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.test_sweep import TINY, run_train
+
+# no dropout: ranks draw different random masks, which would make 1- and 2-process runs differ
+DETERMINISTIC = [
+    *TINY,
+    "model.config.hidden_dropout_prob=0",
+    "model.config.attention_probs_dropout_prob=0",
+    "optimizer.lr=1e-2",  # large enough that 3 steps move the weights well past float noise
+    "scheduler.name=constant",
+    "scheduler.warmup_ratio=0",
+    "trainer.max_steps=3",
+]
+
+
+def read_results(run: Path) -> dict:
+    import json
+
+    return json.loads((run / "results.json").read_text())
+
+
+def parameter_count(log_file: Path) -> int:
+    """The parameter count (trainable + frozen) a rank logged for the model it actually built."""
+    match = re.search(r"parameters: ([\d,]+) trainable, ([\d,]+) frozen", log_file.read_text())
+    assert match, f"no parameter count in {log_file}"
+    return int(match[1].replace(",", "")) + int(match[2].replace(",", ""))
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_and_write_once(tmp_path):
+    # one process with batch 16 and two with batch 8 each see the same global batches
+    one = run_train(*DETERMINISTIC, "data.batch_size=16", f"hydra.run.dir={tmp_path / 'one'}")
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = run_train(
+        *DETERMINISTIC, "trainer=ddp_cpu", "data.batch_size=8", f"hydra.run.dir={tmp_path / 'two'}"
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+
+    single, ddp = read_results(tmp_path / "one"), read_results(tmp_path / "two")
+    assert single["global_step"] == ddp["global_step"] == 3
+    for lang, metrics in single["test"].items():
+        assert ddp["test"][lang]["acc"] == pytest.approx(metrics["acc"], abs=1e-6), lang
+    weights = [
+        torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+        for run in ("one", "two")
+    ]
+    for name, value in weights[0].items():
+        torch.testing.assert_close(weights[1][name], value, atol=1e-5, rtol=1e-4, msg=name)
+
+    # rank 1 ran in the same run directory, wrote its own log, and nothing else twice
+    run = tmp_path / "two"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
+    assert sorted(p.name for p in (run / "csv").iterdir()) == ["hparams.yaml", "metrics.csv"]
+    header, *rows = (run / "csv" / "metrics.csv").read_text().splitlines()
+    test_rows = [r for r in rows if r.split(",")[header.split(",").index("test/avg/acc")]]
+    assert len(test_rows) == 1, "test metrics logged once, by rank 0"
+    assert parameter_count(run / "train.log") == parameter_count(run / "train_rank1.log")
+    assert "rank 1 of 2 runs the job with overrides" in (run / "train_rank1.log").read_text()
+    assert [p.relative_to(run) for p in run.glob("**/hydra.yaml")] == [Path(".hydra/hydra.yaml")]
+
+
+@pytest.mark.slow
+def test_ddp_inside_multirun_trains_each_sweep_point_on_both_ranks(tmp_path):
+    sweep = tmp_path / "sweep"
+    done = run_train(
+        "-m",
+        "adapter.reduction_factor=2,8",
+        "trainer=ddp_cpu",
+        "data.batch_size=8",
+        *TINY,
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    counts = {}
+    for num, rf in (("0", "2"), ("1", "8")):
+        job = sweep / num
+        rank0, rank1 = job / "train.log", job / "train_rank1.log"
+        # what each rank wrote: the overrides it ran with and the size of the model it built
+        for rank, log_file in ((0, rank0), (1, rank1)):
+            text = log_file.read_text()
+            assert f"rank {rank} of 2 runs the job with overrides ['adapter.reduction_factor={rf}'," in text
+        assert parameter_count(rank0) == parameter_count(rank1)
+        counts[rf] = parameter_count(rank0)
+        assert read_results(job)["global_step"] == 2
+    assert counts["2"] > counts["8"], "the sweep points built different models"
+    # no phantom sweep: rank 1 wrote into the job directories only
+    assert sorted(p.name for p in sweep.iterdir()) == [
+        "0",
+        "1",
+        "multirun.yaml",
+        "sweep_summary.csv",
+        "sweep_summary.json",
+    ]
+    assert not list(Path(tmp_path).glob("**/multiruns"))
