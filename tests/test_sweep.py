@@ -90,16 +90,20 @@ def test_sweep_runs_share_one_wandb_group(tiny_sweep):
     from tests.test_tracking import read_wandb_records
 
     sweep, _ = tiny_sweep
-    groups, names = set(), []
+    groups, names, configs = set(), [], []
     for num in ("0", "1", "2"):
         (run_dir,) = (sweep / num / "wandb").glob("offline-run-*")
         run = read_wandb_records(run_dir)["run"][0].run
         groups.add(run.run_group)
         names.append(run.display_name)
+        configs.append({item.key: json.loads(item.value_json) for item in run.config.update})
         assert (sweep / num / "wandb_run_id.txt").read_text() == run.run_id
     (group,) = groups
     assert group.endswith(sweep.name) and len(group) <= 128
-    assert [n.split(",")[0] for n in names] == [f"adapter.reduction_factor={rf}" for rf in (2, 4, 8)]
+    # named by what the sweep varies; the resolved job config logged at creation
+    assert names == [f"adapter.reduction_factor={rf}" for rf in (2, 4, 8)]
+    assert [c["adapter"]["reduction_factor"] for c in configs] == [2, 4, 8]
+    assert all(c["trainer"]["max_steps"] == 2 and "${" not in json.dumps(c) for c in configs)
 
 
 @pytest.mark.slow

@@ -87,12 +87,31 @@ def _hydra_defaults() -> dict[str, Any]:
         except ValueError:
             pass
         out["group"] = str(sweep_dir)[-128:]  # W&B's limit
-        out["name"] = hydra_cfg.job.override_dirname or f"job{hydra_cfg.job.num}"
+        swept = _swept_keys(hydra_cfg)
+        own = [o for o in hydra_cfg.overrides.task if o.split("=", 1)[0].lstrip("+~") in swept]
+        out["name"] = ",".join(own) or hydra_cfg.job.override_dirname or f"job{hydra_cfg.job.num}"
     saved = Path(hydra_cfg.runtime.output_dir) / str(hydra_cfg.output_subdir or ".hydra") / "config.yaml"
     if hydra_cfg.output_subdir is not None and saved.is_file():
         # the job config exactly as composed, resolved now that the job's Hydra context is set
         out["config"] = OmegaConf.to_container(OmegaConf.load(saved), resolve=True)
     return out
+
+
+def _swept_keys(hydra_cfg: Any) -> set[str]:
+    """The keys a sweep varies: its command-line sweeps (``a=1,2``) and the sweeper's ``params``."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    keys = set((hydra_cfg.sweeper.get("params") or {}).keys())
+    saved = Path(hydra_cfg.sweep.dir) / "multirun.yaml"  # the basic sweeper's copy of the command line
+    if saved.is_file():
+        overrides = OmegaConf.load(saved).hydra.overrides.task
+        keys |= {
+            o.key_or_group
+            for o in OverridesParser.create().parse_overrides(list(overrides))
+            if o.is_sweep_override()
+        }
+    return keys
 
 
 def wandb_logger(
