@@ -124,7 +124,10 @@ def route_languages(
                     else fraction.new_zeros((), dtype=torch.float64),
                 ]
             ),
-            torch.bincount(ids_long.clamp(0, num_languages - 1), minlength=num_languages).double(),
+            # A (B, L) comparison, not torch.bincount: CUDA's bincount reads min and max back (2 syncs).
+            (ids_long.clamp(0, num_languages - 1)[:, None] == torch.arange(num_languages, device=device))
+            .sum(0)
+            .double(),
         ]
     ).tolist()
     low, high, has_fraction, check, counts = stats[0], stats[1], stats[2], bool(stats[3]), stats[4:]
