@@ -1,0 +1,67 @@
+"""xmod-eval reproduces xmod-train's metrics from a Lightning checkpoint and from an exported directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.tasks.run_helpers import SHRINK, SYNTHETIC, compose_run, no_hydra
+from xmod_lab.eval import evaluate
+from xmod_lab.train import train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("eval")
+    cache = tmp / "cache"
+    with no_hydra():
+        cfg = compose_run("train", tmp / "train", cache, [*SHRINK, *SYNTHETIC, f"export_dir={tmp / 'export'}"])
+    metrics = train(cfg)
+    results = json.loads((tmp / "train" / "results.json").read_text())
+    return tmp, cache, metrics, results
+
+
+def run_eval(tmp: Path, cache: Path, *overrides: str, name: str = "eval") -> tuple[dict, Path]:
+    eval_shrink = [o for o in SHRINK if not o.startswith("callbacks.")]
+    with no_hydra():
+        cfg = compose_run("eval", tmp / name, cache, [*eval_shrink, *SYNTHETIC, *overrides])
+    return evaluate(cfg), tmp / name
+
+
+def test_checkpoint_reproduces_the_training_run_metrics(trained):
+    tmp, cache, metrics, results = trained
+    assert results["checkpoint"]
+    again, run_dir = run_eval(tmp, cache, f"ckpt_path={results['checkpoint']}")
+    test_keys = [k for k in metrics if k.startswith("test/")]
+    assert len(test_keys) == 6
+    for key in test_keys:
+        assert again[key] == pytest.approx(metrics[key], abs=1e-6), key
+    assert (run_dir / "run_complete").is_file()
+    assert json.loads((run_dir / "results.json").read_text())["test"] == results["test"]
+
+
+def test_exported_directory_reproduces_the_metrics_of_the_final_weights(trained):
+    tmp, cache, _, results = trained
+    last = json.loads((tmp / "train" / "results.json").read_text())
+    # export_dir holds the weights the final test used (the best checkpoint's)
+    again, _ = run_eval(tmp, cache, f"model.pretrained={tmp / 'export'}", name="eval-export")
+    assert again["test/avg/acc"] == pytest.approx(last["test"]["avg"]["acc"], abs=1e-2)
+
+
+def test_other_languages_and_validation_split(trained):
+    tmp, cache, _, results = trained
+    again, run_dir = run_eval(tmp, cache, f"ckpt_path={results['checkpoint']}", "languages.eval=[de,en]",
+                              "split=validation", name="eval-val")
+    assert sorted(k for k in again if k.startswith("val/")) == ["val/avg/acc", "val/de_DE/acc", "val/en_XX/acc"]
+    assert json.loads((run_dir / "results.json").read_text())["split"] == "val"
+
+
+def test_wrong_task_or_missing_checkpoint_is_a_clear_error(trained):
+    tmp, cache, _, results = trained
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        run_eval(tmp, cache, "ckpt_path=/nonexistent.ckpt", name="bad1")
+    with pytest.raises(ValueError, match="does not load as TokenClassificationTask"):
+        run_eval(tmp, cache, f"ckpt_path={results['checkpoint']}", "task=token_classification", name="bad2")
+    assert not (tmp / "bad2" / "run_complete").exists()
