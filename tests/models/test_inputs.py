@@ -112,6 +112,11 @@ def test_routing_groups_rows_once_per_language():
     assert out[:, 0, 0].tolist() == [40.0 + 0, 10.0 + 1, 40.0 + 2, 20.0 + 3, 10.0 + 4]
 
 
+def test_empty_batch(model):
+    empty = torch.zeros(0, 5, dtype=torch.long)
+    assert model(empty, lang_ids=torch.zeros(0, dtype=torch.long)).logits.shape == (0, 3)
+
+
 def test_token_type_ids(model, batch):
     ids, mask = batch
     tt = torch.zeros_like(ids)

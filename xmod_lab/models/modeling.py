@@ -107,6 +107,8 @@ def route_languages(
         )
     if lang_ids.dtype == torch.bool or lang_ids.is_complex():
         raise _bad_lang_ids(f"must be integer indices, got dtype {lang_ids.dtype}; pass a LongTensor")
+    if lang_ids.numel() == 0:  # an empty batch: nothing to route, min/max would fail
+        return LanguageRouting(single=languages[0]), bool(also_check) if also_check is not None else False
     lang_ids = lang_ids.to(device)
     fraction = (
         (lang_ids != lang_ids.round()).any() if lang_ids.is_floating_point() else lang_ids.new_zeros(())
