@@ -186,3 +186,8 @@ def test_reads_a_hub_style_xmod_base_config(tmp_path):
     assert config.lang_id("de_DE") == 8 and config.adapter_bottleneck_size == 384 and config.head_dim == 64
     assert config.architectures == ["XmodForMaskedLM"] and config.layer_norm_eps == 1e-5
     assert not hasattr(config, "torch_dtype")
+
+
+def test_stored_copies_of_derived_values_are_ignored():
+    config = XmodConfig.from_dict({**tiny_config().to_dict(), "head_dim": 99, "adapter_bottleneck_size": 3})
+    assert config.head_dim == 8 and config.adapter_bottleneck_size == 16

@@ -138,10 +138,12 @@ class XmodConfig:
         self.adapter_mode = adapter_mode
         self.attn_implementation = attn_implementation
         self._set_labels(num_labels, id2label, label2id)
+        derived = {k for k, v in vars(type(self)).items() if isinstance(v, property) and v.fset is None}
         for key, value in kwargs.items():
-            if key not in _IGNORED_KEYS:
+            if key in derived:  # computed here, never stored twice; a file's copy is ignored
+                logger.info("config key %r is derived from other fields; ignoring the stored %r", key, value)
+            elif key not in _IGNORED_KEYS:
                 setattr(self, key, value)
-        self._extra_keys = sorted(k for k in kwargs if k not in _IGNORED_KEYS)
         self.validate()
 
     # ----------------------------------------------------------------- labels
