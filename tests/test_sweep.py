@@ -118,7 +118,8 @@ def test_report_on_the_real_sweep(tiny_sweep, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_optuna_preset_optimises_the_chosen_metric(tmp_path):
-    sweep = tmp_path / "optuna"
+    # no hydra.sweep.dir override: the preset's own must resolve (the sweeper reads it early)
+    cache = Path(__file__).resolve().parents[1] / "outputs" / ".cache"
     done = run_train(
         "hparams_search=optuna",
         "hydra.sweeper.n_trials=2",
@@ -126,9 +127,10 @@ def test_optuna_preset_optimises_the_chosen_metric(tmp_path):
         "optimized_metric=val/avg/acc",
         *TINY,
         "trainer.limit_val_batches=2",
-        f"hydra.sweep.dir={sweep}",
+        env={"XMOD_ROOT": str(tmp_path), "XMOD_CACHE": os.environ.get("XMOD_CACHE", str(cache))},
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    (sweep,) = (tmp_path / "outputs" / "default" / "multiruns").iterdir()
     best = _read_yaml(sweep / "optimization_results.yaml")
     assert best["name"] == "optuna" and set(best["best_params"]) == {
         "adapter.reduction_factor",
