@@ -70,7 +70,7 @@ def check_data_languages(config: DictConfig, languages: list[str]) -> None:
             raise ValueError(
                 f"languages.{role}: {missing} (dataset code: adapter) have no adapter in the backbone, which has "
                 f"{list(languages)}. Pick languages it has, map them to one with languages.map, or add one with "
-                "languages.add={code: init_from_language}."
+                "+languages.add.<code>=<init_from_language>."
             )
 
 

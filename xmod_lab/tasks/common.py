@@ -119,7 +119,7 @@ def _check_available(source: str, have: list[str], wanted: Sequence[str] | None,
     if missing:
         raise ValueError(
             f"languages {missing} have no adapter in {source!r} (it has {have}); "
-            "add them with languages.add={code: init_from_language} or pick another language set"
+            "add them with +languages.add.<code>=<init_from_language> or pick another language set"
         )
 
 
@@ -168,7 +168,7 @@ def check_languages(net: nn.Module, codes: Sequence[str], what: str) -> None:
     if missing:
         raise ValueError(
             f"{what} {missing} have no adapter in the backbone (it has {have}); "
-            "choose languages the model has, or add them with languages.add={code: init_from_language}"
+            "choose languages the model has, or add them with +languages.add.<code>=<init_from_language>"
         )
 
 

@@ -48,7 +48,7 @@ class MaskedLMTask(LightningModule):
     """X-MOD + MLM head; logs `{val,test}/<lang>/loss` and `/ppl` (token-weighted within a language).
 
     The arguments are those of `SequenceClassificationTask` (no labels: the vocabulary is the label set).
-    For adding a language use `languages.add={new: init_from}` and `freeze.policy=adapters_only`.
+    For adding a language use `+languages.add.<new>=<init_from>` and `freeze.policy=adapters_only`.
     """
 
     monitor, monitor_mode = "val/avg/loss", "min"
