@@ -185,8 +185,11 @@ def test_multiple_choice_routes_each_choice_to_its_example_language():
     assert torch.equal(out.logits, flat.logits) and torch.equal(out.logits, per_choice.logits)
 
 
-def test_decoder_with_cross_attention_parity():
-    config = tiny_config(is_decoder=True, add_cross_attention=True)
+@pytest.mark.parametrize("pre_norm", [False, True], ids=["postnorm", "prenorm"])
+def test_decoder_with_cross_attention_parity(pre_norm):
+    config = tiny_config(
+        is_decoder=True, add_cross_attention=True, pre_norm=pre_norm, adapter_layer_norm=pre_norm
+    )
     ids, mask = token_batch()
     g = torch.Generator().manual_seed(3)
     enc = torch.randn(4, 5, 32, generator=g)
@@ -240,3 +243,23 @@ def test_default_language_parity():
     c = ours(ids, attention_mask=mask, lang_ids=torch.full((4,), 2)).last_hidden_state
     assert max_diff(a, b) <= TOL
     assert torch.equal(a, c)
+
+
+def test_token_types_positions_and_inputs_embeds_parity():
+    config = tiny_config()
+    torch.manual_seed(0)
+    ours = xm.XmodModel(config).eval()
+    theirs = hf_twin(ours)
+    ids, mask = token_batch()
+    token_types = (torch.arange(ids.shape[1]) >= 4).long().expand_as(ids)
+    positions = torch.arange(5, 5 + ids.shape[1]).expand_as(ids)
+    embeds = torch.randn(4, ids.shape[1], 32, generator=torch.Generator().manual_seed(0))
+    for kwargs in (
+        {"input_ids": ids, "token_type_ids": token_types},
+        {"input_ids": ids, "position_ids": positions},
+        {"inputs_embeds": embeds, "token_type_ids": token_types},
+    ):
+        a = ours(**kwargs, attention_mask=mask, lang_ids=LANG_IDS)
+        b = theirs(**kwargs, attention_mask=mask, lang_ids=LANG_IDS)
+        assert max_diff(a.last_hidden_state, b.last_hidden_state) <= TOL, list(kwargs)
+        assert max_diff(a.pooler_output, b.pooler_output) <= TOL
