@@ -177,7 +177,8 @@ class XmodConfig:
 
     @property
     def adapter_bottleneck_size(self) -> int:
-        """R: hidden_size / adapter_reduction_factor, rounded, at least 1 (floats allowed)."""
+        """R = max(1, round(hidden_size / factor)); a whole-number factor floors instead, exactly like
+        transformers (``hidden_size // factor``), so its checkpoints of any size load."""
         factor = self.adapter_reduction_factor
         if isinstance(factor, int) or float(factor).is_integer():
             return max(1, self.hidden_size // int(factor))  # transformers' floor division for ints
