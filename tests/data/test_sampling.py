@@ -80,3 +80,16 @@ def test_sharded_eval_sampler_covers_each_example_once_in_order():
     assert flat == list(range(11))
     with pytest.raises(ValueError, match="rank 3"):
         ShardedEvalSampler(11, 3, num_replicas=3, rank=3)
+
+
+def test_sharded_eval_sampler_keeps_groups_on_one_rank():
+    groups = ["a", "a", "a", "b", "c", "c", "d", "d", "d", "d"]
+    shards = [
+        [i for b in ShardedEvalSampler(10, 2, num_replicas=3, rank=r, groups=groups) for i in b]
+        for r in range(3)
+    ]
+    assert [i for s in shards for i in s] == list(range(10))
+    owners = {}
+    for r, s in enumerate(shards):
+        for i in s:
+            assert owners.setdefault(groups[i], r) == r

@@ -43,11 +43,15 @@ def _answer_spans(answers: Mapping[str, Any]) -> list[tuple[int, str]]:
     return list(zip((int(s) for s in answers["answer_start"]), answers["text"], strict=True))
 
 
-def check_answers(ds: datasets.Dataset, context_column: str, answers_column: str, where: str) -> datasets.Dataset:
+def check_answers(
+    ds: datasets.Dataset, context_column: str, answers_column: str, where: str
+) -> datasets.Dataset:
     """Drop (count and log) training rows whose first answer is not at its ``answer_start`` in the context;
     an error when most rows are off, which means the contexts were altered (e.g. stripped) upstream."""
     bad = []
-    for row, (context, answers) in enumerate(zip(list(ds[context_column]), list(ds[answers_column]), strict=True)):
+    for row, (context, answers) in enumerate(
+        zip(list(ds[context_column]), list(ds[answers_column]), strict=True)
+    ):
         spans = _answer_spans(answers)
         if spans and context[spans[0][0] : spans[0][0] + len(spans[0][1])] != spans[0][1]:
             bad.append(row)
@@ -58,7 +62,12 @@ def check_answers(ds: datasets.Dataset, context_column: str, answers_column: str
             f"{where}: in {len(bad)} of {len(ds)} rows (first: row {bad[0]}) the answer text does not occur at "
             "answer_start in the context. Were the contexts stripped or re-encoded after the offsets were set?"
         )
-    log.warning("%s: skipped %d rows whose answer does not occur at answer_start (rows %s...)", where, len(bad), bad[:5])
+    log.warning(
+        "%s: skipped %d rows whose answer does not occur at answer_start (rows %s...)",
+        where,
+        len(bad),
+        bad[:5],
+    )
     keep = sorted(set(range(len(ds))) - set(bad))
     return ds.select(keep)
 
@@ -87,7 +96,9 @@ def encode_qa(
         keep = budget
         while len(offsets) > budget:  # re-tokenizing a cut string can give more pieces: cut again
             questions[i] = questions[i][: offsets[keep - 1][1]]
-            offsets = tokenizer(questions[i], add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+            offsets = tokenizer(questions[i], add_special_tokens=False, return_offsets_mapping=True)[
+                "offset_mapping"
+            ]
             keep -= 1
         cut += keep < budget
     if cut:
@@ -138,7 +149,9 @@ def postprocess_predictions(
     """The best-scoring valid span (start <= end, within the context, <= max_answer_length tokens) over all
     features of each example, as text; examples without a valid span get ``""``."""
     best: dict[str, tuple[float, str]] = {}
-    for ex_id, offsets, s_log, e_log in zip(example_ids, offset_mappings, start_logits, end_logits, strict=True):
+    for ex_id, offsets, s_log, e_log in zip(
+        example_ids, offset_mappings, start_logits, end_logits, strict=True
+    ):
         s_log, e_log = np.asarray(s_log), np.asarray(e_log)
         n = min(len(offsets), len(s_log))
         context = contexts[ex_id]
@@ -175,7 +188,9 @@ def normalize_answer(text: str, lang: str | None = None) -> list[str]:
         text = "".join(ch for ch in text if ch not in _ASCII_PUNCT)
         text = re.sub(_ARTICLES["en"], " ", text)
         return text.split()
-    text = "".join(ch for ch in text if ch not in _ASCII_PUNCT and not unicodedata.category(ch).startswith("P"))
+    text = "".join(
+        ch for ch in text if ch not in _ASCII_PUNCT and not unicodedata.category(ch).startswith("P")
+    )
     if lang in _ARTICLES:
         text = re.sub(_ARTICLES[lang], " ", text)
     if lang in ("zh", "ja", "ko"):  # no spaces between words: compare characters
@@ -359,7 +374,13 @@ class QuestionAnsweringDataModule(LightningDataModule):
         present in ``example_ids`` (one DDP rank's shard; every example's features sit on one rank)."""
         contexts, answers = self.references(split, index)
         preds = postprocess_predictions(
-            contexts, example_ids, offset_mappings, start_logits, end_logits, self.n_best, self.max_answer_length
+            contexts,
+            example_ids,
+            offset_mappings,
+            start_logits,
+            end_logits,
+            self.n_best,
+            self.max_answer_length,
         )
         if only_seen:
             answers = {i: answers[i] for i in preds}
@@ -371,14 +392,20 @@ class QuestionAnsweringDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         data = TaggedDataset([p.parts[0] for p in self._data["train"]])
-        return train_loader(data, self._collate(), self.batch_size, self.batching, self.seed, self.num_workers)
+        return train_loader(
+            data, self._collate(), self.batch_size, self.batching, self.seed, self.num_workers
+        )
 
     def _eval_loaders(self, split: str) -> list[DataLoader]:
         loaders = []
         for data in self._data[split]:
             groups = data.parts[0][0]["example_id"]  # shards end on example boundaries
             sampler = ShardedEvalSampler(len(data), self.eval_batch_size, groups=groups)
-            loaders.append(DataLoader(data, batch_sampler=sampler, collate_fn=self._collate(), num_workers=self.num_workers))
+            loaders.append(
+                DataLoader(
+                    data, batch_sampler=sampler, collate_fn=self._collate(), num_workers=self.num_workers
+                )
+            )
         return loaders
 
     def val_dataloader(self) -> list[DataLoader]:

@@ -174,6 +174,7 @@ class ShardedEvalSampler(BatchSampler):
         rank: int | None = None,
         sampler: Sampler | None = None,
         drop_last: bool = False,
+        groups: Sequence | None = None,
     ) -> None:
         self.size = size
         self.batch_size = batch_size
@@ -181,6 +182,13 @@ class ShardedEvalSampler(BatchSampler):
         self.sampler = sampler
         self.num_replicas, self.rank = distributed_context(num_replicas, rank, sampler)
         bounds = np.linspace(0, size, self.num_replicas + 1).round().astype(int)
+        if (
+            groups is not None
+        ):  # move each cut to the next group start (QA: all features of an example together)
+            if len(groups) != size:
+                raise ValueError(f"groups has {len(groups)} entries for {size} examples.")
+            starts = np.array([0] + [i for i in range(1, size) if groups[i] != groups[i - 1]] + [size])
+            bounds = starts[np.searchsorted(starts, bounds)]
         self.start, self.stop = int(bounds[self.rank]), int(bounds[self.rank + 1])
 
     def __iter__(self) -> Iterator[list[int]]:

@@ -42,7 +42,7 @@ def encode_sentence_pairs(
 ) -> datasets.Dataset:
     """Check columns and labels, drop unlabeled rows (label -1, as in SNLI/MNLI; counted), tokenize."""
     check_columns(ds, [*text_columns, label_column], where)
-    raw = ds[label_column]
+    raw = list(ds[label_column])
     keep, labels, skipped = [], [], 0
     for row, value in enumerate(raw):
         if value is None or (not isinstance(value, str) and int(value) == -1):

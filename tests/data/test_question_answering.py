@@ -1,0 +1,175 @@
+import json
+import random
+import re
+
+import numpy as np
+import pytest
+
+from tests.data.conftest import MODEL_LANGUAGES, write_jsonl
+from xmod_lab.data.question_answering import (
+    QuestionAnsweringDataModule,
+    normalize_answer,
+    postprocess_predictions,
+    squad_scores,
+)
+from xmod_lab.data.synthetic import NAMES
+from xmod_lab.data.tokenizer import train_tokenizer
+
+WORDS = "the a of and who what where when Paris Berlin Rhine river city built founded population in is was".split()
+
+
+def qa_rows(lang: str, n: int, seed: int = 0) -> list[dict]:
+    """SQuAD-schema rows with long contexts (several windows at max_length=48) and answers anywhere."""
+    rng = random.Random(f"{seed}{lang}")
+    rows = []
+    for i in range(n):
+        words = [rng.choice(WORDS) for _ in range(rng.randrange(20, 90))]
+        pos = rng.randrange(len(words) - 2)
+        answer = f"{NAMES[i % len(NAMES)]} {rng.randrange(10, 99)}"
+        context = " ".join(words[:pos] + [answer] + words[pos:])
+        start = context.index(answer) if pos == 0 else len(" ".join(words[:pos])) + 1
+        assert context[start : start + len(answer)] == answer
+        rows.append({"id": f"{lang}-{i}", "context": context, "question": f"who was in {words[pos]} ?",
+                     "answers": {"text": [answer], "answer_start": [start]}})  # fmt: skip
+    return rows
+
+
+@pytest.fixture(scope="module")
+def qa_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("qa")
+    for lang in ("en", "de"):
+        for split, n in (("train", 20), ("validation", 10)):
+            write_jsonl(root / lang / f"{split}.jsonl", qa_rows(lang, n, seed=split == "train"))
+    return root
+
+
+def make_dm(root, tokenizer_dir, **kw):
+    args = dict(source={"path": str(root / "{lang}" / "{split}.jsonl"), "splits": {"test": "validation"}},
+                tokenizer=str(tokenizer_dir), languages=MODEL_LANGUAGES, train_langs=["en", "de"],
+                eval_langs=["de", "en"], max_length=48, doc_stride=16, batch_size=8, eval_batch_size=7)  # fmt: skip
+    args.update(kw)
+    return QuestionAnsweringDataModule(**args)
+
+
+def gold_logits(offsets, gold_start, gold_text):
+    """Logits that peak on the gold span when the feature contains it."""
+    n = len(offsets)
+    s_log, e_log = np.zeros(n), np.zeros(n)
+    gold_end = gold_start + len(gold_text)
+    ctx = [t for t, o in enumerate(offsets) if o[0] >= 0]
+    if offsets[ctx[0]][0] <= gold_start and offsets[ctx[-1]][1] >= gold_end:
+        s = next(t for t in ctx if offsets[t][1] > gold_start)
+        e = next(t for t in reversed(ctx) if offsets[t][0] < gold_end)
+        s_log[s], e_log[e] = 10.0, 10.0
+    return s_log, e_log
+
+
+def round_trip(dm, split="validation"):
+    scores = []
+    for index, loader in enumerate(dm.val_dataloader() if split == "validation" else dm.test_dataloader()):
+        contexts, answers = dm.references(split, index)
+        raw = {r["id"]: r for r in dm._raw[split][index]}
+        ids, offsets, starts, ends = [], [], [], []
+        for batch in loader:
+            assert "example_id" in batch and "start_positions" not in batch
+            for ex_id, off in zip(batch["example_id"], batch["offset_mapping"], strict=True):
+                a = raw[ex_id]["answers"]
+                s, e = gold_logits(off, a["answer_start"][0], a["text"][0])
+                ids.append(ex_id), offsets.append(off), starts.append(s), ends.append(e)
+        scores.append(dm.score(split, index, ids, offsets, starts, ends))
+    return scores
+
+
+def test_gold_span_round_trip_scores_100(qa_root, tokenizer_dir):
+    dm = make_dm(qa_root, tokenizer_dir)
+    dm.setup("validate")
+    assert dm.eval_languages == ["de_DE", "en_XX"]
+    lengths = [len(b["example_id"]) for b in dm.val_dataloader()[0]]
+    n_features = sum(lengths)
+    assert n_features > 10  # long contexts were split into several windows
+    for s in round_trip(dm):
+        assert s == {"exact_match": 100.0, "f1": 100.0}
+
+
+def test_training_features_point_at_the_answer(qa_root, tokenizer_dir):
+    dm = make_dm(qa_root, tokenizer_dir, batching="homogeneous")
+    dm.setup("fit")
+    tok = dm.tokenizer
+    answers = {r["answers"]["text"][0] for lang in ("en", "de")
+               for r in map(json.loads, (qa_root / lang / "train.jsonl").read_text().splitlines())}  # fmt: skip
+    inside = outside = 0
+    for batch in dm.train_dataloader():
+        assert len(set(batch["lang_ids"].tolist())) == 1
+        for ids, s, e in zip(
+            batch["input_ids"], batch["start_positions"], batch["end_positions"], strict=True
+        ):
+            if s == 0:
+                assert e == 0
+                outside += 1
+                continue
+            text = tok.decode(ids[s : e + 1]).strip()
+            assert text in answers
+            inside += 1
+    assert inside >= 40 and outside > 0  # every example's answer lies in some window; some windows miss it
+
+
+def test_answer_not_in_context_is_skipped_and_counted(tmp_path, tokenizer_dir, caplog):
+    rows = qa_rows("en", 6)
+    rows[1]["answers"]["answer_start"] = [rows[1]["answers"]["answer_start"][0] + 3]
+    write_jsonl(tmp_path / "en" / "train.jsonl", rows)
+    dm = make_dm(tmp_path, tokenizer_dir, train_langs=["en"], eval_langs=["en"],
+                 source={"path": str(tmp_path / "{lang}" / "{split}.jsonl"), "splits": {"validation": None, "test": None}})  # fmt: skip
+    dm.setup("fit")
+    assert "skipped 1 rows whose answer does not occur" in caplog.text
+    for r in rows:
+        r["answers"]["answer_start"] = [r["answers"]["answer_start"][0] + 1]
+    write_jsonl(tmp_path / "en" / "train.jsonl", rows)
+    with pytest.raises(
+        ValueError, match=r"language 'en'.*in 6 of 6 rows \(first: row 0\) the answer text does not occur"
+    ):
+        make_dm(tmp_path, tokenizer_dir, train_langs=["en"], eval_langs=["en"],
+                source={"path": str(tmp_path / "{lang}" / "{split}.jsonl"), "splits": {"validation": None, "test": None}}).setup("fit")  # fmt: skip
+
+
+def test_postprocess_respects_max_answer_length_and_context_only():
+    offsets = [[-1, -1], [0, 3], [4, 8], [9, 12], [-1, -1]]
+    contexts = {"q": "abc defg hij"}
+    s = np.array([9.0, 3.0, 0.0, 0.0, 9.0])  # the specials score highest but are not in the context
+    e = np.array([9.0, 0.0, 1.0, 3.0, 9.0])
+    assert postprocess_predictions(contexts, ["q"], [offsets], [s], [e]) == {"q": "abc defg hij"}
+    assert postprocess_predictions(contexts, ["q"], [offsets], [s], [e], max_answer_length=2) == {
+        "q": "abc defg"
+    }
+
+
+def test_squad_and_mlqa_normalisation():
+    assert normalize_answer("The  Denver Broncos!") == ["denver", "broncos"]
+    assert normalize_answer("der Rhein.", "de") == ["rhein"]
+    assert normalize_answer("«北京»大学", "zh") == ["北", "京", "大", "学"]
+    assert squad_scores({"a": "Denver Broncos"}, {"a": ["the Denver Broncos", "x"]}) == {
+        "exact_match": 100.0,
+        "f1": 100.0,
+    }
+    s = squad_scores({"b": "北京", "c": ""}, {"b": ["北京大学"], "c": ["x"]}, "zh")
+    assert s["exact_match"] == 0.0
+    assert s["f1"] == pytest.approx(100 * (2 / 3) / 2)
+
+
+@pytest.mark.slow
+def test_xquad_excerpts_round_trip(xtreme_samples, tmp_path):
+    # A tokenizer that covers the four scripts (the shared fixture one knows no Chinese characters). Chinese is
+    # spaced out for training so that its pieces are single characters: gold answers may end inside a
+    # multi-character piece (e.g. "24 次" in "24 次拦截"), which no span of whole tokens can reproduce.
+    texts = [re.sub(r"([\u4e00-\u9fff])", r" \1 ", json.loads(line)["context"]) for lang in ("en", "de", "ar", "zh")
+             for line in (xtreme_samples / "xquad" / lang / "validation.jsonl").read_text("utf-8").splitlines()]  # fmt: skip
+    tokenizer_dir = tmp_path / "tok"
+    train_tokenizer(texts, 2000, tokenizer_dir)
+    dm = QuestionAnsweringDataModule(
+        source={"path": str(xtreme_samples / "xquad" / "{lang}" / "{split}.jsonl"), "splits": {"train": None, "test": None}},
+        tokenizer=str(tokenizer_dir), languages=["en_XX", "de_DE", "ar_AR", "zh_CN"], train_langs=["en"],
+        eval_langs=["en", "de", "ar", "zh"], max_length=384, doc_stride=128, eval_batch_size=64,
+        max_answer_length=128,  # the test tokenizer splits these unseen texts into short pieces
+    )  # fmt: skip
+    dm.setup("validate")
+    scores = round_trip(dm)
+    assert [s["exact_match"] for s in scores] == [100.0] * 4
