@@ -50,11 +50,17 @@ def test_cpu_trainers_instantiate(tmp_path, option):
     assert trainer.num_devices == (2 if option == "ddp_cpu" else 1)
 
 
-def test_callbacks_and_csv_logger_instantiate(tmp_path):
-    cfg = compose(tmp_path, "callbacks=early_stopping", "monitor=val/avg/acc", "monitor_mode=max")
+def test_callbacks_and_loggers_instantiate(tmp_path):
+    cfg = compose(tmp_path, "callbacks=early_stopping", "monitor=val/avg/acc", "monitor_mode=max", "logger=many")
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
     assert {type(c).__name__ for c in callbacks} == {"ModelCheckpoint", "ModelSummary", "EarlyStopping"}
-    assert [instantiate(c) for c in cfg.logger.values()][0].save_dir == str(tmp_path / "run")
+    loggers = {name: instantiate(c) for name, c in cfg.logger.items()}
+    assert set(loggers) == {"csv", "tensorboard"}
+    for logger in loggers.values():
+        logger.log_metrics({"val/avg/acc": 50.0}, step=1)
+        logger.finalize("success")
+    assert (tmp_path / "run" / "csv" / "metrics.csv").is_file()
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
 
 
 @pytest.mark.parametrize(("override", "error", "needle"), [
