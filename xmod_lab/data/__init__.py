@@ -1,7 +1,9 @@
 """Multilingual data: sources, tokenizers, collators, language-aware batch samplers and LightningDataModules."""
 
 from xmod_lab.data.collate import IGNORE_INDEX, CausalLMCollator, MaskedLMCollator, PadCollator, model_inputs
+from xmod_lab.data.language_modeling import LanguageModelingDataModule
 from xmod_lab.data.languages import DEFAULT_LANGUAGE_MAP, language_ids, to_xmod_language
+from xmod_lab.data.multiple_choice import MultipleChoiceDataModule
 from xmod_lab.data.question_answering import (
     QuestionAnsweringDataModule,
     postprocess_predictions,
@@ -26,7 +28,9 @@ __all__ = [
     "XLMR_TOKENIZER",
     "CausalLMCollator",
     "LanguageBatchSampler",
+    "LanguageModelingDataModule",
     "MaskedLMCollator",
+    "MultipleChoiceDataModule",
     "PANX_LABELS",
     "PadCollator",
     "QuestionAnsweringDataModule",

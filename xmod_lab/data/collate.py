@@ -76,7 +76,8 @@ class PadCollator:
 
 class MaskedLMCollator:
     """BERT masking in the collator, so every epoch masks differently: of the non-special, non-pad tokens, a
-    fraction ``mlm_probability`` become targets; of those 80% -> ``<mask>``, 10% -> a random token, 10% kept."""
+    fraction ``mlm_probability`` become targets; of those 80% -> ``<mask>``, 10% -> a random token, 10% kept.
+    With ``seed`` set, masks are a function of the batch content (stable validation losses)."""
 
     def __init__(
         self,
@@ -87,6 +88,7 @@ class MaskedLMCollator:
         mlm_probability: float = 0.15,
         pad_to_multiple_of: int | None = None,
         generator: torch.Generator | None = None,
+        seed: int | None = None,
     ) -> None:
         if not 0.0 < mlm_probability < 1.0:
             raise ValueError(f"mlm_probability must be in (0, 1), got {mlm_probability}.")
@@ -100,12 +102,15 @@ class MaskedLMCollator:
         self.ordinary_ids = ordinary.nonzero().squeeze(1)
         self.mlm_probability = mlm_probability
         self.generator = generator
+        self.seed = seed
 
     def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         batch = self.pad([{"input_ids": ex["input_ids"], "lang_ids": ex["lang_ids"]} for ex in examples])
         ids = batch["input_ids"]  # [B, T]
         maskable = ~torch.isin(ids, self.special_ids)
         g = self.generator
+        if self.seed is not None:  # evaluation: the same batch gets the same masks every epoch
+            g = torch.Generator().manual_seed(self.seed + int(ids.sum()) * 7919 + ids.numel())
         chosen = (torch.rand(ids.shape, generator=g) < self.mlm_probability) & maskable
         labels = torch.where(chosen, ids, torch.full_like(ids, IGNORE_INDEX))
         roll = torch.rand(ids.shape, generator=g)

@@ -7,7 +7,8 @@ A source is a small mapping (plain types, so Hydra can hold it)::
     splits: {train: train, validation: validation, test: test}   # our split -> the source's split
     lang_column: null                # files holding several languages (TyDiQA-GoldP's `lang`): keep rows == lang
 
-Local formats: ``.jsonl``/``.json`` (JSON Lines or a JSON array of rows), ``.csv``, ``.parquet``, a directory
+Local formats: ``.jsonl``/``.json`` (JSON Lines or a JSON array of rows), ``.csv``, ``.parquet``, ``.txt`` (one
+``text`` row per line, for corpora), a directory
 written by ``Dataset.save_to_disk``/``DatasetDict.save_to_disk``, or a directory holding ``<split>.<ext>``.
 """
 
@@ -23,7 +24,7 @@ from typing import Any
 
 import datasets
 
-_FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+_FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".txt")
 # `owner/name` or `name`: anything else (extensions, deeper paths) is meant as a local path.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _DEFAULT_SPLITS = {"train": "train", "validation": "validation", "test": "test"}
@@ -100,6 +101,9 @@ def _load_file(path: Path) -> datasets.Dataset:
         import pandas as pd
 
         return datasets.Dataset.from_pandas(pd.read_csv(path, keep_default_na=False), preserve_index=False)
+    if suffix == ".txt":  # plain text corpora: one row per line, in a `text` column
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return datasets.Dataset.from_dict({"text": lines})
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
