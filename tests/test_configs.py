@@ -160,10 +160,12 @@ def test_experiment_new_language_mlm_fast_dev_run(tmp_path, synthetic):
 
     base = tmp_path / "base"
     XmodForMaskedLM(XmodConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                               intermediate_size=64, languages=["en_XX", "de_DE", "fr_XX", "it_IT"])).save_pretrained(base)
+                               intermediate_size=64, max_position_embeddings=514, type_vocab_size=1,
+                               languages=["en_XX", "de_DE", "fr_XX", "it_IT"])).save_pretrained(base)
     metrics = fast_dev_run(tmp_path, "experiment=new_language_mlm", *local_data(synthetic, "corpus"),
                            f"model.pretrained={base}", "languages.adapters=[de_DE,fr_XX,rm_CH]",
                            "languages.add={rm_CH: [de_DE, fr_XX]}", "languages.train=[de,fr]",
                            "languages.eval=[de,fr]", "monitor=val/avg/loss", "test=true",
-                           f"data.source.path='{synthetic}/corpus/{{lang}}.txt'")
+                           f"data.source.path='{synthetic}/corpus/{{lang}}.txt'", "data.max_length=32",
+                           "data.holdout=0.1", "data.alpha=null")
     assert {"test/de_DE/loss", "test/fr_XX/ppl", "test/avg/loss"} <= set(metrics)
