@@ -100,3 +100,37 @@ def test_ddp_inside_multirun_trains_each_sweep_point_on_both_ranks(tmp_path):
         "sweep_summary.json",
     ]
     assert not list(Path(tmp_path).glob("**/multiruns"))
+
+
+def test_extra_ranks_re_enter_the_job_not_the_sweep(tmp_path, monkeypatch):
+    """The command rank 1 gets: this job's overrides, in RUN mode, in this job's directory (never `-m`)."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    import xmod_lab.conf.schema  # noqa: F401  (registers train_schema, as train.py does)
+    from xmod_lab.sweep import hydra_job_command
+
+    job = ["adapter.reduction_factor=4", "optimizer.lr=0.0123", "hparams_search=optuna", "trainer=ddp_cpu"]
+    with initialize_config_module("xmod_lab.conf", version_base="1.3"):
+        cfg = compose("train", overrides=job, return_hydra_config=True)
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(tmp_path / "sweep" / "3")
+            cfg.hydra.runtime.cwd = str(tmp_path)
+            cfg.hydra.job.name = "train"
+        assert cfg.hydra.mode.name == "MULTIRUN"  # the preset makes the job's own config a sweep
+        HydraConfig.instance().set_config(cfg)
+        monkeypatch.setattr("sys.argv", ["train.py", "--config-dir", "/my/conf", "hparams_search=optuna"])
+        try:
+            command, cwd = hydra_job_command(local_rank=1)
+        finally:
+            HydraConfig.instance().cfg = None  # other tests run outside any Hydra job
+        assert cwd == str(tmp_path)
+        assert command[2:4] == ["--config-dir", "/my/conf"] and "-m" not in command
+        assert command[4:8] == job
+        assert f'hydra.run.dir="{tmp_path / "sweep" / "3"}"' in command
+        assert "hydra.job.name=train_rank1" in command and "hydra.output_subdir=null" in command
+        # composed again as rank 1 will: the same job config, as a single run
+        rank1 = compose("train", overrides=command[4:], return_hydra_config=True)
+        assert rank1.hydra.mode.name == "RUN"
+        assert rank1.optimizer.lr == 0.0123 and rank1.adapter.reduction_factor == 4

@@ -139,6 +139,7 @@ def hydra_job_command(local_rank: int) -> tuple[list[str], str]:
     command += [
         f'hydra.run.dir="{output_dir}"',
         "hydra.output_subdir=null",  # rank 0 already saved .hydra/ for this job
+        "hydra.mode=RUN",  # a preset may set MULTIRUN (hparams_search=optuna): one job, not a new sweep
         f"hydra.job.name={hydra_cfg.job.name}_rank{local_rank}",  # its own log file
         f"hydra.job.chdir={bool(hydra_cfg.job.chdir)}",
     ]
