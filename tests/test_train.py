@@ -42,7 +42,9 @@ def test_run_directory_holds_config_git_checkpoints_and_results(trained):
     metrics, run_dir, _ = trained
     for name in ("config.yaml", "git.txt", "results.json", "results.csv", "run_complete", "checkpoints/last.ckpt"):
         assert (run_dir / name).is_file(), name
-    assert "${" not in (run_dir / "config.yaml").read_text(), "the saved config must be resolved"
+    saved = (run_dir / "config.yaml").read_text()
+    assert "${" not in saved, "the saved config must be resolved"
+    assert "monitor: val/en_XX/acc" in saved  # zero-shot: checkpoints chosen on the training language only
     results = json.loads((run_dir / "results.json").read_text())
     langs = ["en_XX", "de_DE", "fr_XX", "ru_RU", "zh_CN"]
     assert list(results["test"]) == [*langs, "avg"]

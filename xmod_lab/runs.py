@@ -74,6 +74,17 @@ def check_data_languages(config: DictConfig, languages: list[str]) -> None:
             )
 
 
+def default_monitor(task: Any, languages: DictConfig) -> str:
+    """The task's main metric on the first training language when it is evaluated (zero-shot model
+    selection must not peek at the target languages), else its average over languages."""
+    from xmod_lab.data.languages import to_xmod_language
+
+    first = to_xmod_language(str(languages.train[0]), languages.get("map")) if languages.train else None
+    if first in task.eval_languages:
+        return task.monitor.replace("/avg/", f"/{first}/")
+    return task.monitor
+
+
 def check_ckpt_path(path: str | None) -> None:
     if path is not None and not Path(path).is_file():
         raise FileNotFoundError(f"ckpt_path={path!r}: no such checkpoint file (runs keep them in <run>/checkpoints/)")

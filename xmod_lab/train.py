@@ -39,8 +39,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     task = runs.build(cfg.task)
     if sorted(datamodule.eval_languages) != sorted(task.eval_languages):
         raise ValueError(f"data evaluates {datamodule.eval_languages} but the task expects {task.eval_languages}")
-    with open_dict(cfg):  # the task names its main metric; config may override it
-        cfg.monitor = cfg.monitor or task.monitor
+    with open_dict(cfg):  # the task names its main metric (checkpoint selection); config may override it
+        cfg.monitor = cfg.monitor or runs.default_monitor(task, cfg.languages)
         cfg.monitor_mode = cfg.monitor_mode or task.monitor_mode
     runs.start_run(out, cfg)
     counts = task.parameter_counts
