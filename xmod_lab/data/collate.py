@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 IGNORE_INDEX = -100  # the label that cross-entropy ignores (padding, non-first subwords, unmasked MLM tokens)
@@ -28,10 +29,10 @@ def _round_up(n: int, multiple: int | None) -> int:
 
 
 def _pad(seqs: Sequence[Sequence[int]], length: int, value: int) -> torch.Tensor:
-    out = torch.full((len(seqs), length), value, dtype=torch.long)
+    out = np.full((len(seqs), length), value, dtype=np.int64)  # numpy row writes: ~10x cheaper than torch's
     for i, s in enumerate(seqs):
-        out[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
-    return out
+        out[i, : len(s)] = s
+    return torch.from_numpy(out)
 
 
 class PadCollator:

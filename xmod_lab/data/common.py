@@ -98,13 +98,51 @@ def cache_key(source: SourceSpec, lang: str, split: str, tokenizer_fp: str, **pa
     return {"source": source_fingerprint(source, lang, split), "tokenizer": tokenizer_fp, **params}
 
 
+class _Columns:
+    """A tokenized dataset's columns in memory for fast row reads: int-list columns as one flat array plus
+    offsets (zero-copy from Arrow), scalar columns as arrays, anything else as Python objects."""
+
+    def __init__(self, ds: datasets.Dataset) -> None:
+        import pyarrow as pa
+
+        if ds._indices is not None:  # a select()ed view: materialise the rows it points at
+            ds = ds.flatten_indices()
+        self.ragged: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.scalars: dict[str, np.ndarray] = {}
+        self.objects: dict[str, list] = {}
+        for name in ds.column_names:
+            col = ds.data.table.column(name).combine_chunks()
+            if (
+                pa.types.is_list(col.type)
+                and pa.types.is_integer(col.type.value_type)
+                and col.null_count == 0
+            ):
+                self.ragged[name] = (np.asarray(col.values), np.asarray(col.offsets))
+            elif (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)) and col.null_count == 0:
+                self.scalars[name] = col.to_numpy()
+            else:
+                self.objects[name] = col.to_pylist()
+
+    def row(self, i: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, (values, offsets) in self.ragged.items():
+            out[name] = values[offsets[i] : offsets[i + 1]].tolist()
+        for name, values in self.scalars.items():
+            out[name] = values[i].item()
+        for name, values in self.objects.items():
+            out[name] = values[i]
+        return out
+
+
 class TaggedDataset(Dataset):
-    """Several per-language datasets as one; each example carries its adapter index as ``lang_ids``."""
+    """Several per-language datasets as one; each example carries its adapter index as ``lang_ids``.
+    ``parts`` keeps the Arrow datasets; rows are read from an in-memory copy (the DataLoader's hot path)."""
 
     def __init__(
         self, parts: Sequence[tuple[datasets.Dataset, int]], columns: Sequence[str] | None = None
     ) -> None:
         self.parts = [(ds if columns is None else ds.select_columns(list(columns)), lid) for ds, lid in parts]
+        self._columns = [_Columns(ds) for ds, _ in self.parts]
         sizes = [len(ds) for ds, _ in self.parts]
         self.offsets = np.cumsum([0, *sizes])
         self.example_langs = np.concatenate(
@@ -115,26 +153,12 @@ class TaggedDataset(Dataset):
         return int(self.offsets[-1])
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} examples")
         part = int(np.searchsorted(self.offsets, index, side="right")) - 1
-        ds, lid = self.parts[part]
-        row = ds[int(index - self.offsets[part])]
-        row["lang_ids"] = lid
+        row = self._columns[part].row(int(index - self.offsets[part]))
+        row["lang_ids"] = self.parts[part][1]
         return row
-
-    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
-        # One Arrow read per language part instead of one per row: the DataLoader's hot path.
-        idx = np.asarray(indices, dtype=np.int64)
-        parts = np.searchsorted(self.offsets, idx, side="right") - 1
-        rows: list[dict[str, Any] | None] = [None] * len(idx)
-        for part in np.unique(parts):
-            where = np.flatnonzero(parts == part)
-            ds, lid = self.parts[part]
-            columns = ds[(idx[where] - self.offsets[part]).tolist()]
-            for j, pos in enumerate(where):
-                row = {k: v[j] for k, v in columns.items()}
-                row["lang_ids"] = lid
-                rows[pos] = row
-        return rows  # type: ignore[return-value]
 
 
 def train_loader(

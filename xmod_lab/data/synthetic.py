@@ -9,9 +9,12 @@ CJK, Arabic, Devanagari). The NLI label is a deterministic rule over concepts:
 * entailment: it restates that person's fact (same number, not negated);
 * contradiction: it negates the fact or changes its number.
 
-A tiny model learns the rule from one language (it must match names and numbers across the pair), and
-since the deciding tokens are shared, zero-shot transfer to the other languages is possible once their
-words are known (e.g. after multilingual MLM on the generated corpus).
+Like the annotation artifacts of real NLI data, part of the labels can also be read off the hypothesis
+alone, through shared tokens: half the neutral hypotheses name someone premises never mention (Mia, Noah,
+Olga, Paul), and a quarter of the contradictions use a number premises never use (7-9); negation words are
+a further, language-specific cue. So a tiny model trained on one language quickly gets well above chance
+(the cues alone allow about 0.75), while the rest needs the name/number matching across the pair. Since
+all cue-carrying and deciding tokens are shared, zero-shot transfer to the other languages is possible.
 
 Files (XNLI / PAN-X schema, so the ordinary datamodules read them)::
 
@@ -37,6 +40,9 @@ NAMES = ("Anna", "Ben", "Carla", "David", "Eva", "Felix", "Greta", "Hugo", "Ida"
          "Mia", "Noah", "Olga", "Paul")  # fmt: skip
 SURNAMES = ("Berg", "Costa", "Dumas", "Ivanov", "Kim", "Lopez", "Meyer", "Novak")
 NUMBERS = tuple(str(i) for i in range(1, 10))
+# Premises use the first 12 names and the numbers 1-6; some neutral / contradicting hypotheses use the others.
+_PREMISE_NAMES, _OUTSIDER_NAMES = NAMES[:12], NAMES[12:]
+_PREMISE_NUMBERS, _OUTSIDER_NUMBERS = NUMBERS[:6], NUMBERS[6:]
 _N_OBJECTS, _N_VERBS, _N_FILLERS, _N_PLACES, _N_ORGS = 16, 6, 6, 8, 6
 PANX_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC")
 
@@ -85,9 +91,9 @@ def _clause(
 def nli_example(rng: random.Random, lex: Mapping[str, list[str]], label: int) -> dict[str, Any]:
     """One premise/hypothesis pair whose label follows the rule in the module docstring."""
     n_facts = rng.choice((1, 1, 2))
-    names = rng.sample(NAMES, n_facts + 1)  # the last one is absent from the premise
+    names = rng.sample(_PREMISE_NAMES, n_facts + 1)  # the last one is absent from the premise
     facts = [
-        (names[i], rng.randrange(_N_VERBS), rng.choice(NUMBERS), rng.randrange(_N_OBJECTS))
+        (names[i], rng.randrange(_N_VERBS), rng.choice(_PREMISE_NUMBERS), rng.randrange(_N_OBJECTS))
         for i in range(n_facts)
     ]
     premise: list[str] = [rng.choice(lex["filler"])] if rng.random() < 0.3 else []
@@ -95,14 +101,15 @@ def nli_example(rng: random.Random, lex: Mapping[str, list[str]], label: int) ->
         premise += (lex["conj"] if i else []) + _clause(lex, *fact, negated=False)
     name, verb, num, obj = rng.choice(facts)
     negated = False
-    if label == 1:  # neutral: someone the premise does not mention, same kind of statement
-        name = names[-1]
+    if label == 1:  # neutral: someone the premise does not mention (half the time a name premises never use)
+        name = rng.choice(_OUTSIDER_NAMES) if rng.random() < 0.5 else names[-1]
         negated = rng.random() < 0.2
-    elif label == 2:  # contradiction: negate, or change the number
+    elif label == 2:  # contradiction: negate, or change the number (half the time to one premises never use)
         if rng.random() < 0.5:
             negated = True
         else:
-            num = rng.choice([n for n in NUMBERS if n != num])
+            pool = _OUTSIDER_NUMBERS if rng.random() < 0.5 else _PREMISE_NUMBERS
+            num = rng.choice([n for n in pool if n != num])
     hypothesis = _clause(lex, name, verb, num, obj, negated)
     return {"premise": " ".join(premise), "hypothesis": " ".join(hypothesis), "label": label}
 
@@ -189,7 +196,7 @@ def prepare_synthetic(
 
     root = Path(root).expanduser()
     params = {"languages": list(languages), "vocab_size": vocab_size, "n_train": n_train, "n_eval": n_eval,
-              "n_corpus": n_corpus, "seed": seed, "version": 1}  # fmt: skip
+              "n_corpus": n_corpus, "seed": seed, "version": 2}  # fmt: skip
     stamp = json.dumps(params, sort_keys=True)
     if (root / "synthetic.json").exists() and (root / "synthetic.json").read_text() == stamp:
         return root
