@@ -20,6 +20,10 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
+from xmod_lab.data.languages import to_xmod_language
+from xmod_lab.models import XmodConfig
+from xmod_lab.models.freezing import apply_freeze_policy, parameter_report
+
 log = logging.getLogger(__name__)
 
 # Config fields of the `adapter` group -> XmodConfig fields (names from the paper / transformers).
@@ -73,8 +77,6 @@ def build_model(
     model_config: the final XmodConfig as a dict; given when restoring a Lightning checkpoint, so
     nothing is downloaded and the architecture (languages added/pruned) is rebuilt exactly.
     """
-    from xmod_lab.models import XmodConfig
-
     if model_config is not None:
         return head_cls(XmodConfig.from_dict(dict(model_config)))
 
@@ -139,8 +141,6 @@ def backbone_languages(model: Mapping[str, Any], languages: Mapping[str, Any]) -
     The datamodule needs them for `lang_ids` before the task builds the model; only a checkpoint's
     config.json is read.
     """
-    from xmod_lab.models import XmodConfig
-
     wanted, to_add = languages.get("adapters"), list((languages.get("add") or {}).keys())
     if model.get("pretrained"):
         _check_pretrained_source(model["pretrained"])
@@ -154,8 +154,6 @@ def backbone_languages(model: Mapping[str, Any], languages: Mapping[str, Any]) -
 
 def eval_languages(languages: Mapping[str, Any]) -> list[str]:
     """X-MOD codes of the evaluation languages (the config lists dataset codes: en, de, ...)."""
-    from xmod_lab.data.languages import to_xmod_language
-
     return [to_xmod_language(str(code), languages.get("map")) for code in languages.get("eval") or []]
 
 
@@ -176,8 +174,6 @@ def apply_freeze(net: nn.Module, policy: str = "paper", languages: Sequence[str]
            include: Sequence[str] = (), exclude: Sequence[str] = (), train_embeddings: bool = False,
            train_head: bool = False) -> dict[str, int]:
     """Apply a freezing policy (xmod_lab.models.freezing); log and return the parameter counts."""
-    from xmod_lab.models.freezing import apply_freeze_policy, parameter_report
-
     apply_freeze_policy(net, policy, languages=list(languages) if languages else None, include=list(include),
                         exclude=list(exclude), train_embeddings=train_embeddings, train_head=train_head)
     report = parameter_report(net)

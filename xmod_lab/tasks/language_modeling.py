@@ -17,6 +17,7 @@ from lightning import LightningModule
 from torch import nn
 from torchmetrics import MeanMetric
 
+from xmod_lab.models import XmodForCausalLM, XmodForMaskedLM
 from xmod_lab.tasks.common import (
     apply_freeze,
     build_model,
@@ -68,8 +69,6 @@ class MaskedLMTask(LightningModule):
         self.save_hyperparameters()
         self.hparams.update({k: plain(v) for k, v in self.hparams.items()})
         hp = self.hparams
-        from xmod_lab.models import XmodForMaskedLM
-
         self.model = build_model(XmodForMaskedLM, hp.model, hp.languages, hp.adapter, None, model_config)
         self.hparams["model_config"] = self.model.config.to_dict()
         self.eval_languages = eval_languages(hp.languages)
@@ -129,8 +128,6 @@ class CausalLMTask(LightningModule):
         self.save_hyperparameters()
         self.hparams.update({k: plain(v) for k, v in self.hparams.items()})
         hp = self.hparams
-        from xmod_lab.models import XmodForCausalLM
-
         self.model = build_model(XmodForCausalLM, hp.model, hp.languages, hp.adapter, {"is_decoder": True},
                                  model_config)
         self.hparams["model_config"] = self.model.config.to_dict()

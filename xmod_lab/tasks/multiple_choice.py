@@ -10,6 +10,7 @@ from lightning import LightningModule
 from torch import nn
 from torchmetrics import MeanMetric
 
+from xmod_lab.models import XmodForMultipleChoice
 from xmod_lab.tasks.common import (
     apply_freeze,
     build_model,
@@ -57,8 +58,6 @@ class MultipleChoiceTask(LightningModule):
         self.save_hyperparameters()
         self.hparams.update({k: plain(v) for k, v in self.hparams.items()})
         hp = self.hparams
-        from xmod_lab.models import XmodForMultipleChoice
-
         self.model = build_model(XmodForMultipleChoice, hp.model, hp.languages, hp.adapter,
                                  None, model_config)
         self.hparams["model_config"] = self.model.config.to_dict()

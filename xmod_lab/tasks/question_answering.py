@@ -15,6 +15,7 @@ from lightning import LightningModule
 from torch import nn
 from torchmetrics import MeanMetric
 
+from xmod_lab.models import XmodForQuestionAnswering
 from xmod_lab.tasks.common import (
     apply_freeze,
     build_model,
@@ -50,8 +51,6 @@ class QuestionAnsweringTask(LightningModule):
         self.save_hyperparameters()
         self.hparams.update({k: plain(v) for k, v in self.hparams.items()})
         hp = self.hparams
-        from xmod_lab.models import XmodForQuestionAnswering
-
         self.model = build_model(XmodForQuestionAnswering, hp.model, hp.languages, hp.adapter, None, model_config)
         self.hparams["model_config"] = self.model.config.to_dict()
         self.eval_languages = eval_languages(hp.languages)

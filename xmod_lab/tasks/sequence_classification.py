@@ -10,6 +10,7 @@ from lightning import LightningModule
 from torch import nn
 from torchmetrics import MeanMetric
 
+from xmod_lab.models import XmodForSequenceClassification
 from xmod_lab.tasks.common import (
     apply_freeze,
     build_model,
@@ -57,8 +58,6 @@ class SequenceClassificationTask(LightningModule):
         self.save_hyperparameters()
         self.hparams.update({k: plain(v) for k, v in self.hparams.items()})
         hp = self.hparams
-        from xmod_lab.models import XmodForSequenceClassification
-
         self.model = build_model(XmodForSequenceClassification, hp.model, hp.languages, hp.adapter,
                                  {"num_labels": num_labels}, model_config)
         self.hparams["model_config"] = self.model.config.to_dict()

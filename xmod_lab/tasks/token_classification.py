@@ -13,6 +13,7 @@ from torch import nn
 from torchmetrics import MeanMetric, Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from xmod_lab.models import XmodForTokenClassification
 from xmod_lab.tasks.common import (
     apply_freeze,
     build_model,
@@ -96,8 +97,6 @@ class TokenClassificationTask(LightningModule):
         self.save_hyperparameters()
         self.hparams.update({k: plain(v) for k, v in self.hparams.items()})
         hp = self.hparams
-        from xmod_lab.models import XmodForTokenClassification
-
         names = list(hp.label_names)
         head = {"num_labels": len(names), "id2label": dict(enumerate(names)),
                 "label2id": {n: i for i, n in enumerate(names)}}
