@@ -12,6 +12,8 @@ import pytest
 
 from xmod_lab import report
 
+ROOT = Path(__file__).resolve().parents[1]
+
 # the tiniest run that still trains, validates and tests on all 5 synthetic languages
 TINY = [
     "data.n_train=256",
@@ -25,10 +27,9 @@ TINY = [
 
 def run_train(*args: str, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """`python -m xmod_lab.train ARGS` from the repository root, as a user would run it."""
-    root = Path(__file__).resolve().parents[1]
     return subprocess.run(
         [sys.executable, "-m", "xmod_lab.train", *args],
-        cwd=root,
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -36,20 +37,31 @@ def run_train(*args: str, timeout: int = 300, env: dict | None = None) -> subpro
     )
 
 
+def outputs_in(root: Path) -> dict:
+    """Environment that sends runs to ROOT/outputs (as from a checkout there) but shares the data cache."""
+    return {"XMOD_ROOT": str(root), "XMOD_CACHE": os.environ.get("XMOD_CACHE", str(ROOT / "outputs" / ".cache"))}
+
+
+def the_sweep_dir(root: Path) -> Path:
+    (sweep,) = (root / "outputs" / "default" / "multiruns").iterdir()
+    return sweep
+
+
 @pytest.fixture(scope="session")
 def tiny_sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """`xmod-train -m adapter.reduction_factor=2,4,8,0` with W&B offline: three runs finish, the 4th fails
-    (a reduction factor must be positive)."""
-    sweep = tmp_path_factory.mktemp("sweep") / "multirun"
-    done = run_train(
-        "-m",
-        "adapter.reduction_factor=2,4,8,0",
-        "logger=[csv,wandb]",
-        *TINY,
-        f"hydra.sweep.dir={sweep}",
-        env={"WANDB_MODE": "offline"},
-    )
-    return sweep, done
+    (a reduction factor must be positive). The sweep goes where a user's would (no hydra.sweep.dir)."""
+    if not _SWEEP:  # test_notebooks imports this fixture: one sweep per session for both modules
+        root = tmp_path_factory.mktemp("checkout")
+        done = run_train(
+            "-m", "adapter.reduction_factor=2,4,8,0", "logger=[csv,wandb]", *TINY,
+            env={**outputs_in(root), "WANDB_MODE": "offline"},
+        )  # fmt: skip
+        _SWEEP.append((the_sweep_dir(root), done))
+    return _SWEEP[0]
+
+
+_SWEEP: list[tuple[Path, subprocess.CompletedProcess]] = []
 
 
 @pytest.mark.slow
@@ -118,8 +130,6 @@ def test_report_on_the_real_sweep(tiny_sweep, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_optuna_preset_optimises_the_chosen_metric(tmp_path):
-    # no hydra.sweep.dir override: the preset's own must resolve (the sweeper reads it early)
-    cache = Path(__file__).resolve().parents[1] / "outputs" / ".cache"
     done = run_train(
         "hparams_search=optuna",
         "hydra.sweeper.n_trials=2",
@@ -127,10 +137,10 @@ def test_optuna_preset_optimises_the_chosen_metric(tmp_path):
         "optimized_metric=val/avg/acc",
         *TINY,
         "trainer.limit_val_batches=2",
-        env={"XMOD_ROOT": str(tmp_path), "XMOD_CACHE": os.environ.get("XMOD_CACHE", str(cache))},
+        env=outputs_in(tmp_path),
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    (sweep,) = (tmp_path / "outputs" / "default" / "multiruns").iterdir()
+    sweep = the_sweep_dir(tmp_path)
     best = _read_yaml(sweep / "optimization_results.yaml")
     assert best["name"] == "optuna" and set(best["best_params"]) == {
         "adapter.reduction_factor",

@@ -56,6 +56,10 @@ class SweepSummary(Callback):
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         end_ddp_job()
+        wandb = sys.modules.get("wandb")
+        if wandb is not None and getattr(wandb, "run", None) is not None:
+            # close this job's W&B run now, marked failed if the job failed, so the next job starts its own
+            wandb.finish(exit_code=0 if job_return.status == JobStatus.COMPLETED else 1)
         if config.hydra.mode != RunMode.MULTIRUN or not _is_global_rank_zero():
             return
         job_dir = Path(config.hydra.runtime.output_dir)
