@@ -158,3 +158,49 @@ def test_configure_optimizers_uses_config_and_schedule(tmp_path):
     assert opt.defaults["betas"] == (0.8, 0.9) and opt.defaults["eps"] == 1e-5
     assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
     assert opt.param_groups[0]["lr"] == pytest.approx(0.5 * 1.0)  # after 1 step of a 2-step warmup
+
+
+class _StubQAData(L.LightningDataModule):
+    """Two eval languages; score() records what the task hands over and returns fixed numbers."""
+
+    eval_languages = ["en_XX", "de_DE"]
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def _batch(self, train: bool) -> dict:
+        b = batch("qa", b=4, t=9)
+        b["attention_mask"][:, 7:] = 0  # two padding positions
+        if train:
+            b["start_positions"], b["end_positions"] = torch.tensor([1, 2, 3, 0]), torch.tensor([2, 2, 4, 0])
+        else:
+            b["lang_ids"] = torch.zeros(4, dtype=torch.long)
+            b["example_id"] = ["q1", "q1", "q2", "q3"]  # q1 spans two features
+            b["offset_mapping"] = [[[-1, -1]] + [[i, i + 1] for i in range(6)]] * 4
+        return b
+
+    def train_dataloader(self):
+        return DataLoader([self._batch(True)], batch_size=None)
+
+    def val_dataloader(self):
+        return [DataLoader([self._batch(False)], batch_size=None) for _ in self.eval_languages]
+
+    def score(self, split, index, example_ids, offsets, start_logits, end_logits, only_seen=False):
+        self.calls.append((split, index, list(example_ids), [len(s) for s in start_logits], only_seen))
+        return {"exact_match": 50.0 + index, "f1": 60.0 + index}
+
+
+def test_question_answering_scores_text_answers_through_the_datamodule(tmp_path):
+    from xmod_lab.tasks import QuestionAnsweringTask
+
+    task = QuestionAnsweringTask(**COMMON)
+    data = _StubQAData()
+    tr = trainer(max_steps=1, default_root_dir=tmp_path)
+    tr.fit(task, datamodule=data)
+    assert [c[:2] for c in data.calls] == [("validation", 0), ("validation", 1)]
+    assert data.calls[0][2] == ["q1", "q1", "q2", "q3"] and data.calls[0][3] == [7, 7, 7, 7]  # padding cut
+    assert data.calls[0][4] is False  # one process: every example is scored
+    m = tr.callback_metrics
+    assert float(m["val/en_XX/f1"]) == 60.0 and float(m["val/de_DE/exact_match"]) == 51.0
+    assert float(m["val/avg/f1"]) == 60.5 and task.monitor == "val/avg/f1"
