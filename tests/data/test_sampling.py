@@ -93,3 +93,18 @@ def test_sharded_eval_sampler_keeps_groups_on_one_rank():
     for r, s in enumerate(shards):
         for i in s:
             assert owners.setdefault(groups[i], r) == r
+
+
+def test_lightning_set_epoch_reaches_the_batch_sampler():
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    sampler = LanguageBatchSampler(LANGS, 8, seed=0)
+    loader = DataLoader(list(range(len(LANGS))), batch_sampler=sampler)
+    first = list(sampler)
+    _set_sampler_epoch(loader, 1)
+    assert sampler.epoch == 1 and list(sampler) != first
+    # an injected DistributedSampler (use_distributed_sampler=True) carries the epoch instead
+    injected = LanguageBatchSampler(LANGS, 8, sampler=DistributedSampler(range(66), num_replicas=2, rank=0))
+    _set_sampler_epoch(DataLoader(list(range(66)), batch_sampler=injected), 4)
+    assert injected.epoch == 4 and injected.num_replicas == 2

@@ -177,3 +177,14 @@ def test_lightning_injected_distributed_sampler_sets_the_rank(nli_root, tokenize
         assert sum(len(b["labels"]) for b in injected[1]) == 6  # half of fr validation
     assert not set(seen[0]) & set(seen[1])
     assert len(seen[0]) + len(seen[1]) == 100
+
+
+def test_eval_source_differs_from_train_source(nli_root, tokenizer_dir, tmp_path):
+    """MNLI -> XNLI style: train rows from one source, validation/test rows from another."""
+    write_jsonl(tmp_path / "en" / "train.jsonl", nli_rows("en", "train", 7))
+    dm = make_dm(tmp_path, tokenizer_dir, train_langs=["en"], eval_langs=["de", "fr"],
+                 source={"path": str(tmp_path / "{lang}" / "{split}.jsonl"), "splits": {"validation": None, "test": None}},
+                 eval_source={"path": str(nli_root / "{lang}" / "{split}.jsonl"), "splits": {"train": None}})  # fmt: skip
+    dm.setup("fit")
+    assert sum(len(b["labels"]) for b in dm.train_dataloader()) == 7
+    assert [sum(len(b["labels"]) for b in dl) for dl in dm.val_dataloader()] == [12, 12]

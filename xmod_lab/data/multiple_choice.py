@@ -93,11 +93,14 @@ class MultipleChoiceDataModule(LightningDataModule):
         seed: int = 0,
         max_train_examples: int | None = None,
         max_eval_examples: int | None = None,
+        eval_source: Mapping[str, Any] | str | None = None,
     ) -> None:
         super().__init__()
         if batching not in BATCHING_MODES:
             raise ValueError(f"Unknown batching {batching!r}; choose one of {BATCHING_MODES}.")
         self.source = SourceSpec.coerce(source)
+        # zero-shot setups often train on one dataset (MNLI, SQuAD, COPA) and evaluate on another (XNLI, ...)
+        self.eval_source = SourceSpec.coerce(eval_source) if eval_source is not None else self.source
         self.tokenizer_name = str(tokenizer)
         self.languages = [str(x) for x in languages]
         self.language_map = dict(language_map) if language_map else None
@@ -134,12 +137,12 @@ class MultipleChoiceDataModule(LightningDataModule):
         return self._tokenizer
 
     def _split(self, lang: str, split: str) -> datasets.Dataset:
-        where = self.source.describe(lang, split)
+        where = self._source(split).describe(lang, split)
         limit = self.max_train_examples if split == "train" else self.max_eval_examples
         tokenizer = self.tokenizer
 
         def build() -> datasets.Dataset:
-            ds = load_split(self.source, lang, split)
+            ds = load_split(self._source(split), lang, split)
             if limit is not None:
                 ds = ds.select(range(min(limit, len(ds))))
             return encode_choices(
@@ -148,7 +151,7 @@ class MultipleChoiceDataModule(LightningDataModule):
             )  # fmt: skip
 
         key = cache_key(
-            self.source, lang, split, self._tokenizer_fp, task="multiple_choice",
+            self._source(split), lang, split, self._tokenizer_fp, task="multiple_choice",
             columns=[self.context_column, self.question_column, *self.choices_columns, self.label_column],
             max_length=self.max_length, limit=limit,
         )  # fmt: skip
@@ -162,7 +165,10 @@ class MultipleChoiceDataModule(LightningDataModule):
             plan.append(("validation", self.eval_langs, self.eval_lang_ids))
         if stage in (None, "test"):
             plan.append(("test", self.eval_langs, self.eval_lang_ids))
-        return [p for p in plan if self.source.has_split(p[0])]
+        return [p for p in plan if self._source(p[0]).has_split(p[0])]
+
+    def _source(self, split: str) -> SourceSpec:
+        return self.source if split == "train" else self.eval_source
 
     def prepare_data(self) -> None:
         if self.cache_dir is not None:

@@ -58,6 +58,15 @@ def language_sampling_probs(counts: Sequence[int], alpha: float) -> np.ndarray:
     return q / q.sum()
 
 
+class _EpochHolder:
+    """Stands in for a sampler so that the epoch Lightning sets reaches the batch sampler."""
+
+    epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+
 class LanguageBatchSampler(BatchSampler):
     """Yields this rank's batches of dataset indices; ``example_langs[i]`` is example i's language id.
 
@@ -93,15 +102,19 @@ class LanguageBatchSampler(BatchSampler):
         self.seed = seed
         self.drop_last = drop_last
         self.num_replicas, self.rank = distributed_context(num_replicas, rank, sampler)
-        self.sampler = sampler
-        self.epoch = 0
+        # Lightning calls set_epoch on `batch_sampler.sampler`, never on the batch sampler itself.
+        self.sampler = sampler if sampler is not None else _EpochHolder()
         self._by_lang = {
             int(lang): np.flatnonzero(self.example_langs == lang) for lang in np.unique(self.example_langs)
         }
 
+    @property
+    def epoch(self) -> int:
+        return int(getattr(self.sampler, "epoch", 0))
+
     def set_epoch(self, epoch: int) -> None:
-        """Lightning calls this each epoch: a new shuffle, identical on every rank."""
-        self.epoch = epoch
+        """A new shuffle per epoch, identical on every rank (Lightning reaches it through ``self.sampler``)."""
+        self.sampler.set_epoch(epoch)
 
     def _epoch_indices(self, rng: np.random.Generator) -> dict[int, np.ndarray]:
         """Per language, the indices this epoch uses, in order (shuffled or not, resampled when alpha is set)."""

@@ -85,6 +85,7 @@ class SentencePairDataModule(LightningDataModule):
         seed: int = 0,
         max_train_examples: int | None = None,
         max_eval_examples: int | None = None,
+        eval_source: Mapping[str, Any] | str | None = None,
     ) -> None:
         super().__init__()
         if batching not in BATCHING_MODES:
@@ -92,6 +93,8 @@ class SentencePairDataModule(LightningDataModule):
         if len(text_columns) not in (1, 2):
             raise ValueError(f"text_columns must name one or two columns, got {list(text_columns)}.")
         self.source = SourceSpec.coerce(source)
+        # zero-shot setups often train on one dataset (MNLI, SQuAD, COPA) and evaluate on another (XNLI, ...)
+        self.eval_source = SourceSpec.coerce(eval_source) if eval_source is not None else self.source
         self.tokenizer_name = str(tokenizer)
         self.languages = [str(x) for x in languages]
         self.language_map = dict(language_map) if language_map else None
@@ -131,11 +134,11 @@ class SentencePairDataModule(LightningDataModule):
         return self._tokenizer
 
     def _split(self, lang: str, split: str) -> datasets.Dataset:
-        where = self.source.describe(lang, split)
+        where = self._source(split).describe(lang, split)
         limit = self.max_train_examples if split == "train" else self.max_eval_examples
 
         def build() -> datasets.Dataset:
-            ds = load_split(self.source, lang, split)
+            ds = load_split(self._source(split), lang, split)
             if limit is not None:
                 ds = ds.select(range(min(limit, len(ds))))
             return encode_sentence_pairs(
@@ -150,7 +153,7 @@ class SentencePairDataModule(LightningDataModule):
 
         self.tokenizer  # noqa: B018 (loads it and its fingerprint)
         key = cache_key(
-            self.source, lang, split, self._tokenizer_fp, task="sentence_pair",
+            self._source(split), lang, split, self._tokenizer_fp, task="sentence_pair",
             columns=self.text_columns, label_column=self.label_column, labels=self.label_names,
             max_length=self.max_length, limit=limit,
         )  # fmt: skip
@@ -164,7 +167,10 @@ class SentencePairDataModule(LightningDataModule):
             plan.append(("validation", self.eval_langs, self.eval_lang_ids))
         if stage in (None, "test"):
             plan.append(("test", self.eval_langs, self.eval_lang_ids))
-        return [p for p in plan if self.source.has_split(p[0])]
+        return [p for p in plan if self._source(p[0]).has_split(p[0])]
+
+    def _source(self, split: str) -> SourceSpec:
+        return self.source if split == "train" else self.eval_source
 
     def prepare_data(self) -> None:
         # Runs on one process per node: fill the cache so the other ranks only read it in setup().
