@@ -69,14 +69,14 @@ def test_format_table_shows_varying_overrides_only(sweep):
     text = report.format_table(report.collect_sweep(sweep))
     assert "reduction_factor" in text and "max_steps" not in text
     row = next(line for line in text.splitlines() if line.startswith("1 "))
-    assert row.split()[:6] == ["1", "4", "78.0000", "64.0000", "58.0000", "66.6667"]
+    assert row.split()[:6] == ["1", "4", "78", "64", "58", "66.67"]
     assert "failed: ValueError: boom" in text
 
 
 def test_cli_prints_table_and_writes_pngs(sweep, tmp_path, capsys):
     assert report.main([str(sweep), "--out", str(tmp_path / "plots")]) == 0
     out = capsys.readouterr()
-    assert "metric: acc" in out.out and "66.6667" in out.out
+    assert "metric: acc" in out.out and "66.67" in out.out
     assert "runs that did not finish: 3" in out.err
     for name in ("heatmap_acc.png", "zero_shot_acc.png"):
         png = (tmp_path / "plots" / name).read_bytes()

@@ -178,7 +178,7 @@ def format_table(summary: dict[str, Any], metric: str | None = None) -> str:
     for r in runs:
         cells = [r["run"], *(str(r["overrides"].get(k, "")) for k in varying)]
         cells += [
-            f"{r['metrics'][lang][metric]:.4f}" if metric in r["metrics"].get(lang, {}) else "-"
+            f"{r['metrics'][lang][metric]:.4g}" if metric in r["metrics"].get(lang, {}) else "-"
             for lang in languages
         ]
         cells.append(r["status"] if not r["error"] else f"{r['status']}: {r['error']}"[:80])

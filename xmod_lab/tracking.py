@@ -90,10 +90,19 @@ def _hydra_defaults() -> dict[str, Any]:
         swept = _swept_keys(hydra_cfg)
         own = [o for o in hydra_cfg.overrides.task if o.split("=", 1)[0].lstrip("+~") in swept]
         out["name"] = ",".join(own) or hydra_cfg.job.override_dirname or f"job{hydra_cfg.job.num}"
-    saved = Path(hydra_cfg.runtime.output_dir) / str(hydra_cfg.output_subdir or ".hydra") / "config.yaml"
-    if hydra_cfg.output_subdir is not None and saved.is_file():
-        # the job config exactly as composed, resolved now that the job's Hydra context is set
-        out["config"] = OmegaConf.to_container(OmegaConf.load(saved), resolve=True)
+    # xmod-train's resolved config.yaml (written before the loggers are built), else Hydra's composed one,
+    # resolved now that the job's Hydra context is set
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    for saved in (
+        run_dir / "config.yaml",
+        run_dir / str(hydra_cfg.output_subdir or ".hydra") / "config.yaml",
+    ):
+        if saved.is_file():
+            try:
+                out["config"] = OmegaConf.to_container(OmegaConf.load(saved), resolve=True)
+                break
+            except Exception as e:  # an interpolation only the job itself can resolve: log without config
+                log.warning("W&B: could not resolve %s for the run config (%s)", saved, e)
     return out
 
 
