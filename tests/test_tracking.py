@@ -153,3 +153,26 @@ def test_missing_wandb_falls_back_to_csv(tmp_path, monkeypatch, caplog):
         logger = tracking.wandb_logger(save_dir=str(tmp_path))
     assert isinstance(logger, CSVLogger)
     assert "wandb is not installed" in caplog.text
+
+
+def test_logger_wandb_config_continues_the_run_of_ckpt_path(tmp_path, no_wandb_env):
+    """conf/logger/wandb.yaml as composed by xmod-train: ckpt_path of an old run -> that run's W&B id."""
+    from hydra import compose, initialize_config_module
+    from hydra.utils import instantiate
+    from omegaconf import open_dict
+
+    import xmod_lab.conf.schema  # noqa: F401  (registers train_schema, as train.py does)
+
+    old_run = tmp_path / "old"
+    (old_run / "checkpoints").mkdir(parents=True)
+    (old_run / "checkpoints" / "last.ckpt").touch()
+    (old_run / tracking.RUN_ID_FILE).write_text("abc123xy")
+    ckpt = old_run / "checkpoints" / "last.ckpt"
+    with initialize_config_module("xmod_lab.conf", version_base="1.3"):
+        cfg = compose("train", overrides=["logger=wandb", f"ckpt_path={ckpt}", "tags=[resumed]"])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "new")  # ${hydra:runtime.output_dir} outside a Hydra job
+    logger = instantiate(cfg.logger.wandb)
+    assert isinstance(logger, tracking.ResultsTableWandbLogger)
+    assert logger.experiment.id == "abc123xy" and list(logger.experiment.tags) == ["resumed"]
+    assert (tmp_path / "new" / tracking.RUN_ID_FILE).read_text() == "abc123xy"

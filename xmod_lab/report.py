@@ -249,7 +249,7 @@ def plot_heatmap(summary: dict[str, Any], metric: str, path: str | os.PathLike |
     for i, row in enumerate(values):
         for j, value in enumerate(row):
             if value == value:  # not NaN
-                ax.text(j, i, f"{value:.3f}", ha="center", va="center", color="white", fontsize=8)
+                ax.text(j, i, f"{value:.4g}", ha="center", va="center", color="white", fontsize=8)
     ax.axhline(len(languages) - 1.5, color="white", linewidth=2)  # sets avg apart
     fig.colorbar(image, ax=ax, label=metric)
     ax.set_title(f"{metric} per language and configuration")
