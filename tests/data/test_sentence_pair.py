@@ -188,3 +188,12 @@ def test_eval_source_differs_from_train_source(nli_root, tokenizer_dir, tmp_path
     dm.setup("fit")
     assert sum(len(b["labels"]) for b in dm.train_dataloader()) == 7
     assert [sum(len(b["labels"]) for b in dl) for dl in dm.val_dataloader()] == [12, 12]
+
+
+def test_dataloader_before_setup_or_without_split_is_a_clear_error(nli_root, tokenizer_dir):
+    dm = make_dm(nli_root, tokenizer_dir, train_only=True)
+    with pytest.raises(RuntimeError, match=r"No 'train' data: call setup\(\)"):
+        dm.train_dataloader()
+    dm.setup("fit")
+    with pytest.raises(RuntimeError, match=r"configure a 'validation' split.*'validation': None"):
+        dm.val_dataloader()

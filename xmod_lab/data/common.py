@@ -142,7 +142,7 @@ class TaggedDataset(Dataset):
         self, parts: Sequence[tuple[datasets.Dataset, int]], columns: Sequence[str] | None = None
     ) -> None:
         self.parts = [(ds if columns is None else ds.select_columns(list(columns)), lid) for ds, lid in parts]
-        self._columns = [_Columns(ds) for ds, _ in self.parts]
+        self._columns: list[_Columns | None] = [None] * len(self.parts)  # built on first read
         sizes = [len(ds) for ds, _ in self.parts]
         self.offsets = np.cumsum([0, *sizes])
         self.example_langs = np.concatenate(
@@ -156,9 +156,22 @@ class TaggedDataset(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} examples")
         part = int(np.searchsorted(self.offsets, index, side="right")) - 1
-        row = self._columns[part].row(int(index - self.offsets[part]))
+        columns = self._columns[part]
+        if columns is None:
+            columns = self._columns[part] = _Columns(self.parts[part][0])
+        row = columns.row(int(index - self.offsets[part]))
         row["lang_ids"] = self.parts[part][1]
         return row
+
+
+def loaded(data: Mapping[str, list[TaggedDataset]], split: str, source: SourceSpec) -> list[TaggedDataset]:
+    """The per-language datasets of ``split``, or a clear error saying why there are none."""
+    if split not in data:
+        raise RuntimeError(
+            f"No {split!r} data: call setup() for that stage first, or configure a {split!r} split for "
+            f"source {source.path!r} (its splits: {source.splits})."
+        )
+    return data[split]
 
 
 def train_loader(

@@ -27,6 +27,7 @@ from xmod_lab.data.common import (
     cached,
     check_columns,
     eval_loaders,
+    loaded,
     resolve_languages,
     train_loader,
 )
@@ -207,7 +208,7 @@ class LanguageModelingDataModule(LightningDataModule):
         )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
-        data = TaggedDataset([p.parts[0] for p in self._data["train"]])
+        data = TaggedDataset([p.parts[0] for p in loaded(self._data, "train", self.source)])
         return train_loader(
             data,
             self._collate(True),
@@ -220,8 +221,16 @@ class LanguageModelingDataModule(LightningDataModule):
 
     def val_dataloader(self) -> list[DataLoader]:
         return eval_loaders(
-            self._data["validation"], self._collate(False), self.eval_batch_size, self.num_workers
+            loaded(self._data, "validation", self.source),
+            self._collate(False),
+            self.eval_batch_size,
+            self.num_workers,
         )
 
     def test_dataloader(self) -> list[DataLoader]:
-        return eval_loaders(self._data["test"], self._collate(False), self.eval_batch_size, self.num_workers)
+        return eval_loaders(
+            loaded(self._data, "test", self.source),
+            self._collate(False),
+            self.eval_batch_size,
+            self.num_workers,
+        )

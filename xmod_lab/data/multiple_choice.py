@@ -19,6 +19,7 @@ from xmod_lab.data.common import (
     check_columns,
     eval_loaders,
     label_index,
+    loaded,
     resolve_languages,
     train_loader,
 )
@@ -186,13 +187,23 @@ class MultipleChoiceDataModule(LightningDataModule):
         return PadCollator(self.tokenizer.pad_token_id)
 
     def train_dataloader(self) -> DataLoader:
-        data = TaggedDataset([p.parts[0] for p in self._data["train"]])
+        data = TaggedDataset([p.parts[0] for p in loaded(self._data, "train", self._source("train"))])
         return train_loader(
             data, self._collate(), self.batch_size, self.batching, self.seed, self.num_workers
         )
 
     def val_dataloader(self) -> list[DataLoader]:
-        return eval_loaders(self._data["validation"], self._collate(), self.eval_batch_size, self.num_workers)
+        return eval_loaders(
+            loaded(self._data, "validation", self._source("validation")),
+            self._collate(),
+            self.eval_batch_size,
+            self.num_workers,
+        )
 
     def test_dataloader(self) -> list[DataLoader]:
-        return eval_loaders(self._data["test"], self._collate(), self.eval_batch_size, self.num_workers)
+        return eval_loaders(
+            loaded(self._data, "test", self._source("test")),
+            self._collate(),
+            self.eval_batch_size,
+            self.num_workers,
+        )

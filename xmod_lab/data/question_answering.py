@@ -29,6 +29,7 @@ from xmod_lab.data.common import (
     cache_key,
     cached,
     check_columns,
+    loaded,
     resolve_languages,
     train_loader,
 )
@@ -391,14 +392,14 @@ class QuestionAnsweringDataModule(LightningDataModule):
         return PadCollator(self.tokenizer.pad_token_id)
 
     def train_dataloader(self) -> DataLoader:
-        data = TaggedDataset([p.parts[0] for p in self._data["train"]])
+        data = TaggedDataset([p.parts[0] for p in loaded(self._data, "train", self._source("train"))])
         return train_loader(
             data, self._collate(), self.batch_size, self.batching, self.seed, self.num_workers
         )
 
     def _eval_loaders(self, split: str) -> list[DataLoader]:
         loaders = []
-        for data in self._data[split]:
+        for data in loaded(self._data, split, self._source(split)):
             groups = data.parts[0][0]["example_id"]  # shards end on example boundaries
             sampler = ShardedEvalSampler(len(data), self.eval_batch_size, groups=groups)
             loaders.append(
