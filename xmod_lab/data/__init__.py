@@ -1,4 +1,21 @@
-"""Multilingual data: sources, tokenizers, collators, language-aware batch samplers and LightningDataModules."""
+"""Multilingual data: sources, tokenizers, collators, language-aware batch samplers and LightningDataModules.
+
+| task | datamodule | config (conf/data) |
+|---|---|---|
+| XNLI, PAWS-X | SentencePairDataModule | xnli, pawsx, synthetic_nli (via synthetic_nli()) |
+| PAN-X / WikiANN, UD-POS | TokenClassificationDataModule | panx, udpos |
+| SQuAD, XQuAD, MLQA, TyDiQA-GoldP | QuestionAnsweringDataModule | squad_xquad |
+| XCOPA-style | MultipleChoiceDataModule | xcopa |
+| MLM / CLM corpora | LanguageModelingDataModule | mlm_text |
+
+All take ``source`` (+ optional ``eval_source``): a hub id with a per-language config or local files with a
+``{lang}`` placeholder; ``languages``: the model's ``config.languages`` (``lang_ids`` index it);
+``train_langs`` / ``eval_langs``: dataset codes mapped to X-MOD codes (``language_map`` over
+:data:`DEFAULT_LANGUAGE_MAP`); ``batching``: mixed | sorted | homogeneous. After construction
+``dm.eval_languages`` names the val/test dataloaders in order. Batches: ``input_ids``, ``attention_mask``,
+``lang_ids``, ``labels`` (+ QA ``start_positions``/``end_positions``, or ``example_id``/``offset_mapping`` to
+keep out of the model: :func:`model_inputs`). Call :func:`check_vocab_size` with the model's vocab_size.
+"""
 
 from xmod_lab.data.collate import IGNORE_INDEX, CausalLMCollator, MaskedLMCollator, PadCollator, model_inputs
 from xmod_lab.data.language_modeling import LanguageModelingDataModule
