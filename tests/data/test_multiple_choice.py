@@ -18,7 +18,7 @@ def copa_root(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("batching", ["mixed", "homogeneous"])
+@pytest.mark.parametrize("batching", ["mixed", "sorted", "homogeneous"])
 def test_choices_become_b_c_t(copa_root, tokenizer_dir, batching):
     dm = MultipleChoiceDataModule(
         source={"path": str(copa_root / "{lang}" / "{split}.jsonl")}, tokenizer=str(tokenizer_dir),

@@ -29,7 +29,7 @@ def qa_rows(lang: str, n: int, seed: int = 0) -> list[dict]:
         context = " ".join(words[:pos] + [answer] + words[pos:])
         start = context.index(answer) if pos == 0 else len(" ".join(words[:pos])) + 1
         assert context[start : start + len(answer)] == answer
-        rows.append({"id": f"{lang}-{i}", "context": context, "question": f"who was in {words[pos]} ?",
+        rows.append({"id": f"{lang}-{i}", "context": context, "question": f"{lang} who was in {words[pos]} ?",
                      "answers": {"text": [answer], "answer_start": [start]}})  # fmt: skip
     return rows
 
@@ -91,18 +91,25 @@ def test_gold_span_round_trip_scores_100(qa_root, tokenizer_dir):
         assert s == {"exact_match": 100.0, "f1": 100.0}
 
 
-def test_training_features_point_at_the_answer(qa_root, tokenizer_dir):
-    dm = make_dm(qa_root, tokenizer_dir, batching="homogeneous")
+@pytest.mark.parametrize("batching", ["mixed", "sorted", "homogeneous"])
+def test_training_features_point_at_the_answer(qa_root, tokenizer_dir, batching):
+    dm = make_dm(qa_root, tokenizer_dir, batching=batching)
     dm.setup("fit")
     tok = dm.tokenizer
     answers = {r["answers"]["text"][0] for lang in ("en", "de")
                for r in map(json.loads, (qa_root / lang / "train.jsonl").read_text().splitlines())}  # fmt: skip
     inside = outside = 0
     for batch in dm.train_dataloader():
-        assert len(set(batch["lang_ids"].tolist())) == 1
-        for ids, s, e in zip(
-            batch["input_ids"], batch["start_positions"], batch["end_positions"], strict=True
+        lang_ids = batch["lang_ids"].tolist()
+        if batching == "homogeneous":
+            assert len(set(lang_ids)) == 1
+        if batching == "sorted":
+            assert lang_ids == sorted(lang_ids)
+        for ids, s, e, lid in zip(
+            batch["input_ids"], batch["start_positions"], batch["end_positions"], lang_ids, strict=True
         ):
+            # the question starts with its dataset's language code
+            assert tok.decode(ids, skip_special_tokens=True).split()[0] == {0: "en", 1: "de"}[lid]
             if s == 0:
                 assert e == 0
                 outside += 1
