@@ -59,5 +59,10 @@ def test_tydiqa_lang_column_and_cc100_text(xtreme_samples):
     assert len(load_split(spec, "fi", "train")) == 2
     with pytest.raises(ValueError, match=r"Empty split.*language 'ar', split 'train'"):
         load_split(spec, "ar", "train")
+    by_id = {
+        **spec,
+        "lang_column": "id",
+    }  # the hub's TyDi rows have no `lang`: the id starts with the language name
+    assert [r["lang"] for r in load_split(by_id, "arabic", "validation")] == ["ar"]
     am = load_split({"path": str(xtreme_samples / "cc100" / "{lang}" / "{split}.jsonl")}, "am", "train")
     assert am.column_names == ["id", "text"] and "" in list(am["text"])  # document breaks are kept as rows

@@ -39,6 +39,10 @@ _ALIASES = {
     "Marathi": "mr_IN", "Persian": "fa_IR", "Portuguese": "pt_XX", "Russian": "ru_RU", "Spanish": "es_XX",
     "Tagalog": "tl_XX", "Tamil": "ta_IN", "Telugu": "te_IN", "Thai": "th_TH", "Turkish": "tr_TR",
     "Urdu": "ur_PK", "Vietnamese": "vi_VN",
+    # TyDi QA names languages in its ids ("finnish-1438...-1")
+    "arabic": "ar_AR", "bengali": "bn_IN", "english": "en_XX", "finnish": "fi_FI", "indonesian": "id_ID",
+    "japanese": "ja_XX", "korean": "ko_KR", "russian": "ru_RU", "swahili": "sw_KE", "telugu": "te_IN",
+    "thai": "th_TH",
 }  # fmt: skip
 
 DEFAULT_LANGUAGE_MAP: dict[str, str] = {**_ISO_TO_XMOD, **_ALIASES}

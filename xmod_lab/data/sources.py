@@ -5,7 +5,8 @@ A source is a small mapping (plain types, so Hydra can hold it)::
     path: facebook/xnli              # hub id, or a local file/dir; `{lang}` and `{split}` are substituted
     name: "{lang}"                   # hub config per language (ignored for local files)
     splits: {train: train, validation: validation, test: test}   # our split -> the source's split
-    lang_column: null                # files holding several languages (TyDiQA-GoldP's `lang`): keep rows == lang
+    lang_column: null                # files holding several languages: keep rows whose value is `lang` or
+                                     # starts with `lang-` (hub TyDiQA-GoldP: lang_column: id, langs: finnish, ...)
 
 Local formats: ``.jsonl``/``.json`` (JSON Lines or a JSON array of rows), ``.csv``, ``.parquet``, ``.txt`` (one
 ``text`` row per line, for corpora), a directory
@@ -157,7 +158,9 @@ def load_split(source: SourceSpec | Mapping[str, Any] | str, lang: str, split: s
             raise ValueError(
                 f"{spec.describe(lang, split)}: lang_column {spec.lang_column!r} is not a column ({ds.column_names})."
             )
-        ds = ds.filter(lambda v: v == lang, input_columns=spec.lang_column)
+        prefix = f"{lang}-"
+        keep = [i for i, v in enumerate(ds[spec.lang_column]) if v == lang or str(v).startswith(prefix)]
+        ds = ds.select(keep)
     if len(ds) == 0:
         raise ValueError(
             f"Empty split: {spec.describe(lang, split)} has no rows. Remove the language or fix the data."
