@@ -1,4 +1,5 @@
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 from xmod_lab.data.synthetic import (
     NAMES,
@@ -72,9 +73,24 @@ def test_prepare_synthetic_trains_a_tokenizer_once(tmp_path):
     assert len(tok) <= 400
     assert tok.tokenize("Anna 7") == ["▁Anna", "▁7"]  # shared tokens stay whole
     stamp = (root / "synthetic.json").stat().st_mtime_ns
-    prepare_synthetic(tmp_path / "s", ("en", "de"), vocab_size=400, n_train=30, n_eval=6)
+    assert prepare_synthetic(tmp_path / "s", ("en", "de"), vocab_size=400, n_train=30, n_eval=6) == root
     assert (root / "synthetic.json").stat().st_mtime_ns == stamp
-    prepare_synthetic(
-        tmp_path / "s", ("en", "de"), vocab_size=400, n_train=31, n_eval=6
-    )  # new arguments: rebuilt
-    assert len(read(root / "xnli" / "en" / "train.jsonl")) == 31
+
+
+def test_prepare_synthetic_keeps_one_folder_per_setting(tmp_path):
+    """A run with other data settings must not replace the folder a concurrent run is reading."""
+    first = prepare_synthetic(tmp_path / "s", ("en",), vocab_size=300, n_train=30, n_eval=6, n_corpus=200)
+    tokenizer_file = next((first / "tokenizer").iterdir())
+    other = prepare_synthetic(tmp_path / "s", ("en",), vocab_size=300, n_train=31, n_eval=6, n_corpus=200)
+    assert other != first and other.parent == first.parent
+    assert len(read(other / "xnli" / "en" / "train.jsonl")) == 31
+    assert len(read(first / "xnli" / "en" / "train.jsonl")) == 30 and tokenizer_file.is_file()
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == sorted([first.name, other.name])  # no temp dirs
+
+
+def test_prepare_synthetic_concurrent_builders_of_one_setting_agree(tmp_path):
+    args = dict(languages=("de",), vocab_size=300, n_train=20, n_eval=4, n_corpus=200)
+    with ThreadPoolExecutor(2) as pool:
+        a, b = pool.map(lambda _: prepare_synthetic(tmp_path / "s", **args), range(2))
+    assert a == b and (a / "synthetic.json").is_file() and (a / "tokenizer").is_dir()
+    assert [p.name for p in (tmp_path / "s").iterdir()] == [a.name]  # the loser's temp dir is gone

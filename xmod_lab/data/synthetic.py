@@ -22,10 +22,13 @@ Files (XNLI / PAN-X schema, so the ordinary datamodules read them)::
     <root>/panx/<lang>/{train,validation,test}.jsonl   tokens, ner_tags (PAN-X tag ids), langs
     <root>/corpus/<lang>.txt                           one sentence per line (tokenizer / MLM)
     <root>/tokenizer/                                  an XLM-R-format tokenizer trained on the corpus
+
+where ``<root>`` is ``root/<hash>``, one folder per set of generation settings (see ``prepare_synthetic``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -187,42 +190,44 @@ def prepare_synthetic(
     n_corpus: int = 2000,
     seed: int = 0,
 ) -> Path:
-    """Generate the data and train its tokenizer once; later calls with the same arguments reuse them.
+    """Generate the data and train its tokenizer once; returns ``root/<hash of the arguments>``.
 
-    Safe when several processes (DDP ranks) call it at once: each builds in a private directory and the
-    first finished one is moved into place atomically.
+    Each set of arguments gets its own folder, never replaced once written, so runs with different data
+    settings (a sweep, two users of one cache) can share ``root`` concurrently. A folder is built in a
+    private temporary directory and renamed into place atomically; the first finished builder wins.
     """
     from xmod_lab.data.tokenizer import train_tokenizer
 
-    root = Path(root).expanduser()
     params = {"languages": list(languages), "vocab_size": vocab_size, "n_train": n_train, "n_eval": n_eval,
               "n_corpus": n_corpus, "seed": seed, "version": 2}  # fmt: skip
     stamp = json.dumps(params, sort_keys=True)
-    if (root / "synthetic.json").exists() and (root / "synthetic.json").read_text() == stamp:
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}-"))
-    generate_synthetic(tmp, languages, n_train, n_eval, n_corpus, seed)
-    texts = [
-        line
-        for lang in languages
-        for line in (tmp / "corpus" / f"{lang}.txt").read_text("utf-8").splitlines()
-    ]
-    # Each word once on its own line too: sentencepiece seeds only substrings with varied right contexts, and
-    # in this templated text a name is always followed by a space, so it would otherwise be split into letters.
-    words = sorted({w for line in texts for w in line.split()})
-    train_tokenizer(texts + words, vocab_size, tmp / "tokenizer")
-    (tmp / "synthetic.json").write_text(stamp)
-    if root.exists():  # stale (other parameters): replace it
-        if (root / "synthetic.json").exists() and (root / "synthetic.json").read_text() == stamp:
-            shutil.rmtree(tmp, ignore_errors=True)
-            return root
-        shutil.rmtree(root, ignore_errors=True)
+    root = Path(root).expanduser()
+    target = root / hashlib.sha256(stamp.encode()).hexdigest()[:12]
+    if (target / "synthetic.json").is_file():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{target.name}-tmp-"))
     try:
-        os.replace(tmp, root)
-    except OSError:  # another process won the race with the same content
+        generate_synthetic(tmp, languages, n_train, n_eval, n_corpus, seed)
+        texts = [
+            line
+            for lang in languages
+            for line in (tmp / "corpus" / f"{lang}.txt").read_text("utf-8").splitlines()
+        ]
+        # Each word once on its own line too: sentencepiece seeds only substrings with varied right contexts,
+        # and in this templated text a name is always followed by a space, so it would otherwise be split
+        # into letters.
+        words = sorted({w for line in texts for w in line.split()})
+        train_tokenizer(texts + words, vocab_size, tmp / "tokenizer")
+        (tmp / "synthetic.json").write_text(stamp)  # written last: marks a complete folder
+        os.replace(tmp, target)
+    except OSError:
+        if not (target / "synthetic.json").is_file():
+            raise
+        # another process finished the same folder first (rename onto a non-empty directory fails)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    return target
 
 
 def synthetic_nli(
