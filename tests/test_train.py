@@ -94,8 +94,9 @@ def test_export_loads_in_transformers_with_the_same_outputs(trained):
     (["ckpt_path=/nonexistent/last.ckpt"], FileNotFoundError, "no such checkpoint"),
     (["languages.eval=[en,xx]"], ValueError, "No X-MOD language code for dataset language 'xx'"),
     (["model.pretrained=/nonexistent/model"], FileNotFoundError, "no such directory"),
+    (["model.config.vocab_size=100"], ValueError, r"tokenizer has \d+ tokens but the model's vocab_size is 100"),
 ], ids=["eval-language-without-adapter", "nothing-trainable", "missing-checkpoint", "unknown-dataset-language",
-        "missing-model-dir"])
+        "missing-model-dir", "tokenizer-larger-than-embeddings"])
 def test_bad_input_fails_clearly_and_never_looks_finished(tmp_path, cache_dir, overrides, error, message):
     with pytest.raises(error, match=message):
         run_train(tmp_path, cache_dir, *overrides)

@@ -54,6 +54,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         task = runs.build(cfg.task)
     if sorted(datamodule.eval_languages) != sorted(task.eval_languages):
         raise ValueError(f"data evaluates {datamodule.eval_languages} but the task expects {task.eval_languages}")
+    runs.check_tokenizer_fits(datamodule, task.model)
     runs.start_run(out, cfg)
 
     loggers = [instantiate(c) for c in (cfg.logger or {}).values()]

@@ -74,6 +74,20 @@ def check_data_languages(config: DictConfig, languages: list[str]) -> None:
             )
 
 
+def check_tokenizer_fits(datamodule: Any, model: Any) -> None:
+    """The data's tokenizer must not produce ids past the model's embeddings (an index error, or a CUDA
+    device assert, deep inside training otherwise)."""
+    from xmod_lab.data.tokenizer import check_vocab_size
+
+    tokenizer = getattr(datamodule, "tokenizer", None)
+    if tokenizer is None:
+        return
+    try:
+        check_vocab_size(tokenizer, model.config.vocab_size)
+    except ValueError as err:
+        raise ValueError(f"{err} (config: data.tokenizer and model.config.vocab_size)") from None
+
+
 def default_monitor(task: Any, languages: DictConfig) -> str:
     """The task's main metric on the first training language when it is evaluated (zero-shot model
     selection must not peek at the target languages), else its average over languages."""

@@ -39,6 +39,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     task = runs.build(cfg.task)
     if sorted(datamodule.eval_languages) != sorted(task.eval_languages):
         raise ValueError(f"data evaluates {datamodule.eval_languages} but the task expects {task.eval_languages}")
+    runs.check_tokenizer_fits(datamodule, task.model)
     with open_dict(cfg):  # the task names its main metric (checkpoint selection); config may override it
         cfg.monitor = cfg.monitor or runs.default_monitor(task, cfg.languages)
         cfg.monitor_mode = cfg.monitor_mode or task.monitor_mode
