@@ -65,3 +65,20 @@ def test_wrong_task_or_missing_checkpoint_is_a_clear_error(trained):
     with pytest.raises(ValueError, match="does not load as TokenClassificationTask"):
         run_eval(tmp, cache, f"ckpt_path={results['checkpoint']}", "task=token_classification", name="bad2")
     assert not (tmp / "bad2" / "run_complete").exists()
+
+
+def test_wandb_run_of_an_evaluation_has_job_type_eval(trained, monkeypatch):
+    from lightning.pytorch.loggers import CSVLogger
+
+    from xmod_lab import tracking
+
+    seen = {}
+
+    def spy(save_dir, **kwargs):
+        seen.update(kwargs)
+        return CSVLogger(save_dir)
+
+    monkeypatch.setattr(tracking, "wandb_logger", spy)
+    tmp, cache, _, results = trained
+    run_eval(tmp, cache, f"ckpt_path={results['checkpoint']}", "logger=wandb", name="eval-wandb")
+    assert seen["job_type"] == "eval"

@@ -57,7 +57,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     runs.check_tokenizer_fits(datamodule, task.model)
     runs.start_run(out, cfg)
 
-    loggers = [instantiate(c) for c in (cfg.logger or {}).values()]
+    # the logger configs are xmod-train's; W&B files this run as an evaluation
+    loggers = [instantiate(c, job_type="eval") if "job_type" in c else instantiate(c)
+               for c in (cfg.logger or {}).values()]
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[])
     if cfg.split == "test":
         trainer.test(task, datamodule=datamodule, verbose=False)
