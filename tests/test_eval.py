@@ -42,6 +42,22 @@ def test_checkpoint_reproduces_the_training_run_metrics(trained):
     assert json.loads((run_dir / "results.json").read_text())["test"] == results["test"]
 
 
+def test_checkpoint_alone_reuses_the_training_run_settings(trained):
+    """`xmod-eval ckpt_path=<run>/checkpoints/x.ckpt`: data (96/24 examples here, not the default 4000/500),
+    task and languages come from the run's config.yaml."""
+    tmp, cache, metrics, results = trained
+    with no_hydra():
+        cfg = compose_run("eval", tmp / "eval-alone", cache, ["trainer.enable_progress_bar=false",
+                                                              f"ckpt_path={results['checkpoint']}"])
+    again = evaluate(cfg)
+    test_keys = [k for k in metrics if k.startswith("test/")]
+    assert len(test_keys) == 6
+    for key in test_keys:
+        assert again[key] == pytest.approx(metrics[key], abs=1e-6), key
+    saved = (tmp / "eval-alone" / "config.yaml").read_text()
+    assert "n_eval: 24" in saved and "hidden_size: 32" in saved
+
+
 def test_exported_directory_reproduces_the_metrics_of_the_final_weights(trained):
     tmp, cache, _, results = trained
     last = json.loads((tmp / "train" / "results.json").read_text())

@@ -4,20 +4,23 @@
     xmod-eval model.pretrained=<export_dir> freeze=none                          # a save_pretrained directory
     xmod-eval ckpt_path=... languages.eval=[en,de,sw] split=validation
 
-Use the same task/data choices (or experiment=...) as the training run; the architecture and
-weights come from the checkpoint, the languages to evaluate from `languages.eval`.
+With a checkpoint of an xmod-train run, its task/data/model/languages/adapter settings are reused from
+the run's config.yaml unless given here (`task=...`, `languages.eval=[...]`, `experiment=...`); the
+architecture and weights come from the checkpoint, the languages to evaluate from `languages.eval`.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import is_dataclass
 from pathlib import Path
 
 import hydra
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 import xmod_lab.conf.schema  # noqa: F401  (registers eval_schema)
 from xmod_lab import runs
@@ -39,10 +42,56 @@ def load_task(cfg: DictConfig) -> L.LightningModule:
         ) from err
 
 
+# What a checkpoint's run directory decides unless the command line says otherwise (its config.yaml).
+REUSED_GROUPS = ("task", "data", "model", "languages", "adapter")
+
+
+def reuse_training_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """`cfg` with the groups of REUSED_GROUPS taken from the training run's resolved config.yaml, when
+    ckpt_path sits in a run directory (`<run>/checkpoints/x.ckpt`).
+
+    A group chosen on the command line (`task=...`, or any `experiment=...`) keeps the composed one; field
+    overrides (`languages.eval=[de]`) apply on top of the training run's values. Fields that follow another
+    group (`data.eval_langs: ${languages.eval}`, `task.model: ${model}`) are linked to it again, so such
+    overrides reach them.
+    """
+    saved_path = Path(cfg.ckpt_path).resolve().parent.parent / "config.yaml"
+    keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
+    if not saved_path.is_file() or "experiment" in keys:
+        return cfg
+    saved = OmegaConf.load(saved_path)
+    reused = [g for g in REUSED_GROUPS if g in saved and g not in keys]
+    fields = {o: k for o, k in zip(overrides, keys, strict=True) if k.split(".")[0] in reused and "." in k}
+    values = {k: OmegaConf.select(cfg, k) for o, k in fields.items() if not o.startswith("~")}
+    with open_dict(cfg):
+        for group in reused:
+            node, composed = saved[group], cfg[group]
+            if isinstance(node, DictConfig) and isinstance(composed, DictConfig):
+                raw = OmegaConf.to_container(composed, resolve=False)
+                for key in set(node.keys()) & set(raw):
+                    if OmegaConf.is_interpolation(composed, key) and not raw[key].startswith(("${paths", "${oc.")):
+                        node[key] = raw[key]
+            schema = OmegaConf.get_type(cfg, group)
+            if is_dataclass(schema):  # a typed group (languages, ...) takes only a node of its schema
+                node = OmegaConf.merge(OmegaConf.structured(schema), node)
+            cfg[group] = node
+        for override, key in fields.items():
+            if override.startswith("~"):
+                parent, _, leaf = key.rpartition(".")
+                OmegaConf.select(cfg, parent).pop(leaf, None)
+            else:
+                OmegaConf.update(cfg, key, values[key], merge=False)
+    log.info("reusing %s from the training run's %s (overridden here: %s)", ", ".join(reused), saved_path,
+             ", ".join(fields) or "nothing")
+    return cfg
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test (or validate) a checkpoint or an exported model; returns every logged metric."""
     out = Path(cfg.paths.output_dir)
     runs.check_ckpt_path(cfg.ckpt_path)
+    if cfg.ckpt_path and HydraConfig.initialized():
+        cfg = reuse_training_config(cfg, list(HydraConfig.get().overrides.task))
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     L.seed_everything(cfg.seed, workers=True)
