@@ -62,6 +62,21 @@ def test_parameter_counts_are_logged(tmp_path, cache_dir, caplog):
     assert "adapter:de_DE" in text  # the per-group report
 
 
+@pytest.mark.parametrize(("mode", "adapters_per_layer"), [("shared", 1), ("none", 0)])
+def test_adapter_mode_reaches_the_tested_checkpoint(tmp_path, cache_dir, mode, adapters_per_layer):
+    """adapter=<mode> builds, trains and tests a model of that architecture (a sweep of modes once gave
+    identical scores: the data's hypothesis-only shortcut, not a dropped override)."""
+    _, run_dir = run_train(tmp_path, cache_dir, f"adapter={mode}")
+    results = json.loads((run_dir / "results.json").read_text())
+    assert Path(results["checkpoint"]).parent == run_dir / "checkpoints"  # this run's own checkpoint was tested
+    ckpt = torch.load(results["checkpoint"], weights_only=False)
+    assert ckpt["hyper_parameters"]["model_config"]["adapter_mode"] == mode
+    state = ckpt["state_dict"]
+    adapters = {k.split(".dense1.")[0] for k in state if "adapter" in k and ".dense1.weight" in k}
+    assert len(adapters) == 2 * adapters_per_layer  # 2 layers
+    assert sum(v.numel() for v in state.values()) == sum(results["parameters"].values())
+
+
 def test_resume_continues_from_the_saved_step(trained, tmp_path, cache_dir):
     _, run_dir, _ = trained
     ckpt = run_dir / "checkpoints" / "last.ckpt"
