@@ -248,3 +248,27 @@ def test_ddp_with_unused_adapters(batch, tmp_path):
         assert all(params[n].grad is not None for n in _adapter_names(model.module, ["en_XX", "de_DE"]))
     finally:
         dist.destroy_process_group()
+
+
+# ------------------------------------------------------------------------------ masked-only LM head
+def test_masked_logits_only_gives_the_same_loss_and_gradients(batch):
+    ids, mask = batch
+    torch.manual_seed(0)
+    model = XmodForMaskedLM(tiny_config()).train()
+    labels = torch.full_like(ids, -100)
+    labels[:, 2:5] = ids[:, 2:5]
+    lang_ids = torch.tensor([1, 0, 1, 0])
+    full = model(ids, attention_mask=mask, lang_ids=lang_ids, labels=labels)
+    full.loss.backward()
+    ref = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    out = model(ids, attention_mask=mask, lang_ids=lang_ids, labels=labels, masked_logits_only=True)
+    assert out.logits.shape == (12, model.config.vocab_size)  # only the 4 x 3 positions with a target
+    assert max_diff(out.logits, full.logits[:, 2:5].reshape(12, -1)) <= 1e-5
+    assert abs(out.loss.item() - full.loss.item()) <= 1e-5
+    out.loss.backward()
+    got = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert got.keys() == ref.keys()
+    assert max(max_diff(got[n], ref[n]) for n in ref) <= 1e-5
+    with pytest.raises(ValueError, match="masked_logits_only=True needs labels"):
+        model(ids, attention_mask=mask, lang_ids=lang_ids, masked_logits_only=True)
