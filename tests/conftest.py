@@ -21,3 +21,15 @@ def xtreme_samples() -> pathlib.Path:
     if not SHARED_SAMPLES.is_dir():
         pytest.skip("../shared/data/xtreme-samples is not present")
     return SHARED_SAMPLES
+
+
+@pytest.fixture(autouse=True)
+def _no_hydra_state_between_tests():
+    """Hydra keeps its job config and config search path in process-wide singletons: clear them after
+    every test so one test's composed config never leaks into the next (order-dependent failures)."""
+    yield
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    HydraConfig.instance().cfg = None
+    GlobalHydra.instance().clear()

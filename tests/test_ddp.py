@@ -2,6 +2,7 @@
 inside a Hydra multirun (each sweep point's config used on both ranks)."""
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -111,6 +112,8 @@ def test_extra_ranks_re_enter_the_job_not_the_sweep(tmp_path, monkeypatch):
         assert cfg.hydra.mode.name == "MULTIRUN"  # the preset makes the job's own config a sweep
         HydraConfig.instance().set_config(cfg)
         monkeypatch.setattr("sys.argv", ["train.py", "--config-dir", "/my/conf", "hparams_search=optuna"])
+        # as a script file, whatever started pytest itself (`pytest` or `python -m pytest`)
+        monkeypatch.setattr(sys.modules["__main__"], "__spec__", None)
         try:
             command, cwd = hydra_job_command(local_rank=1)
         finally:
