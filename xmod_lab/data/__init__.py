@@ -12,7 +12,8 @@ All take ``source`` (+ optional ``eval_source``): a hub id with a per-language c
 ``{lang}`` placeholder; ``languages``: the model's ``config.languages`` (``lang_ids`` index it);
 ``train_langs`` / ``eval_langs``: dataset codes mapped to X-MOD codes (``language_map`` over
 :data:`DEFAULT_LANGUAGE_MAP`); ``batching``: mixed | sorted | homogeneous. After construction
-``dm.eval_languages`` names the val/test dataloaders in order. Batches: ``input_ids``, ``attention_mask``,
+``dm.eval_languages`` names the val/test dataloaders in order; ``dm.spec`` (a ``DataSetup``) holds the shared
+arguments as resolved (adapter indices, batch sizes, cache, limits). Batches: ``input_ids``, ``attention_mask``,
 ``lang_ids``, ``labels`` (+ QA ``start_positions``/``end_positions``, or ``example_id``/``offset_mapping`` to
 keep out of the model: :func:`model_inputs`). Call :func:`check_vocab_size` with the model's vocab_size.
 """

@@ -1,6 +1,6 @@
-"""Plain helpers the datamodules share: language resolution, the on-disk tokenization cache, label checks,
-language-tagged datasets and dataloader construction. (Functions, not a base class: each datamodule stays
-readable on its own.)"""
+"""Plain helpers the datamodules share: the arguments they all take (:class:`DataSetup`), the lazily loaded
+tokenizer, the on-disk tokenization cache, label checks, language-tagged datasets and dataloader
+construction. (Functions and records, not a base class: each datamodule stays readable on its own.)"""
 
 from __future__ import annotations
 
@@ -11,16 +11,19 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import datasets
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
+from transformers import PreTrainedTokenizerBase
 
 from xmod_lab.data.languages import language_ids, to_xmod_language
-from xmod_lab.data.sampling import LanguageBatchSampler, ShardedEvalSampler
+from xmod_lab.data.sampling import BATCHING_MODES, LanguageBatchSampler, ShardedEvalSampler
 from xmod_lab.data.sources import SourceSpec, source_fingerprint
+from xmod_lab.data.tokenizer import load_tokenizer, tokenizer_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,109 @@ def resolve_languages(
         raise ValueError(f"No {role} languages given.")
     codes = [to_xmod_language(str(lang), language_map) for lang in langs]
     return codes, language_ids(codes, languages, role=role)
+
+
+@dataclass(frozen=True)
+class DataSetup:
+    """The arguments every datamodule takes besides its source and columns, checked and resolved once.
+    Languages come three ways: dataset codes (``train_langs``, ``de``), X-MOD codes (``train_languages``,
+    ``de_DE``) and adapter indices into the model's ``languages`` (``train_lang_ids``)."""
+
+    languages: list[str]
+    language_map: dict[str, str] | None
+    train_langs: list[str]
+    eval_langs: list[str]
+    train_languages: list[str]
+    train_lang_ids: list[int]
+    eval_languages: list[str]
+    eval_lang_ids: list[int]
+    batch_size: int
+    eval_batch_size: int
+    batching: str
+    cache_dir: str | None
+    num_workers: int
+    seed: int
+    max_train_examples: int | None
+    max_eval_examples: int | None
+
+    def limit(self, split: str) -> int | None:
+        return self.max_train_examples if split == "train" else self.max_eval_examples
+
+    def stage_splits(
+        self, stage: str | None, has_split: Callable[[str], bool]
+    ) -> list[tuple[str, list[str], list[int]]]:
+        """(split, dataset codes, adapter indices) for each split a Lightning stage reads (None: every
+        stage), keeping those ``has_split`` says the data provides."""
+        plan = []
+        if stage in (None, "fit"):
+            plan.append(("train", self.train_langs, self.train_lang_ids))
+        if stage in (None, "fit", "validate"):
+            plan.append(("validation", self.eval_langs, self.eval_lang_ids))
+        if stage in (None, "test"):
+            plan.append(("test", self.eval_langs, self.eval_lang_ids))
+        return [p for p in plan if has_split(p[0])]
+
+
+def data_setup(
+    languages: Sequence[str],
+    train_langs: Sequence[str],
+    eval_langs: Sequence[str] | None,
+    language_map: Mapping[str, str] | None,
+    batch_size: int,
+    eval_batch_size: int | None,
+    batching: str,
+    cache_dir: str | None,
+    num_workers: int,
+    seed: int,
+    max_train_examples: int | None,
+    max_eval_examples: int | None,
+) -> DataSetup:
+    """Check and resolve the shared datamodule arguments (``eval_langs`` None: the train languages)."""
+    if batching not in BATCHING_MODES:
+        raise ValueError(f"Unknown batching {batching!r}; choose one of {BATCHING_MODES}.")
+    languages = [str(x) for x in languages]
+    language_map = dict(language_map) if language_map else None
+    train = [str(x) for x in train_langs]
+    evals = [str(x) for x in (eval_langs if eval_langs is not None else train_langs)]
+    train_languages, train_lang_ids = resolve_languages(train, languages, language_map, "train")
+    eval_languages, eval_lang_ids = resolve_languages(evals, languages, language_map, "eval")
+    return DataSetup(
+        languages=languages, language_map=language_map, train_langs=train, eval_langs=evals,
+        train_languages=train_languages, train_lang_ids=train_lang_ids, eval_languages=eval_languages,
+        eval_lang_ids=eval_lang_ids, batch_size=batch_size, eval_batch_size=eval_batch_size or batch_size,
+        batching=batching, cache_dir=cache_dir, num_workers=num_workers, seed=seed,
+        max_train_examples=max_train_examples, max_eval_examples=max_eval_examples,
+    )  # fmt: skip
+
+
+def eval_source_or_train(source: SourceSpec, eval_source: Mapping[str, Any] | str | None) -> SourceSpec:
+    # zero-shot setups often train on one dataset (MNLI, SQuAD, COPA) and evaluate on another (XNLI, XQuAD, ...)
+    return SourceSpec.coerce(eval_source) if eval_source is not None else source
+
+
+class LazyTokenizer:
+    """A tokenizer loaded on first use, with the fingerprint that cache keys carry. Datamodules are built in
+    every process (and by config checks) but only some of them tokenize."""
+
+    def __init__(self, name: str) -> None:
+        self.name = str(name)
+        self._tokenizer: PreTrainedTokenizerBase | None = None
+        self._fingerprint = ""
+
+    def get(self) -> PreTrainedTokenizerBase:
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.name)
+            self._fingerprint = tokenizer_fingerprint(self._tokenizer)
+        return self._tokenizer
+
+    @property
+    def fingerprint(self) -> str:
+        self.get()
+        return self._fingerprint
+
+
+def first_rows(ds: datasets.Dataset, limit: int | None) -> datasets.Dataset:
+    return ds.select(range(min(limit, len(ds)))) if limit is not None else ds
 
 
 def check_columns(ds: datasets.Dataset, required: Sequence[str], where: str) -> None:
@@ -174,43 +280,61 @@ def loaded(data: Mapping[str, list[TaggedDataset]], split: str, source: SourceSp
     return data[split]
 
 
+def tagged_splits(
+    plan: Sequence[tuple[str, Sequence[str], Sequence[int]]], encoded: Callable[[str, str], datasets.Dataset]
+) -> dict[str, list[TaggedDataset]]:
+    """One :class:`TaggedDataset` per language for each planned split; ``encoded(lang, split)`` builds one."""
+    return {
+        split: [TaggedDataset([(encoded(lang, split), lid)]) for lang, lid in zip(langs, ids, strict=True)]
+        for split, langs, ids in plan
+    }
+
+
 def train_loader(
-    data: TaggedDataset,
+    data: Mapping[str, list[TaggedDataset]],
+    source: SourceSpec,
     collate: Callable,
-    batch_size: int,
-    batching: str,
-    seed: int,
-    num_workers: int,
+    setup: DataSetup,
     alpha: float | None = None,
-    drop_last: bool = False,
 ) -> DataLoader:
+    """The training loader over every train language at once, batched by ``setup.batching``."""
+    parts = loaded(data, "train", source)
+    merged = TaggedDataset([p.parts[0] for p in parts])
     sampler = LanguageBatchSampler(
-        data.example_langs,
-        batch_size,
-        mode=batching,
+        merged.example_langs,
+        setup.batch_size,
+        mode=setup.batching,
         shuffle=True,
         alpha=alpha,
-        seed=seed,
-        drop_last=drop_last,
+        seed=setup.seed,
     )
     return DataLoader(
-        data,
+        merged,
         batch_sampler=sampler,
         collate_fn=collate,
-        num_workers=num_workers,
-        persistent_workers=num_workers > 0,
+        num_workers=setup.num_workers,
+        persistent_workers=setup.num_workers > 0,
     )
 
 
 def eval_loaders(
-    datas: Sequence[TaggedDataset], collate: Callable, batch_size: int, num_workers: int
+    data: Mapping[str, list[TaggedDataset]],
+    split: str,
+    source: SourceSpec,
+    collate: Callable,
+    setup: DataSetup,
+    groups: Callable[[TaggedDataset], Sequence] | None = None,
 ) -> list[DataLoader]:
+    """One in-order loader per eval language (``eval_languages`` order). ``groups``: per-row keys that
+    a rank's shard must not split (QA: the features of one example)."""
     return [
         DataLoader(
             d,
-            batch_sampler=ShardedEvalSampler(len(d), batch_size),
+            batch_sampler=ShardedEvalSampler(
+                len(d), setup.eval_batch_size, groups=groups(d) if groups is not None else None
+            ),
             collate_fn=collate,
-            num_workers=num_workers,
+            num_workers=setup.num_workers,
         )
-        for d in datas
+        for d in loaded(data, split, source)
     ]

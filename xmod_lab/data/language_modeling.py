@@ -22,18 +22,18 @@ from transformers import PreTrainedTokenizerBase
 
 from xmod_lab.data.collate import CausalLMCollator, MaskedLMCollator
 from xmod_lab.data.common import (
+    LazyTokenizer,
     TaggedDataset,
     cache_key,
     cached,
     check_columns,
+    data_setup,
     eval_loaders,
-    loaded,
-    resolve_languages,
+    first_rows,
+    tagged_splits,
     train_loader,
 )
-from xmod_lab.data.sampling import BATCHING_MODES
 from xmod_lab.data.sources import SourceSpec, load_split
-from xmod_lab.data.tokenizer import load_tokenizer, tokenizer_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -97,24 +97,16 @@ class LanguageModelingDataModule(LightningDataModule):
         super().__init__()
         if objective not in ("mlm", "clm"):
             raise ValueError(f"objective must be 'mlm' or 'clm', got {objective!r}.")
-        if batching not in BATCHING_MODES:
-            raise ValueError(f"Unknown batching {batching!r}; choose one of {BATCHING_MODES}.")
+        self.spec = data_setup(
+            languages, train_langs, eval_langs, language_map, batch_size, eval_batch_size, batching, cache_dir,
+            num_workers, seed, max_train_examples, max_eval_examples,
+        )  # fmt: skip
         if not 0.0 <= holdout < 1.0:
             raise ValueError(f"holdout must be in [0, 1), got {holdout}.")
         if max_length < 8:
             raise ValueError(f"max_length={max_length} is too short for language modelling blocks.")
         self.source = SourceSpec.coerce(source)
-        self.tokenizer_name = str(tokenizer)
-        self.languages = [str(x) for x in languages]
-        self.language_map = dict(language_map) if language_map else None
-        self.train_langs = [str(x) for x in train_langs]
-        self.eval_langs = [str(x) for x in (eval_langs if eval_langs is not None else train_langs)]
-        self.train_languages, self.train_lang_ids = resolve_languages(
-            self.train_langs, self.languages, self.language_map, "train"
-        )
-        self.eval_languages, self.eval_lang_ids = resolve_languages(
-            self.eval_langs, self.languages, self.language_map, "eval"
-        )
+        self.train_languages, self.eval_languages = self.spec.train_languages, self.spec.eval_languages
         self.text_column = text_column
         self.objective = objective
         self.mlm_probability = mlm_probability
@@ -122,24 +114,12 @@ class LanguageModelingDataModule(LightningDataModule):
         self.pack = pack
         self.holdout = holdout
         self.alpha = alpha
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.batching = batching
-        self.cache_dir = cache_dir
-        self.num_workers = num_workers
-        self.seed = seed
-        self.max_train_examples = max_train_examples
-        self.max_eval_examples = max_eval_examples
-        self._tokenizer: PreTrainedTokenizerBase | None = None
-        self._tokenizer_fp = ""
+        self._tokenizer = LazyTokenizer(tokenizer)
         self._data: dict[str, list[TaggedDataset]] = {}
 
     @property
     def tokenizer(self) -> PreTrainedTokenizerBase:
-        if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.tokenizer_name)
-            self._tokenizer_fp = tokenizer_fingerprint(self._tokenizer)
-        return self._tokenizer
+        return self._tokenizer.get()
 
     @property
     def vocab_size(self) -> int:
@@ -149,7 +129,7 @@ class LanguageModelingDataModule(LightningDataModule):
         if not self.holdout:
             return load_split(self.source, lang, split)
         ds = load_split(self.source, lang, "train")
-        order = np.random.default_rng([self.seed, len(ds)]).permutation(len(ds))
+        order = np.random.default_rng([self.spec.seed, len(ds)]).permutation(len(ds))
         n_eval = max(1, int(round(self.holdout * len(ds))))
         if n_eval >= len(ds):
             raise ValueError(
@@ -160,43 +140,28 @@ class LanguageModelingDataModule(LightningDataModule):
 
     def _split(self, lang: str, split: str) -> datasets.Dataset:
         where = self.source.describe(lang, split)
-        limit = self.max_train_examples if split == "train" else self.max_eval_examples
-        tokenizer = self.tokenizer
+        limit = self.spec.limit(split)
 
         def build() -> datasets.Dataset:
-            ds = self._rows(lang, split)
-            if limit is not None:
-                ds = ds.select(range(min(limit, len(ds))))
-            return encode_text(ds, tokenizer, self.text_column, self.max_length, self.pack, where)
+            ds = first_rows(self._rows(lang, split), limit)
+            return encode_text(ds, self.tokenizer, self.text_column, self.max_length, self.pack, where)
 
         key = cache_key(
-            self.source, lang, "train" if self.holdout else split, self._tokenizer_fp, task="lm", role=split,
-            column=self.text_column, max_length=self.max_length, pack=self.pack, holdout=self.holdout,
-            seed=self.seed if self.holdout else None, limit=limit,
+            self.source, lang, "train" if self.holdout else split, self._tokenizer.fingerprint, task="lm",
+            role=split, column=self.text_column, max_length=self.max_length, pack=self.pack, holdout=self.holdout,
+            seed=self.spec.seed if self.holdout else None, limit=limit,
         )  # fmt: skip
-        return cached(build, key, self.cache_dir, where)
+        return cached(build, key, self.spec.cache_dir, where)
 
-    def _stage_splits(self, stage: str | None) -> list[tuple[str, list[str], list[int]]]:
-        plan = []
-        if stage in (None, "fit"):
-            plan.append(("train", self.train_langs, self.train_lang_ids))
-        if stage in (None, "fit", "validate"):
-            plan.append(("validation", self.eval_langs, self.eval_lang_ids))
-        if stage in (None, "test"):
-            plan.append(("test", self.eval_langs, self.eval_lang_ids))
-        return [p for p in plan if self.holdout or self.source.has_split(p[0])]
+    def _plan(self, stage: str | None) -> list[tuple[str, list[str], list[int]]]:
+        return self.spec.stage_splits(stage, lambda split: bool(self.holdout) or self.source.has_split(split))
 
     def prepare_data(self) -> None:
-        if self.cache_dir is not None:
-            for split, langs, _ in self._stage_splits(None):
-                for lang in langs:
-                    self._split(lang, split)
+        if self.spec.cache_dir is not None:
+            tagged_splits(self._plan(None), self._split)
 
     def setup(self, stage: str | None = None) -> None:
-        for split, langs, ids in self._stage_splits(stage):
-            self._data[split] = [
-                TaggedDataset([(self._split(lang, split), lid)]) for lang, lid in zip(langs, ids, strict=True)
-            ]
+        self._data.update(tagged_splits(self._plan(stage), self._split))
 
     def _collate(self, train: bool):
         tok = self.tokenizer
@@ -204,33 +169,14 @@ class LanguageModelingDataModule(LightningDataModule):
             return CausalLMCollator(tok.pad_token_id)
         return MaskedLMCollator(
             tok.pad_token_id, tok.mask_token_id, len(tok), tok.all_special_ids, self.mlm_probability,
-            seed=None if train else self.seed,
+            seed=None if train else self.spec.seed,
         )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
-        data = TaggedDataset([p.parts[0] for p in loaded(self._data, "train", self.source)])
-        return train_loader(
-            data,
-            self._collate(True),
-            self.batch_size,
-            self.batching,
-            self.seed,
-            self.num_workers,
-            alpha=self.alpha,
-        )
+        return train_loader(self._data, self.source, self._collate(True), self.spec, alpha=self.alpha)
 
     def val_dataloader(self) -> list[DataLoader]:
-        return eval_loaders(
-            loaded(self._data, "validation", self.source),
-            self._collate(False),
-            self.eval_batch_size,
-            self.num_workers,
-        )
+        return eval_loaders(self._data, "validation", self.source, self._collate(False), self.spec)
 
     def test_dataloader(self) -> list[DataLoader]:
-        return eval_loaders(
-            loaded(self._data, "test", self.source),
-            self._collate(False),
-            self.eval_batch_size,
-            self.num_workers,
-        )
+        return eval_loaders(self._data, "test", self.source, self._collate(False), self.spec)

@@ -25,17 +25,19 @@ from transformers import PreTrainedTokenizerBase
 
 from xmod_lab.data.collate import PadCollator
 from xmod_lab.data.common import (
+    LazyTokenizer,
     TaggedDataset,
     cache_key,
     cached,
     check_columns,
-    loaded,
-    resolve_languages,
+    data_setup,
+    eval_loaders,
+    eval_source_or_train,
+    first_rows,
+    tagged_splits,
     train_loader,
 )
-from xmod_lab.data.sampling import BATCHING_MODES, ShardedEvalSampler
 from xmod_lab.data.sources import SourceSpec, load_split
-from xmod_lab.data.tokenizer import load_tokenizer, tokenizer_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -257,92 +259,58 @@ class QuestionAnsweringDataModule(LightningDataModule):
         eval_source: Mapping[str, Any] | str | None = None,
     ) -> None:
         super().__init__()
-        if batching not in BATCHING_MODES:
-            raise ValueError(f"Unknown batching {batching!r}; choose one of {BATCHING_MODES}.")
+        self.spec = data_setup(
+            languages, train_langs, eval_langs, language_map, batch_size, eval_batch_size, batching, cache_dir,
+            num_workers, seed, max_train_examples, max_eval_examples,
+        )  # fmt: skip
         if not 0 <= doc_stride < max_length - 8:
             raise ValueError(f"doc_stride={doc_stride} must be in [0, max_length - 8 = {max_length - 8}).")
         self.source = SourceSpec.coerce(source)
-        # zero-shot QA trains on one dataset (SQuAD) and evaluates on another (XQuAD, MLQA, TyDiQA)
-        self.eval_source = SourceSpec.coerce(eval_source) if eval_source is not None else self.source
-        self.tokenizer_name = str(tokenizer)
-        self.languages = [str(x) for x in languages]
-        self.language_map = dict(language_map) if language_map else None
-        self.train_langs = [str(x) for x in train_langs]
-        self.eval_langs = [str(x) for x in (eval_langs if eval_langs is not None else train_langs)]
-        self.train_languages, self.train_lang_ids = resolve_languages(
-            self.train_langs, self.languages, self.language_map, "train"
-        )
-        self.eval_languages, self.eval_lang_ids = resolve_languages(
-            self.eval_langs, self.languages, self.language_map, "eval"
-        )
+        self.eval_source = eval_source_or_train(self.source, eval_source)
+        self.train_languages, self.eval_languages = self.spec.train_languages, self.spec.eval_languages
         self.columns = {"question": question_column, "context": context_column, "answers": answers_column,
                         "id": id_column}  # fmt: skip
         self.max_length = max_length
         self.doc_stride = doc_stride
         self.n_best = n_best
         self.max_answer_length = max_answer_length
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.batching = batching
-        self.cache_dir = cache_dir
-        self.num_workers = num_workers
-        self.seed = seed
-        self.max_train_examples = max_train_examples
-        self.max_eval_examples = max_eval_examples
-        self._tokenizer: PreTrainedTokenizerBase | None = None
-        self._tokenizer_fp = ""
+        self._tokenizer = LazyTokenizer(tokenizer)
         self._data: dict[str, list[TaggedDataset]] = {}
         self._raw: dict[str, list[datasets.Dataset]] = {}
 
     @property
     def tokenizer(self) -> PreTrainedTokenizerBase:
-        if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.tokenizer_name)
-            self._tokenizer_fp = tokenizer_fingerprint(self._tokenizer)
-        return self._tokenizer
+        return self._tokenizer.get()
 
     def _raw_split(self, lang: str, split: str) -> datasets.Dataset:
-        ds = load_split(self._source(split), lang, split)
-        limit = self.max_train_examples if split == "train" else self.max_eval_examples
-        return ds.select(range(min(limit, len(ds)))) if limit is not None else ds
+        return first_rows(load_split(self._source(split), lang, split), self.spec.limit(split))
 
     def _features(self, lang: str, split: str, raw: datasets.Dataset | None = None) -> datasets.Dataset:
         where = self._source(split).describe(lang, split)
-        tokenizer = self.tokenizer
         train = split == "train"
 
         def build() -> datasets.Dataset:
             ds = raw if raw is not None else self._raw_split(lang, split)
-            return encode_qa(ds, tokenizer, self.columns, self.max_length, self.doc_stride, train, where)
+            return encode_qa(ds, self.tokenizer, self.columns, self.max_length, self.doc_stride, train, where)
 
         key = cache_key(
-            self._source(split), lang, split, self._tokenizer_fp, task="qa", columns=self.columns, max_length=self.max_length,
-            doc_stride=self.doc_stride, train=train,
-            limit=self.max_train_examples if train else self.max_eval_examples,
+            self._source(split), lang, split, self._tokenizer.fingerprint, task="qa", columns=self.columns,
+            max_length=self.max_length, doc_stride=self.doc_stride, train=train, limit=self.spec.limit(split),
         )  # fmt: skip
-        return cached(build, key, self.cache_dir, where)
-
-    def _stage_splits(self, stage: str | None) -> list[tuple[str, list[str], list[int]]]:
-        plan = []
-        if stage in (None, "fit"):
-            plan.append(("train", self.train_langs, self.train_lang_ids))
-        if stage in (None, "fit", "validate"):
-            plan.append(("validation", self.eval_langs, self.eval_lang_ids))
-        if stage in (None, "test"):
-            plan.append(("test", self.eval_langs, self.eval_lang_ids))
-        return [p for p in plan if self._source(p[0]).has_split(p[0])]
+        return cached(build, key, self.spec.cache_dir, where)
 
     def _source(self, split: str) -> SourceSpec:
         return self.source if split == "train" else self.eval_source
 
+    def _plan(self, stage: str | None) -> list[tuple[str, list[str], list[int]]]:
+        return self.spec.stage_splits(stage, lambda split: self._source(split).has_split(split))
+
     def prepare_data(self) -> None:
-        if self.cache_dir is not None:
-            for split, langs, _ in self._stage_splits(None):
-                for lang in langs:
-                    self._features(lang, split)
+        if self.spec.cache_dir is not None:
+            tagged_splits(self._plan(None), self._features)
 
     def setup(self, stage: str | None = None) -> None:
-        for split, langs, ids in self._stage_splits(stage):
+        for split, langs, ids in self._plan(stage):
             parts, raws = [], []
             for lang, lid in zip(langs, ids, strict=True):
                 raw = None if split == "train" else self._raw_split(lang, split)
@@ -392,22 +360,13 @@ class QuestionAnsweringDataModule(LightningDataModule):
         return PadCollator(self.tokenizer.pad_token_id)
 
     def train_dataloader(self) -> DataLoader:
-        data = TaggedDataset([p.parts[0] for p in loaded(self._data, "train", self._source("train"))])
-        return train_loader(
-            data, self._collate(), self.batch_size, self.batching, self.seed, self.num_workers
-        )
+        return train_loader(self._data, self._source("train"), self._collate(), self.spec)
 
     def _eval_loaders(self, split: str) -> list[DataLoader]:
-        loaders = []
-        for data in loaded(self._data, split, self._source(split)):
-            groups = data.parts[0][0]["example_id"]  # shards end on example boundaries
-            sampler = ShardedEvalSampler(len(data), self.eval_batch_size, groups=groups)
-            loaders.append(
-                DataLoader(
-                    data, batch_sampler=sampler, collate_fn=self._collate(), num_workers=self.num_workers
-                )
-            )
-        return loaders
+        def groups(data: TaggedDataset) -> list[str]:  # shards end on example boundaries
+            return data.parts[0][0]["example_id"]
+
+        return eval_loaders(self._data, split, self._source(split), self._collate(), self.spec, groups)
 
     def val_dataloader(self) -> list[DataLoader]:
         return self._eval_loaders("validation")

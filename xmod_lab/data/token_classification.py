@@ -13,19 +13,20 @@ from transformers import PreTrainedTokenizerBase
 
 from xmod_lab.data.collate import IGNORE_INDEX, PadCollator
 from xmod_lab.data.common import (
+    LazyTokenizer,
     TaggedDataset,
     cache_key,
     cached,
     check_columns,
+    data_setup,
     eval_loaders,
+    eval_source_or_train,
+    first_rows,
     label_index,
-    loaded,
-    resolve_languages,
+    tagged_splits,
     train_loader,
 )
-from xmod_lab.data.sampling import BATCHING_MODES
 from xmod_lab.data.sources import SourceSpec, load_split
-from xmod_lab.data.tokenizer import load_tokenizer, tokenizer_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -96,36 +97,18 @@ class TokenClassificationDataModule(LightningDataModule):
         eval_source: Mapping[str, Any] | str | None = None,
     ) -> None:
         super().__init__()
-        if batching not in BATCHING_MODES:
-            raise ValueError(f"Unknown batching {batching!r}; choose one of {BATCHING_MODES}.")
+        self.spec = data_setup(
+            languages, train_langs, eval_langs, language_map, batch_size, eval_batch_size, batching, cache_dir,
+            num_workers, seed, max_train_examples, max_eval_examples,
+        )  # fmt: skip
         self.source = SourceSpec.coerce(source)
-        # zero-shot setups often train on one dataset (MNLI, SQuAD, COPA) and evaluate on another (XNLI, ...)
-        self.eval_source = SourceSpec.coerce(eval_source) if eval_source is not None else self.source
-        self.tokenizer_name = str(tokenizer)
-        self.languages = [str(x) for x in languages]
-        self.language_map = dict(language_map) if language_map else None
-        self.train_langs = [str(x) for x in train_langs]
-        self.eval_langs = [str(x) for x in (eval_langs if eval_langs is not None else train_langs)]
-        self.train_languages, self.train_lang_ids = resolve_languages(
-            self.train_langs, self.languages, self.language_map, "train"
-        )
-        self.eval_languages, self.eval_lang_ids = resolve_languages(
-            self.eval_langs, self.languages, self.language_map, "eval"
-        )
+        self.eval_source = eval_source_or_train(self.source, eval_source)
+        self.train_languages, self.eval_languages = self.spec.train_languages, self.spec.eval_languages
         self.tokens_column = tokens_column
         self.tags_column = tags_column
         self.label_names = [str(x) for x in label_names]
         self.max_length = max_length
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.batching = batching
-        self.cache_dir = cache_dir
-        self.num_workers = num_workers
-        self.seed = seed
-        self.max_train_examples = max_train_examples
-        self.max_eval_examples = max_eval_examples
-        self._tokenizer: PreTrainedTokenizerBase | None = None
-        self._tokenizer_fp = ""
+        self._tokenizer = LazyTokenizer(tokenizer)
         self._data: dict[str, list[TaggedDataset]] = {}
 
     @property
@@ -134,77 +117,46 @@ class TokenClassificationDataModule(LightningDataModule):
 
     @property
     def tokenizer(self) -> PreTrainedTokenizerBase:
-        if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.tokenizer_name)
-            self._tokenizer_fp = tokenizer_fingerprint(self._tokenizer)
-        return self._tokenizer
+        return self._tokenizer.get()
 
     def _split(self, lang: str, split: str) -> datasets.Dataset:
         where = self._source(split).describe(lang, split)
-        limit = self.max_train_examples if split == "train" else self.max_eval_examples
-        tokenizer = self.tokenizer
+        limit = self.spec.limit(split)
 
         def build() -> datasets.Dataset:
-            ds = load_split(self._source(split), lang, split)
-            if limit is not None:
-                ds = ds.select(range(min(limit, len(ds))))
+            ds = first_rows(load_split(self._source(split), lang, split), limit)
             return encode_tagged_words(
-                ds, tokenizer, self.tokens_column, self.tags_column, self.label_names, self.max_length, where
-            )
+                ds, self.tokenizer, self.tokens_column, self.tags_column, self.label_names, self.max_length, where
+            )  # fmt: skip
 
         key = cache_key(
-            self._source(split), lang, split, self._tokenizer_fp, task="token_classification",
+            self._source(split), lang, split, self._tokenizer.fingerprint, task="token_classification",
             columns=[self.tokens_column, self.tags_column], labels=self.label_names, max_length=self.max_length,
             limit=limit,
         )  # fmt: skip
-        return cached(build, key, self.cache_dir, where)
-
-    def _stage_splits(self, stage: str | None) -> list[tuple[str, list[str], list[int]]]:
-        plan = []
-        if stage in (None, "fit"):
-            plan.append(("train", self.train_langs, self.train_lang_ids))
-        if stage in (None, "fit", "validate"):
-            plan.append(("validation", self.eval_langs, self.eval_lang_ids))
-        if stage in (None, "test"):
-            plan.append(("test", self.eval_langs, self.eval_lang_ids))
-        return [p for p in plan if self._source(p[0]).has_split(p[0])]
+        return cached(build, key, self.spec.cache_dir, where)
 
     def _source(self, split: str) -> SourceSpec:
         return self.source if split == "train" else self.eval_source
 
+    def _plan(self, stage: str | None) -> list[tuple[str, list[str], list[int]]]:
+        return self.spec.stage_splits(stage, lambda split: self._source(split).has_split(split))
+
     def prepare_data(self) -> None:
-        if self.cache_dir is not None:  # one process per node fills the cache; setup() then only reads
-            for split, langs, _ in self._stage_splits(None):
-                for lang in langs:
-                    self._split(lang, split)
+        if self.spec.cache_dir is not None:  # one process per node fills the cache; setup() then only reads
+            tagged_splits(self._plan(None), self._split)
 
     def setup(self, stage: str | None = None) -> None:
-        for split, langs, ids in self._stage_splits(stage):
-            self._data[split] = [
-                TaggedDataset([(self._split(lang, split), lid)]) for lang, lid in zip(langs, ids, strict=True)
-            ]
+        self._data.update(tagged_splits(self._plan(stage), self._split))
 
     def _collate(self) -> PadCollator:
         return PadCollator(self.tokenizer.pad_token_id)
 
     def train_dataloader(self) -> DataLoader:
-        data = TaggedDataset([p.parts[0] for p in loaded(self._data, "train", self._source("train"))])
-        return train_loader(
-            data, self._collate(), self.batch_size, self.batching, self.seed, self.num_workers
-        )
+        return train_loader(self._data, self._source("train"), self._collate(), self.spec)
 
     def val_dataloader(self) -> list[DataLoader]:
-        return eval_loaders(
-            loaded(self._data, "validation", self._source("validation")),
-            self._collate(),
-            self.eval_batch_size,
-            self.num_workers,
-        )
+        return eval_loaders(self._data, "validation", self._source("validation"), self._collate(), self.spec)
 
     def test_dataloader(self) -> list[DataLoader]:
-        return eval_loaders(
-            loaded(self._data, "test", self._source("test")),
-            self._collate(),
-            self.eval_batch_size,
-            self.num_workers,
-        )
+        return eval_loaders(self._data, "test", self._source("test"), self._collate(), self.spec)
