@@ -1,12 +1,13 @@
 """Languages after pre-training: add_language / remove_languages on every model class."""
 
 import copy
+from functools import partial
 
 import pytest
 import torch
 
+from tests.models.helpers import tiny_config
 from xmod_lab.models import (
-    XmodConfig,
     XmodForCausalLM,
     XmodForMaskedLM,
     XmodForMultipleChoice,
@@ -30,19 +31,7 @@ ALL_CLASSES = [
 ]
 
 
-def tiny(**overrides) -> XmodConfig:
-    values = dict(
-        vocab_size=50,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=40,
-        languages=LANGS,
-        num_labels=3,
-    )
-    values.update(overrides)
-    return XmodConfig(**values)
+tiny = partial(tiny_config, vocab_size=50, num_attention_heads=2, languages=LANGS)
 
 
 def adapter_weights(model, code: str) -> list[torch.Tensor]:

@@ -4,30 +4,19 @@ each variant trains a step and survives save/load; files say whether transformer
 import json
 import re
 import warnings
+from functools import partial
 
 import pytest
 import torch
 
-from xmod_lab.models import XmodConfig, XmodForMaskedLM
+from tests.models.helpers import tiny_config
+from xmod_lab.models import XmodForMaskedLM
 from xmod_lab.models.adapters import TRANSFORMERS_NOTE_KEY, transformers_incompatibilities
 
 LANGS = ["en_XX", "de_DE"]
 
 
-def tiny(**overrides) -> XmodConfig:
-    values = dict(
-        vocab_size=50,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=40,
-        languages=LANGS,
-        type_vocab_size=1,
-        layer_norm_eps=1e-5,
-    )
-    values.update(overrides)
-    return XmodConfig(**values)
+tiny = partial(tiny_config, vocab_size=50, num_attention_heads=2, type_vocab_size=1, languages=LANGS)
 
 
 def adapter_param_names(model) -> set[str]:

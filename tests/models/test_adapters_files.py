@@ -2,13 +2,15 @@
 
 import copy
 import json
+from functools import partial
 
 import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from xmod_lab.models import XmodConfig, XmodForMaskedLM, XmodForSequenceClassification
+from tests.models.helpers import tiny_config
+from xmod_lab.models import XmodForMaskedLM, XmodForSequenceClassification
 from xmod_lab.models.adapter_files import (
     HEADER_KEY,
     load_language_adapter,
@@ -21,18 +23,7 @@ from xmod_lab.models.freezing import apply_freeze_policy
 LANGS = ["en_XX", "de_DE"]
 
 
-def tiny(**overrides) -> XmodConfig:
-    values = dict(
-        vocab_size=50,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=40,
-        languages=LANGS,
-    )
-    values.update(overrides)
-    return XmodConfig(**values)
+tiny = partial(tiny_config, vocab_size=50, num_attention_heads=2, languages=LANGS)
 
 
 PRENORM = dict(

@@ -11,12 +11,14 @@ import argparse
 import runpy
 import sys
 import types
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.models.helpers import tiny_config
 from xmod_lab.models import XmodConfig, XmodForMaskedLM, XmodForSequenceClassification
 from xmod_lab.models.fairseq import (
     convert_fairseq_checkpoint,
@@ -37,22 +39,7 @@ PRE_NORM = dict(
 )  # fmt: skip
 
 
-def tiny(**overrides) -> XmodConfig:
-    values = dict(
-        vocab_size=60,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=34,
-        type_vocab_size=1,
-        layer_norm_eps=1e-5,
-        languages=LANGS,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    values.update(overrides)
-    return XmodConfig(**values)
+tiny = partial(tiny_config, vocab_size=60, max_position_embeddings=34, type_vocab_size=1, languages=LANGS)
 
 
 def reference(cls=XmodForMaskedLM, **overrides):

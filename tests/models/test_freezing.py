@@ -1,26 +1,20 @@
 """Freezing policies: exact trainable name sets (litgpt test_adapter_filter style) and the report."""
 
+from functools import partial
+
 import pytest
 import torch
 
-from xmod_lab.models import XmodConfig, XmodForMaskedLM, XmodForSequenceClassification, XmodModel
+from tests.models.helpers import tiny_config
+from xmod_lab.models import XmodForMaskedLM, XmodForSequenceClassification, XmodModel
 from xmod_lab.models.freezing import apply_freeze_policy, parameter_group, parameter_report
 
 LANGS = ["en_XX", "de_DE"]
 
 
-def tiny(**overrides) -> XmodConfig:
-    values = dict(
-        vocab_size=40,
-        hidden_size=8,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=16,
-        languages=LANGS,
-        num_labels=3,
-    )
-    values.update(overrides)
-    return XmodConfig(**values)
+tiny = partial(
+    tiny_config, vocab_size=40, hidden_size=8, intermediate_size=16, num_attention_heads=2, languages=LANGS
+)
 
 
 def layer_names(i: int, adapters=LANGS, adapter_ln: bool = False) -> set[str]:
