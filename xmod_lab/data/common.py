@@ -179,7 +179,7 @@ def cached(
     ).hexdigest()
     target = Path(cache_dir).expanduser() / digest[:24]
     if (target / "dataset_info.json").exists():
-        log.info("%s: tokenized cache hit %s", desc, target)
+        log.debug("%s: tokenized cache hit %s", desc, target)
         return datasets.load_from_disk(str(target))
     ds = build()
     target.parent.mkdir(parents=True, exist_ok=True)
