@@ -204,3 +204,23 @@ def test_question_answering_scores_text_answers_through_the_datamodule(tmp_path)
     m = tr.callback_metrics
     assert float(m["val/en_XX/f1"]) == 60.0 and float(m["val/de_DE/exact_match"]) == 51.0
     assert float(m["val/avg/f1"]) == 60.5 and task.monitor == "val/avg/f1"
+
+
+def test_mlm_training_step_uses_masked_logits_only_with_the_full_head_loss(monkeypatch):
+    torch.manual_seed(0)
+    task = MaskedLMTask(**COMMON).eval()  # no dropout: both forwards see the same network
+    b = batch("mlm")
+    seen = {}
+    forward = task.model.forward
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(task.model, "forward", spy)
+    monkeypatch.setattr(task, "log", lambda *a, **k: None)
+    loss = task.training_step(b, 0)
+    assert seen.get("masked_logits_only") is True
+    full = forward(input_ids=b["input_ids"], attention_mask=b["attention_mask"], lang_ids=b["lang_ids"],
+                   labels=b["labels"]).loss
+    torch.testing.assert_close(loss, full)

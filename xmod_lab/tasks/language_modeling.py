@@ -82,7 +82,10 @@ class MaskedLMTask(LightningModule):
         return self.model(**model_inputs(batch))
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
-        loss = self(**batch).loss
+        # MLM: run the (250k-word) LM head on the masked positions only, as fairseq does: the same loss,
+        # about twice the step throughput at base size (docs/benchmarks.md)
+        extra = {} if self.causal else {"masked_logits_only": True}
+        loss = self.model(**model_inputs(batch), **extra).loss
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         return loss
 
