@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import torch
 from lightning import LightningModule
 from torch import nn
 from torchmetrics import MeanMetric
@@ -15,15 +14,10 @@ from xmod_lab.tasks.common import (
     apply_freeze,
     build_model,
     check_languages,
-    compute_means,
-    configure_adamw,
     eval_languages,
-    language_metric,
-    log_per_language,
-    model_inputs,
     plain,
-    split_by_language,
 )
+from xmod_lab.tasks.sequence_classification import SequenceClassificationTask
 
 
 class MultipleChoiceTask(LightningModule):
@@ -68,36 +62,14 @@ class MultipleChoiceTask(LightningModule):
             stage: nn.ModuleDict({lang: MeanMetric() for lang in self.eval_languages}) for stage in ("val", "test")
         })
 
-    def forward(self, **batch: Any):
-        return self.model(**model_inputs(batch))
-
-    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
-        loss = self(**batch).loss
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
-        return loss
-
-    def _eval_step(self, batch: Mapping[str, Any], stage: str) -> None:
-        logits = self(**{k: v for k, v in batch.items() if k != "labels"}).logits
-        correct = (logits.argmax(-1) == batch["labels"]).float()
-        for lang, mask in split_by_language(batch["lang_ids"], self.model.config.languages).items():
-            language_metric(self.metrics[stage], lang).update(correct[mask])
-
-    def validation_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, "test")
-
-    def _log_epoch(self, stage: str) -> None:
-        scores = {lang: {"acc": 100.0 * value} for lang, value in compute_means(self.metrics[stage]).items()}
-        log_per_language(self, stage, scores)
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch("test")
-
-    def configure_optimizers(self):
-        return configure_adamw(self, self.hparams.optimizer or {"lr": 2e-5}, self.hparams.scheduler or {})
-
+    # Choices are scored like single sequences (the head flattens (B, C, T) and reshapes the logits to (B, C)),
+    # so steps, metrics and the optimizer are SequenceClassificationTask's, reused rather than repeated.
+    forward = SequenceClassificationTask.forward
+    training_step = SequenceClassificationTask.training_step
+    _eval_step = SequenceClassificationTask._eval_step
+    validation_step = SequenceClassificationTask.validation_step
+    test_step = SequenceClassificationTask.test_step
+    _log_epoch = SequenceClassificationTask._log_epoch
+    on_validation_epoch_end = SequenceClassificationTask.on_validation_epoch_end
+    on_test_epoch_end = SequenceClassificationTask.on_test_epoch_end
+    configure_optimizers = SequenceClassificationTask.configure_optimizers
