@@ -6,15 +6,18 @@ BIN := $(VENV)/bin
 # The CPU build on machines without a GPU. Set TORCH= (empty) to keep a torch you installed yourself.
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
+# The versions CI tests: a fresh machine resolves the same packages today and next month.
+CONSTRAINTS := requirements/test-constraints.txt
+LATEST_VENV ?= .venv-latest
 
-.PHONY: install train eval test lint bench
+.PHONY: install train eval test test-latest lock lint bench
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || [ -z "$(TORCH)" ] || $(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -e ".[dev]"
 	touch $(STAMP)
 
 train: $(STAMP)
@@ -26,6 +29,19 @@ eval: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check xmod_lab tests benchmarks scripts
 	$(BIN)/python -m pytest -q $(ARGS)
+
+# The suite against the newest releases the ranges in pyproject.toml allow, in its own venv, so that
+# drift is seen before it reaches main. Green here: `make lock` records those versions for CI.
+test-latest:
+	test -x $(LATEST_VENV)/bin/python || $(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_VENV)/bin/python -c "import torch" 2>/dev/null || [ -z "$(TORCH)" ] || $(LATEST_VENV)/bin/pip install -q "$(TORCH)"
+	$(LATEST_VENV)/bin/pip install -q -U --upgrade-strategy eager -e ".[dev]"
+	$(LATEST_VENV)/bin/python -m pytest -q $(ARGS)
+
+lock:
+	test -x $(LATEST_VENV)/bin/python || { echo "run make test-latest first"; exit 1; }
+	{ sed -n '1,2p' $(CONSTRAINTS); $(LATEST_VENV)/bin/pip freeze --exclude-editable | grep -viE '^(torch|xmod-lab|nvidia-|triton)[=@ ]'; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_model.py $(ARGS)

@@ -51,10 +51,13 @@ def test_transformers_loads_our_files_with_identical_outputs(tmp_path, head):
         ids, mask, lang_ids = ids.view(2, 2, -1), mask.view(2, 2, -1), torch.tensor([3])
     a = ours(ids, attention_mask=mask, lang_ids=lang_ids)
     b = theirs(ids, attention_mask=mask, lang_ids=lang_ids)
-    keys = [k for k in a.keys() if k != "past_key_values"]  # a DynamicCache there, tuples here
-    assert keys == [k for k in b.keys() if k != "past_key_values"]
-    for key in keys:
-        assert max_diff(a[key], b[key]) <= 1e-6, key
+    # Compare the tensors both return; the KV cache is a version-specific object (and its field was
+    # renamed between transformers 5 releases), checked by behaviour in test_generation instead.
+    tensors_a = {k: v for k, v in a.items() if isinstance(v, torch.Tensor)}
+    tensors_b = {k: v for k, v in b.items() if isinstance(v, torch.Tensor)}
+    assert tensors_a.keys() == tensors_b.keys() and tensors_a
+    for key in tensors_a:
+        assert max_diff(tensors_a[key], tensors_b[key]) <= 1e-6, key
     assert theirs.config.languages == config.languages
 
 
