@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from xmod_lab.models.fairseq import convert_fairseq_checkpoint
+from xmod_lab.tools.fairseq import convert_fairseq_checkpoint
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,7 +11,7 @@ import torch
 
 from tests.models.helpers import tiny_config
 from xmod_lab.models import XmodForMaskedLM
-from xmod_lab.models.adapters import TRANSFORMERS_NOTE_KEY, transformers_incompatibilities
+from xmod_lab.models.configuration import TRANSFORMERS_NOTE_KEY, transformers_incompatibilities
 
 LANGS = ["en_XX", "de_DE"]
 

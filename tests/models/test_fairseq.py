@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from tests.models.helpers import tiny_config
 from xmod_lab.models import XmodConfig, XmodForMaskedLM, XmodForSequenceClassification
-from xmod_lab.models.fairseq import (
+from xmod_lab.tools.fairseq import (
     convert_fairseq_checkpoint,
     convert_fairseq_state_dict,
     fairseq_model_args,
@@ -377,7 +377,7 @@ def test_tokenizer_from_the_archive_gives_fairseq_ids(tmp_path):
     assert unknowns > 0  # the missing dict entries were exercised
 
     with pytest.raises(ValueError, match="does not belong to the checkpoint"):
-        from xmod_lab.models.fairseq import fairseq_tokenizer
+        from xmod_lab.tools.fairseq import fairseq_tokenizer
 
         fairseq_tokenizer(archive / "sentencepiece.bpe.model", archive / "dict.txt", vocab_size=10)
 

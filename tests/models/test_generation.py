@@ -1,9 +1,10 @@
-"""XmodForCausalLM: KV cache equals recomputation; greedy and sampled generate()."""
+"""XmodForCausalLM: transformers' KV cache equals recomputation; GenerationMixin.generate with lang_ids."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
 import xmod_lab.models as xm
 from tests.models.helpers import max_diff, tiny_config
@@ -28,11 +29,12 @@ def test_cached_steps_equal_full_forward(lm):
     lang = torch.tensor([0, 3, 1])
     full = lm(ids, lang_ids=lang, use_cache=False).logits
     first = lm(ids[:, :4], lang_ids=lang, use_cache=True)
-    past, step_logits = first.past_key_values, [first.logits]
-    assert len(past) == 2 and past[0][0].shape == (3, 4, 4, 8)  # (B, H, S, Hd) per layer
+    cache, step_logits = first.cache, [first.logits]
+    assert isinstance(cache, DynamicCache) and len(cache.layers) == 2
+    assert cache.layers[0].keys.shape == (3, 4, 4, 8)  # (B, H, S, Hd) per layer
     for t in range(4, 7):
-        out = lm(ids[:, t : t + 1], lang_ids=lang, past_key_values=past, use_cache=True)
-        past = out.past_key_values
+        out = lm(ids[:, t : t + 1], lang_ids=lang, cache=cache, use_cache=True)
+        assert out.cache is cache
         step_logits.append(out.logits)
     assert max_diff(torch.cat(step_logits, dim=1), full) <= 1e-5
 
@@ -60,27 +62,54 @@ def test_left_padded_prompt_continues_like_unpadded(lm):
     assert torch.equal(both[1, 2:], alone[0])
 
 
-def test_sampling_is_reproducible_with_a_generator(lm):
+def _sample(lm, prompt, seed, **kwargs):
+    torch.manual_seed(seed)  # transformers samples from the global generator
+    return lm.generate(prompt, lang_ids=0, do_sample=True, max_new_tokens=8, **kwargs)
+
+
+def test_sampling_is_reproducible_with_a_seed(lm):
     prompt = _prompt()
-    kwargs = dict(lang_ids=0, max_new_tokens=8, do_sample=True, temperature=1.5, top_k=20, top_p=0.9)
-    a = lm.generate(prompt, generator=torch.Generator().manual_seed(7), **kwargs)
-    b = lm.generate(prompt, generator=torch.Generator().manual_seed(7), **kwargs)
-    c = lm.generate(prompt, generator=torch.Generator().manual_seed(8), **kwargs)
+    kwargs = dict(temperature=1.5, top_k=20, top_p=0.9)
+    a, b, c = _sample(lm, prompt, 7, **kwargs), _sample(lm, prompt, 7, **kwargs), _sample(lm, prompt, 8, **kwargs)
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
 def test_top_k_one_is_greedy(lm):
     prompt = _prompt()
     greedy = lm.generate(prompt, lang_ids=0, max_new_tokens=5)
-    sampled = lm.generate(
-        prompt,
-        lang_ids=0,
-        max_new_tokens=5,
-        do_sample=True,
-        top_k=1,
-        generator=torch.Generator().manual_seed(0),
-    )
-    assert torch.equal(greedy, sampled)
+    assert torch.equal(greedy, _sample(lm, prompt, 0, top_k=1)[:, :10])
+
+
+def test_lang_ids_reach_every_step(lm):
+    """Every generate step runs the requested adapter: its logits equal that language's full forward."""
+    prompt = _prompt()
+    steps = {}
+    for lang in (0, 3):
+        out = lm.generate(
+            prompt, lang_ids=torch.full((3,), lang), max_new_tokens=4,
+            output_logits=True, return_dict_in_generate=True,
+        )  # fmt: skip
+        full = lm(out.sequences, lang_ids=lang).logits[:, 4:-1]
+        steps[lang] = torch.stack(out.logits, dim=1)  # (B, new, V)
+        assert max_diff(steps[lang], full) <= 1e-5
+    assert max_diff(steps[0], steps[3]) > 1e-4
+
+
+def test_beam_search_and_lengths(lm):
+    prompt = _prompt()
+    lang = torch.tensor([2, 0, 1])
+    beams = lm.generate(prompt, lang_ids=lang, num_beams=3, num_return_sequences=2, max_new_tokens=4)
+    assert beams.shape == (6, 9) and torch.equal(beams[::2, :5], prompt)
+    # The best beam scores at least as high as greedy under the model (sum of token log-probs).
+    greedy = lm.generate(prompt, lang_ids=lang, max_new_tokens=4)
+
+    def score(seqs, lang_ids):
+        logp = lm(seqs, lang_ids=lang_ids).logits[:, 4:-1].log_softmax(-1)
+        return logp.gather(-1, seqs[:, 5:, None]).sum((1, 2))
+
+    best = beams[::2]
+    assert (score(best, lang) >= score(greedy, lang) - 1e-5).all()
+    assert lm.generate(prompt, lang_ids=lang, max_length=7).shape == (3, 7)
 
 
 def test_eos_stops_and_pads():
@@ -93,6 +122,11 @@ def test_eos_stops_and_pads():
     row = out[0, 5:].tolist()
     first = row.index(eos)
     assert all(t == 1 for t in row[first + 1 :])
+
+
+def test_a_cache_must_be_a_transformers_cache(lm):
+    with pytest.raises(TypeError, match="must be a transformers Cache"):
+        lm(_prompt(), lang_ids=0, cache=((torch.zeros(1),),), use_cache=True)
 
 
 def test_generate_needs_a_decoder():
@@ -108,12 +142,10 @@ def test_cross_attention_cache():
     ids = _prompt(length=6)
     full = model(ids, lang_ids=1, encoder_hidden_states=enc).logits
     first = model(ids[:, :3], lang_ids=1, encoder_hidden_states=enc, use_cache=True)
-    assert len(first.past_key_values[0]) == 4  # self K, V, cross K, V
-    logits, past = [first.logits], first.past_key_values
+    cache = first.cache
+    assert isinstance(cache, EncoderDecoderCache) and cache.cross_attention_cache.layers[0].keys.shape[2] == 4
+    logits = [first.logits]
     for t in range(3, 6):
-        out = model(
-            ids[:, t : t + 1], lang_ids=1, encoder_hidden_states=enc, past_key_values=past, use_cache=True
-        )
+        out = model(ids[:, t : t + 1], lang_ids=1, encoder_hidden_states=enc, cache=cache, use_cache=True)
         logits.append(out.logits)
-        past = out.past_key_values
     assert max_diff(torch.cat(logits, 1), full) <= 1e-5

@@ -1,9 +1,9 @@
-"""Checkpoint IO: our files load in transformers 5 and back, hub-file quirks, hub ids, clear key errors."""
+"""Checkpoint IO through transformers' from_pretrained/save_pretrained: our files load in transformers and
+back, hub-file quirks, hub ids, dtype/device_map, and our key checks before any weight is copied."""
 
 from __future__ import annotations
 
 import json
-import logging
 
 import pytest
 import torch
@@ -11,7 +11,6 @@ from safetensors.torch import load_file, save_file
 
 import xmod_lab.models as xm
 from tests.models.helpers import hf_config, max_diff, tiny_config, token_batch
-from xmod_lab.models import loading
 
 LANG_IDS = torch.tensor([0, 1, 0, 3])
 
@@ -94,15 +93,13 @@ def test_hub_file_quirks(tmp_path, caplog):
     mlm = xm.XmodForMaskedLM.from_pretrained(tmp_path)
     assert torch.equal(mlm(ids, lang_ids=LANG_IDS).logits, source(ids, lang_ids=LANG_IDS).logits)
 
-    with caplog.at_level(logging.WARNING, logger="xmod_lab.models.loading"):
-        bare = xm.XmodModel.from_pretrained(tmp_path)  # pooler missing (new), lm_head dropped
-        cls = xm.XmodForSequenceClassification.from_pretrained(tmp_path, num_labels=3)
-    text = caplog.text
-    assert (
-        "pooler.dense.weight" in text
-        and "lm_head.dense.weight" in text
-        and "classifier.out_proj.weight" in text
+    bare, bare_info = xm.XmodModel.from_pretrained(tmp_path, output_loading_info=True)
+    cls, cls_info = xm.XmodForSequenceClassification.from_pretrained(
+        tmp_path, num_labels=3, output_loading_info=True
     )
+    assert "pooler.dense.weight" in bare_info["missing_keys"]  # new, initialised
+    assert any(k.startswith("lm_head.dense") for k in bare_info["unexpected_keys"])  # dropped
+    assert "classifier.out_proj.weight" in cls_info["missing_keys"]
     assert torch.equal(
         bare.embeddings.word_embeddings.weight, source.roberta.embeddings.word_embeddings.weight
     )
@@ -149,34 +146,28 @@ def test_head_size_mismatch_needs_opt_in(tmp_path):
     assert model.classifier.out_proj.weight.shape == (5, 32)
 
 
-def test_hub_id_goes_through_snapshot_download(tmp_path, monkeypatch):
-    import huggingface_hub
+def test_hub_id_is_resolved_by_transformers(tmp_path, monkeypatch):
+    """A hub id goes through transformers' own file resolution (cached_file), then our checks."""
+    import transformers.utils.hub as hub
 
     xm.XmodForMaskedLM(tiny_config()).save_pretrained(tmp_path)
-    calls = []
+    asked = []
+    real = hub.cached_files
 
-    def fake_snapshot_download(repo_id, allow_patterns=None, revision=None, **kwargs):
-        calls.append((repo_id, tuple(allow_patterns or ()), revision))
-        return str(tmp_path)
+    def local_cached_files(path_or_repo_id, filenames, **kwargs):
+        asked.append(path_or_repo_id)
+        return real(str(tmp_path), filenames, **kwargs)
 
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
-    model = xm.XmodForMaskedLM.from_pretrained("facebook/xmod-base", revision="main")
-    config = xm.XmodConfig.from_pretrained("facebook/xmod-base")
-    assert [c[0] for c in calls] == ["facebook/xmod-base", "facebook/xmod-base"]
-    assert "*.safetensors" in calls[0][1] and calls[0][2] == "main"
-    assert model.config.languages == config.languages
+    monkeypatch.setattr(hub, "cached_files", local_cached_files)
+    model = xm.XmodForMaskedLM.from_pretrained("facebook/xmod-base")
+    assert "facebook/xmod-base" in asked and model.config.languages == tiny_config().languages
 
 
 def test_hub_failure_is_explained(monkeypatch):
-    import huggingface_hub
-
-    def offline(**kwargs):
-        raise huggingface_hub.errors.LocalEntryNotFoundError("offline")
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
-    with pytest.raises(OSError, match="Pass a local directory"):
-        xm.XmodModel.from_pretrained("facebook/xmod-base")
-    with pytest.raises(FileNotFoundError, match="not a checkpoint directory"):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OSError, match="cached files"):
+        xm.XmodModel.from_pretrained("facebook/xmod-lab-no-such-model")
+    with pytest.raises(OSError, match="no/such/dir"):
         xm.XmodModel.from_pretrained("./no/such/dir")
 
 
@@ -190,20 +181,26 @@ def test_sharded_safetensors(tmp_path):
     for shard, shard_keys in halves.items():
         save_file({k: state[k] for k in shard_keys}, tmp_path / shard)
         weight_map.update(dict.fromkeys(shard_keys, shard))
-    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     model.config.save_pretrained(tmp_path)
     loaded = xm.XmodForTokenClassification.from_pretrained(tmp_path)
     ids, _ = _ids()
     assert torch.equal(loaded(ids, lang_ids=LANG_IDS).logits, model(ids, lang_ids=LANG_IDS).logits)
 
 
-def test_dtype_and_config_overrides(tmp_path):
-    xm.XmodForMaskedLM(tiny_config()).save_pretrained(tmp_path)
+def test_dtype_device_map_and_config_overrides(tmp_path):
+    torch.manual_seed(0)
+    source = xm.XmodForMaskedLM(tiny_config()).eval()
+    source.save_pretrained(tmp_path)
     model = xm.XmodForMaskedLM.from_pretrained(tmp_path, dtype=torch.bfloat16, default_language="de_DE")
-    assert xm.XmodForMaskedLM.from_pretrained(tmp_path, torch_dtype=torch.bfloat16).dtype == torch.bfloat16
     assert model.dtype == torch.bfloat16 and model.config.default_language == "de_DE"
     ids, _ = _ids()
-    assert model(ids).logits.dtype == torch.bfloat16
+    logits = model(ids).logits
+    assert logits.dtype == torch.bfloat16
+    expected = source(ids, lang_ids=source.config.lang_id("de_DE")).logits
+    assert 0 < max_diff(logits, expected) < 0.1  # bf16 weights, same model
+    mapped = xm.XmodForMaskedLM.from_pretrained(tmp_path, device_map="cpu")
+    assert mapped.device.type == "cpu" and max_diff(mapped(ids, lang_ids=LANG_IDS).logits, source(ids, lang_ids=LANG_IDS).logits) == 0
 
 
 def test_untied_decoder_round_trip(tmp_path):
@@ -222,5 +219,5 @@ def test_untied_decoder_round_trip(tmp_path):
 def test_save_excludes_tied_duplicates(tmp_path):
     xm.XmodForCausalLM(tiny_config(is_decoder=True)).save_pretrained(tmp_path)
     keys = set(load_file(tmp_path / "model.safetensors"))
-    assert "lm_head.decoder.weight" not in keys and "lm_head.bias" in keys
-    assert loading.read_state_dict(tmp_path).keys() == keys
+    assert "lm_head.decoder.weight" not in keys and "roberta.embeddings.word_embeddings.weight" in keys
+    assert ("lm_head.bias" in keys) != ("lm_head.decoder.bias" in keys)  # one copy of the shared bias

@@ -1,26 +1,29 @@
-"""X-MOD in plain PyTorch: the transformers v4.37.2 API, without subclassing transformers.
+"""X-MOD on transformers' base classes: the v4.37.2 API, with the research fields of xmod-lab.
 
-configuration.py  XmodConfig (transformers' config.json, plus ablation fields), XMOD_LANGUAGES_81
-modeling.py       the layer maths and the once-per-forward language routing
-heads.py          XmodPreTrainedModel, XmodModel and the six task heads (forward + losses)
-outputs.py        HF-style output dataclasses (attribute, key and index access, to_tuple)
-generation.py     XmodForCausalLM.generate with the KV cache
-loading.py        from_pretrained/save_pretrained: local dirs, hub ids, hub-file quirks
-adapters.py, freezing.py, adapter_files.py, fairseq.py: languages after pre-training, freezing
-policies, per-language adapter files, fairseq checkpoint conversion.
+configuration.py      XmodConfig (a transformers PretrainedConfig; same config.json), XMOD_LANGUAGES_81
+pretrained.py         XmodPreTrainedModel (a transformers PreTrainedModel): init, languages, save note
+modeling.py           the layer maths, the once-per-forward language routing and the XmodModel backbone
+heads.py              the six task heads (forward + losses); XmodForCausalLM generates via GenerationMixin
+checkpoint_checks.py  refuses a checkpoint whose languages/adapters/shapes do not fit, before loading
+adapters.py, freezing.py, adapter_files.py: languages after pre-training, freezing policies,
+per-language adapter files.
 """
 
-from .configuration import XMOD_LANGUAGES_81, XmodConfig
-from .heads import (
+from ._versions import check_transformers_version
+
+check_transformers_version()
+
+from .configuration import XMOD_LANGUAGES_81, XmodConfig  # noqa: E402
+from .heads import (  # noqa: E402
     XmodForCausalLM,
     XmodForMaskedLM,
     XmodForMultipleChoice,
     XmodForQuestionAnswering,
     XmodForSequenceClassification,
     XmodForTokenClassification,
-    XmodModel,
-    XmodPreTrainedModel,
 )
+from .modeling import XmodModel  # noqa: E402
+from .pretrained import XmodPreTrainedModel  # noqa: E402
 
 __all__ = [
     "XMOD_LANGUAGES_81",

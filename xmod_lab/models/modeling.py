@@ -13,41 +13,25 @@ Pre-norm layer (xmod-large-prenorm; separate adapter LN, residual before the LN)
 
 Module and parameter names mirror transformers' state-dict keys, so checkpoints load as they are.
 Routing rows to adapters is computed once per forward (`route_languages`) and reused by every layer.
+The backbone (`XmodModel`) is at the end of this file; the task heads are in heads.py.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPoolingAndCrossAttentions
+from transformers.utils.generic import can_return_tuple
 
 from .configuration import SHARED_ADAPTER, XmodConfig
-
-KVCache = tuple[torch.Tensor, ...]  # per layer: (self K, self V) or (self K, self V, cross K, cross V)
-
-_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "gelu": F.gelu,  # exact erf GELU, as fairseq and transformers use
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "relu": F.relu,
-    "silu": F.silu,
-    "swish": F.silu,
-    "tanh": torch.tanh,
-    "linear": lambda x: x,
-}
-
-
-def get_activation(name: str | Callable) -> Callable[[torch.Tensor], torch.Tensor]:
-    if callable(name):
-        return name
-    if name not in _ACTIVATIONS:
-        raise ValueError(f"Unknown activation {name!r}; choose one of {sorted(_ACTIVATIONS)}")
-    return _ACTIVATIONS[name]
+from .pretrained import XmodPreTrainedModel
 
 
 # ------------------------------------------------------------------------------------- routing
@@ -242,9 +226,10 @@ class XmodEmbeddings(nn.Module):
 # ------------------------------------------------------------------------------------ attention
 class XmodSelfAttention(nn.Module):
     """Multi-head attention (self or cross) with SDPA, or eager maths when weights/head_mask/relative
-    positions are needed. Parameter names are RoBERTa's (query/key/value/distance_embedding)."""
+    positions are needed. Parameter names are RoBERTa's (query/key/value/distance_embedding).
+    Keys and values go through transformers' ``Cache`` (``layer_idx`` names this layer's slot)."""
 
-    def __init__(self, config: XmodConfig, is_cross_attention: bool = False) -> None:
+    def __init__(self, config: XmodConfig, layer_idx: int = 0, is_cross_attention: bool = False) -> None:
         super().__init__()
         self.num_heads = config.num_attention_heads
         self.head_dim = config.head_dim
@@ -252,18 +237,34 @@ class XmodSelfAttention(nn.Module):
         self.key = nn.Linear(config.hidden_size, config.hidden_size)
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+        self.layer_idx = layer_idx
         self.is_cross_attention = is_cross_attention
-        self.relative = None if is_cross_attention else config.position_embedding_type
-        if self.relative == "absolute":
-            self.relative = None
+        relative = None if is_cross_attention else config.position_embedding_type
+        self.relative = None if relative == "absolute" else relative
         self.max_positions = config.max_position_embeddings
         if self.relative is not None:
             self.distance_embedding = nn.Embedding(2 * config.max_position_embeddings - 1, self.head_dim)
-        self.use_sdpa = config.attn_implementation == "sdpa"
+        self.config = config  # read at call time: attn_implementation can be switched after loading
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, _ = x.shape
         return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, Hd)
+
+    def _keys_values(self, x, encoder_states, cache):
+        if not self.is_cross_attention:
+            k, v = self._heads(self.key(x)), self._heads(self.value(x))  # (B, H, T, Hd)
+            if cache is not None:
+                own = cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
+                k, v = own.update(k, v, self.layer_idx)  # (B, H, S, Hd) with the cached tokens
+            return k, v
+        if cache is not None and cache.is_updated.get(self.layer_idx):
+            layer = cache.cross_attention_cache.layers[self.layer_idx]
+            return layer.keys, layer.values  # encoder keys/values never change while decoding
+        k, v = self._heads(self.key(encoder_states)), self._heads(self.value(encoder_states))
+        if cache is not None:
+            k, v = cache.cross_attention_cache.update(k, v, self.layer_idx)
+            cache.is_updated[self.layer_idx] = True
+        return k, v
 
     def forward(
         self,
@@ -271,28 +272,23 @@ class XmodSelfAttention(nn.Module):
         mask: torch.Tensor | None,
         head_mask: torch.Tensor | None = None,
         encoder_states: torch.Tensor | None = None,
-        past: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache: Cache | None = None,
         output_attentions: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, torch.Tensor]]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         q = self._heads(self.query(x))  # (B, H, T, Hd)
-        if self.is_cross_attention and past is not None:
-            k, v = past  # encoder keys/values never change while decoding
-        else:
-            source = encoder_states if self.is_cross_attention else x
-            k, v = self._heads(self.key(source)), self._heads(self.value(source))  # (B, H, S, Hd)
-            if past is not None:
-                k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        k, v = self._keys_values(x, encoder_states, cache)  # (B, H, S, Hd)
         if mask is not None and mask.dtype != q.dtype:
             mask = mask.to(q.dtype)
         dropout_p = self.dropout.p if self.training else 0.0
-        if self.use_sdpa and not output_attentions and head_mask is None and self.relative is None:
+        eager = self.config.attn_implementation == "eager"
+        if not eager and not output_attentions and head_mask is None and self.relative is None:
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
             probs = None
         else:
             ctx, probs = self._eager(q, k, v, mask, head_mask)
         batch, _, length, _ = ctx.shape
         ctx = ctx.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim)  # (B, T, D)
-        return ctx, probs if output_attentions else None, (k, v)
+        return ctx, probs if output_attentions else None
 
     def _eager(self, q, k, v, mask, head_mask):
         scores = torch.matmul(q, k.transpose(-1, -2))  # (B, H, T, S)
@@ -329,21 +325,21 @@ class XmodSelfOutput(nn.Module):
 
 
 class XmodAttention(nn.Module):
-    def __init__(self, config: XmodConfig, is_cross_attention: bool = False) -> None:
+    def __init__(self, config: XmodConfig, layer_idx: int = 0, is_cross_attention: bool = False) -> None:
         super().__init__()
-        self.self = XmodSelfAttention(config, is_cross_attention)
+        self.self = XmodSelfAttention(config, layer_idx, is_cross_attention)
         self.output = XmodSelfOutput(config)
         self.pre_norm = config.pre_norm
 
-    def forward(self, x, mask, head_mask=None, encoder_states=None, past=None, output_attentions=False):
+    def forward(self, x, mask, head_mask=None, encoder_states=None, cache=None, output_attentions=False):
         residual = x
         if self.pre_norm:
             x = self.output.LayerNorm(x)
-        ctx, probs, present = self.self(x, mask, head_mask, encoder_states, past, output_attentions)
+        ctx, probs = self.self(x, mask, head_mask, encoder_states, cache, output_attentions)
         out = self.output.dropout(self.output.dense(ctx)) + residual  # (B, T, D)
         if not self.pre_norm:
             out = self.output.LayerNorm(out)
-        return out, probs, present
+        return out, probs
 
 
 # ------------------------------------------------------------------------- feed-forward + adapters
@@ -351,7 +347,7 @@ class XmodIntermediate(nn.Module):
     def __init__(self, config: XmodConfig) -> None:
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.intermediate_act_fn = get_activation(config.hidden_act)
+        self.intermediate_act_fn = ACT2FN[config.hidden_act]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.intermediate_act_fn(self.dense(x))  # (B, T, F)
@@ -365,7 +361,7 @@ class XmodAdapter(nn.Module):
         bottleneck = config.adapter_bottleneck_size
         self.dense1 = nn.Linear(config.hidden_size, bottleneck)
         self.dense2 = nn.Linear(bottleneck, config.hidden_size)
-        self.adapter_act_fn = get_activation(config.adapter_activation or config.hidden_act)
+        self.adapter_act_fn = ACT2FN[config.adapter_activation or config.hidden_act]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dense2(self.adapter_act_fn(self.dense1(x)))  # (B, T, R) -> (B, T, D)
@@ -406,12 +402,12 @@ class XmodOutput(nn.Module):
         return self.dropout(routing.apply(self.adapter_modules, h)) + residual  # (B, T, D)
 
 
-class XmodLayer(nn.Module):
-    def __init__(self, config: XmodConfig, has_adapters: bool = True) -> None:
+class XmodLayer(GradientCheckpointingLayer):
+    def __init__(self, config: XmodConfig, layer_idx: int = 0, has_adapters: bool = True) -> None:
         super().__init__()
-        self.attention = XmodAttention(config)
+        self.attention = XmodAttention(config, layer_idx)
         if config.add_cross_attention:
-            self.crossattention = XmodAttention(config, is_cross_attention=True)
+            self.crossattention = XmodAttention(config, layer_idx, is_cross_attention=True)
         self.intermediate = XmodIntermediate(config)
         self.output = XmodOutput(config, has_adapters)
         self.pre_norm = config.pre_norm
@@ -424,16 +420,10 @@ class XmodLayer(nn.Module):
         head_mask: torch.Tensor | None = None,
         encoder_states: torch.Tensor | None = None,
         encoder_mask: torch.Tensor | None = None,
-        past: KVCache | None = None,
+        cache: Cache | None = None,
         output_attentions: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, KVCache]:
-        a, self_probs, present = self.attention(
-            x,
-            mask,
-            head_mask,
-            past=past[:2] if past is not None else None,
-            output_attentions=output_attentions,
-        )
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        a, self_probs = self.attention(x, mask, head_mask, cache=cache, output_attentions=output_attentions)
         cross_probs = None
         if encoder_states is not None:
             if not hasattr(self, "crossattention"):
@@ -441,27 +431,16 @@ class XmodLayer(nn.Module):
                     "encoder_hidden_states were passed but the model has no cross-attention: build it with "
                     "XmodConfig(is_decoder=True, add_cross_attention=True)"
                 )
-            cross_past = past[2:] if past is not None and len(past) == 4 else None
-            a, cross_probs, cross_present = self.crossattention(
-                a, encoder_mask, head_mask, encoder_states, cross_past, output_attentions
+            a, cross_probs = self.crossattention(
+                a, encoder_mask, head_mask, encoder_states, cache, output_attentions
             )
-            present = present + cross_present
         residual = a
         if self.pre_norm:
             a = self.output.LayerNorm(a)
         out = self.output(self.intermediate(a), residual, routing)
         if not self.pre_norm:
             out = self.output.LayerNorm(out)
-        return out, self_probs, cross_probs, present
-
-
-@dataclass
-class EncoderOutput:
-    last_hidden_state: torch.Tensor
-    hidden_states: tuple[torch.Tensor, ...] | None
-    attentions: tuple[torch.Tensor, ...] | None
-    cross_attentions: tuple[torch.Tensor, ...] | None
-    past_key_values: tuple[KVCache, ...] | None
+        return out, self_probs, cross_probs
 
 
 class XmodEncoder(nn.Module):
@@ -469,14 +448,10 @@ class XmodEncoder(nn.Module):
         super().__init__()
         adapter_layers = set(config.adapter_layer_ids)
         self.layer = nn.ModuleList(
-            XmodLayer(config, i in adapter_layers) for i in range(config.num_hidden_layers)
+            XmodLayer(config, i, i in adapter_layers) for i in range(config.num_hidden_layers)
         )
-        if config.pre_norm:  # final LN, only in pre-norm models
-            self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        else:
-            self.LayerNorm = None
-        self.gradient_checkpointing = False
-        self.checkpoint_kwargs: dict = {"use_reentrant": False}
+        # final LN, only in pre-norm models
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.pre_norm else None
 
     def forward(
         self,
@@ -486,45 +461,30 @@ class XmodEncoder(nn.Module):
         head_mask: torch.Tensor | None = None,
         encoder_states: torch.Tensor | None = None,
         encoder_mask: torch.Tensor | None = None,
-        past_key_values: tuple[KVCache, ...] | None = None,
-        use_cache: bool = False,
+        cache: Cache | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
-    ) -> EncoderOutput:
-        hidden, attentions, cross, presents = [], [], [], []
+    ) -> tuple[torch.Tensor, tuple | None, tuple | None, tuple | None]:
+        hidden, attentions, cross = [], [], []
         for i, layer in enumerate(self.layer):
             if output_hidden_states:
                 hidden.append(x)
-            args = (
-                x,
-                routing,
-                mask,
-                head_mask[i] if head_mask is not None else None,
-                encoder_states,
-                encoder_mask,
-                past_key_values[i] if past_key_values is not None else None,
-                output_attentions,
-            )
-            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x, probs, cross_probs, present = checkpoint(layer, *args, **self.checkpoint_kwargs)
-            else:
-                x, probs, cross_probs, present = layer(*args)
-            if output_attentions:
-                attentions.append(probs)
-                if encoder_states is not None:
-                    cross.append(cross_probs)
-            if use_cache:
-                presents.append(present)
+            layer_head_mask = head_mask[i] if head_mask is not None else None
+            x, probs, cross_probs = layer(
+                x, routing, mask, layer_head_mask, encoder_states, encoder_mask,
+                cache=cache, output_attentions=output_attentions,
+            )  # fmt: skip
+            attentions.append(probs)
+            cross.append(cross_probs)
         if self.LayerNorm is not None:
             x = self.LayerNorm(x)
         if output_hidden_states:
             hidden.append(x)
-        return EncoderOutput(
-            last_hidden_state=x,
-            hidden_states=tuple(hidden) if output_hidden_states else None,
-            attentions=tuple(attentions) if output_attentions else None,
-            cross_attentions=tuple(cross) if output_attentions and encoder_states is not None else None,
-            past_key_values=tuple(presents) if use_cache else None,
+        return (
+            x,
+            tuple(hidden) if output_hidden_states else None,
+            tuple(attentions) if output_attentions else None,
+            tuple(cross) if output_attentions and encoder_states is not None else None,
         )
 
 
@@ -538,3 +498,161 @@ class XmodPooler(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.activation(self.dense(x[:, 0]))  # (B, D)
+
+
+# ------------------------------------------------------------------------------------- backbone
+class XmodModel(XmodPreTrainedModel):
+    """The bare X-MOD encoder (or decoder, with ``is_decoder``/``add_cross_attention``)."""
+
+    def __init__(self, config: XmodConfig, add_pooling_layer: bool = True) -> None:
+        super().__init__(config)
+        self.embeddings = XmodEmbeddings(config)
+        self.encoder = XmodEncoder(config)
+        self.pooler = XmodPooler(config) if add_pooling_layer else None
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embeddings.word_embeddings = value
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        lang_ids: torch.Tensor | int | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        head_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+    ) -> BaseModelOutputWithPoolingAndCrossAttentions:
+        """``lang_ids`` (B,): indices into ``config.languages`` (or one python int for the whole batch);
+        ``cache``: transformers' ``DynamicCache`` (``EncoderDecoderCache`` with cross-attention)."""
+        cfg = self.config
+        output_attentions = cfg.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
+        use_cache = (cfg.use_cache if use_cache is None else use_cache) if cfg.is_decoder else False
+
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds")
+        source = input_ids if input_ids is not None else inputs_embeds
+        if source.dim() != (2 if input_ids is not None else 3):
+            raise ValueError(
+                f"input_ids must be (batch, tokens) and inputs_embeds (batch, tokens, hidden); got "
+                f"shape {tuple(source.shape)}"
+            )
+        batch, length = source.shape[:2]
+        device = source.device
+        if cache is not None and not isinstance(cache, Cache):
+            raise TypeError(
+                f"cache must be a transformers Cache (e.g. DynamicCache, the .cache of a previous output), "
+                f"got {type(cache).__name__}"
+            )
+        if use_cache and cache is None:
+            cache = DynamicCache(config=cfg)
+            if encoder_hidden_states is not None:
+                cache = EncoderDecoderCache(cache, DynamicCache(config=cfg))
+        past_length = cache.get_seq_length() if cache is not None else 0
+
+        longest = past_length + length + (cfg.pad_token_id or 0) + 1  # highest RoBERTa position + 1
+        if position_ids is None and longest > cfg.max_position_embeddings:
+            raise ValueError(
+                f"sequence too long: {past_length + length} tokens, but positions stop at "
+                f"max_position_embeddings={cfg.max_position_embeddings} (RoBERTa positions start at "
+                f"pad_token_id + 1); truncate to {cfg.max_position_embeddings - (cfg.pad_token_id or 0) - 1} tokens"
+            )
+        bad_token_types = None
+        if token_type_ids is not None:
+            bad_token_types = ((token_type_ids < 0) | (token_type_ids >= cfg.type_vocab_size)).any()
+        routing, bad = route_languages(cfg, lang_ids, batch, device, also_check=bad_token_types)
+        if bad:
+            raise ValueError(
+                f"token_type_ids must be in 0..{cfg.type_vocab_size - 1} (config.type_vocab_size="
+                f"{cfg.type_vocab_size}); got values up to {int(token_type_ids.max())}. X-MOD/XLM-R checkpoints "
+                "have one token type: drop token_type_ids (or pass zeros)"
+            )
+
+        x = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds, past_length)  # (B, T, D)
+        dtype = _compute_dtype(x)
+        mask = self._self_attention_mask(attention_mask, batch, length, past_length, device, dtype)
+        encoder_mask = None
+        if encoder_hidden_states is not None and encoder_attention_mask is not None:
+            encoder_mask = _additive_mask(_expand_mask(encoder_attention_mask, batch), dtype)
+        head_mask = self._head_mask(head_mask, dtype)
+
+        last, hidden, attentions, cross = self.encoder(
+            x, routing, mask, head_mask, encoder_hidden_states, encoder_mask,
+            cache=cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+        )  # fmt: skip
+        return BaseModelOutputWithPoolingAndCrossAttentions(
+            last_hidden_state=last,
+            pooler_output=self.pooler(last) if self.pooler is not None else None,
+            hidden_states=hidden,
+            cache=cache if use_cache else None,
+            attentions=attentions,
+            cross_attentions=cross,
+        )
+
+    def _self_attention_mask(self, attention_mask, batch, length, past_length, device, dtype):
+        total = past_length + length
+        allowed = None
+        if attention_mask is not None:
+            if attention_mask.dim() == 2 and attention_mask.shape != (batch, total):
+                raise ValueError(
+                    f"attention_mask must have shape (batch, past + tokens) = ({batch}, {total}), "
+                    f"got {tuple(attention_mask.shape)}"
+                )
+            allowed = _expand_mask(attention_mask.to(device), batch)  # (B, 1, 1|T, S) bool
+        if self.config.is_decoder:
+            rows = torch.arange(past_length, total, device=device).view(-1, 1)
+            causal = torch.arange(total, device=device).view(1, -1) <= rows  # (T, S)
+            allowed = causal.view(1, 1, length, total) if allowed is None else allowed & causal
+        return None if allowed is None else _additive_mask(allowed, dtype)
+
+    def _head_mask(self, head_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+        if head_mask is None:
+            return None
+        layers, heads = self.config.num_hidden_layers, self.config.num_attention_heads
+        if head_mask.shape == (heads,):
+            head_mask = head_mask.expand(layers, heads)
+        if head_mask.shape != (layers, heads):
+            raise ValueError(
+                f"head_mask must have shape (num_heads,) = ({heads},) or (num_layers, num_heads) = "
+                f"({layers}, {heads}), got {tuple(head_mask.shape)}"
+            )
+        return head_mask.to(dtype).view(layers, 1, heads, 1, 1)  # per layer (1, H, 1, 1)
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype attention scores will have (the autocast dtype when autocast is on)."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
+def _expand_mask(mask: torch.Tensor, batch: int) -> torch.Tensor:
+    """(B, S) or (B, T, S) 0/1 mask -> broadcastable (B, 1, 1|T, S) boolean 'may attend'."""
+    if mask.dim() == 2:
+        mask = mask[:, None, None, :]
+    elif mask.dim() == 3:
+        mask = mask[:, None, :, :]
+    else:
+        raise ValueError(f"attention masks must be (batch, keys) or (batch, queries, keys), got {tuple(mask.shape)}")
+    if mask.shape[0] != batch:
+        raise ValueError(f"attention mask batch size {mask.shape[0]} does not match the inputs' {batch}")
+    return mask.bool() if mask.dtype == torch.bool else mask != 0
+
+
+def _additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    # The dtype's lowest finite value, not -inf, so a fully masked row stays finite (as in transformers).
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+        ~allowed, torch.finfo(dtype).min
+    )

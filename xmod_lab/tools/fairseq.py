@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 
-from .configuration import XmodConfig
+from xmod_lab.models import XmodConfig, XmodForMaskedLM, XmodForSequenceClassification
 
 logger = logging.getLogger(__name__)
 
@@ -504,8 +504,6 @@ def convert_fairseq_checkpoint(
     ``sentencepiece.bpe.model`` and ``dict.txt`` sit beside ``model.pt``, also a fast tokenizer that
     reproduces fairseq's token ids (``fairseq_tokenizer``) and copies of both files.
     """
-    from . import XmodForMaskedLM, XmodForSequenceClassification
-
     checkpoint = load_fairseq_checkpoint(model_pt_path, trust_checkpoint)
     args = checkpoint.get("cfg") or checkpoint.get("args")
     config, state_dict = convert_fairseq_state_dict(checkpoint["model"], args, classification_head)
