@@ -110,6 +110,10 @@ class XmodConfig(PretrainedConfig):
     def copy(self) -> XmodConfig:
         return copy.deepcopy(self)
 
+    def __eq__(self, other: object) -> bool:
+        # Same model description, whichever transformers version wrote the file it came from.
+        return isinstance(other, XmodConfig) and self.to_dict() == other.to_dict()
+
     # ---------------------------------------------------------- derived sizes
     @property
     def head_dim(self) -> int:
