@@ -175,3 +175,36 @@ def test_transformers_version_range_is_checked_at_import():
         check_transformers_version("4.37.2")
     with pytest.raises(ImportError, match="found transformers 6.0.0"):
         check_transformers_version("6.0.0")
+
+
+def test_push_to_hub_uploads_files_that_load_back(tmp_path, monkeypatch):
+    """transformers' push_to_hub with the hub API replaced by a local folder: what it uploads loads back."""
+    import huggingface_hub
+    import transformers.utils.hub as hub
+
+    remote = tmp_path / "remote"
+
+    class LocalHub:
+        def create_repo(self, repo_id, **kwargs):
+            return huggingface_hub.RepoUrl(f"https://huggingface.co/{repo_id}")
+
+        def create_branch(self, **kwargs):
+            pass
+
+        def create_commit(self, repo_id, operations, **kwargs):
+            for op in operations:
+                target = remote / op.path_in_repo
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(open(op.path_or_fileobj, "rb").read())
+            return "committed"
+
+    monkeypatch.setattr(hub, "hf_api", LocalHub)
+    monkeypatch.setattr(hub, "create_and_tag_model_card", lambda *a, **k: huggingface_hub.ModelCard("card"))
+    torch.manual_seed(0)
+    model = xm.XmodForTokenClassification(tiny_config(adapter_activation="relu")).eval()
+    with pytest.warns(UserWarning, match="adapter_activation"):  # our save_pretrained runs inside push_to_hub
+        assert model.push_to_hub("someone/xmod-tiny") == "committed"
+    assert {"config.json", "model.safetensors"} <= {p.name for p in remote.iterdir()}
+    loaded = xm.XmodForTokenClassification.from_pretrained(remote)
+    ids = torch.randint(3, 99, (2, 7))
+    assert torch.equal(loaded(ids, lang_ids=1).logits, model(ids, lang_ids=1).logits)
