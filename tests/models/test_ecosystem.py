@@ -208,3 +208,28 @@ def test_push_to_hub_uploads_files_that_load_back(tmp_path, monkeypatch):
     loaded = xm.XmodForTokenClassification.from_pretrained(remote)
     ids = torch.randint(3, 99, (2, 7))
     assert torch.equal(loaded(ids, lang_ids=1).logits, model(ids, lang_ids=1).logits)
+
+
+def test_prune_heads_equals_masking_them_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    model = xm.XmodForMaskedLM(tiny_config()).eval()
+    ids, lang = torch.randint(3, 99, (3, 8)), torch.tensor([0, 2, 3])
+    head_mask = torch.ones(2, 4)
+    head_mask[0, [0, 2]] = 0
+    head_mask[1, 3] = 0
+    masked = model(ids, lang_ids=lang, head_mask=head_mask).logits
+    before = model.num_parameters()
+    model.prune_heads({0: [0, 2]})
+    model.prune_heads({1: [3], 0: [2]})  # pruning a pruned head again is a no-op
+    assert model.config.pruned_heads == {0: [0, 2], 1: [3]}
+    assert model.num_parameters() == before - 3 * (3 * (8 * 32 + 8) + 32 * 8)  # per head: q, k, v rows, Wo columns
+    assert max_diff(model(ids, lang_ids=lang).logits, masked) <= 1e-5
+    with pytest.warns(UserWarning, match="pruned_heads"):
+        model.save_pretrained(tmp_path)
+    loaded = xm.XmodForMaskedLM.from_pretrained(tmp_path)
+    assert loaded.roberta.encoder.layer[0].attention.self.num_heads == 2
+    assert torch.equal(loaded(ids, lang_ids=lang).logits, model(ids, lang_ids=lang).logits)
+    with pytest.raises(ValueError, match="every head of layer 1"):
+        model.prune_heads({1: [0, 1, 2]})
+    with pytest.raises(ValueError, match="cannot be combined with pruned heads"):
+        model(ids, lang_ids=lang, head_mask=head_mask)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
+from dataclasses import field
 from typing import Any
 
 from transformers import PretrainedConfig
@@ -76,6 +77,7 @@ class XmodConfig(PretrainedConfig):
     adapter_layers: list[int] | None = None
     adapter_activation: str | None = None
     adapter_mode: str = "modular"
+    pruned_heads: dict[int, list[int]] = field(default_factory=dict)  # prune_heads() fills it
 
     def __post_init__(self, **kwargs: Any) -> None:
         for key in _DERIVED:
@@ -92,6 +94,8 @@ class XmodConfig(PretrainedConfig):
         self.languages = [str(code) for code in self.languages]
         if self.adapter_layers is not None:
             self.adapter_layers = sorted(int(i) for i in self.adapter_layers)
+        # JSON keys are strings; heads are numbered as in the unpruned layer.
+        self.pruned_heads = {int(k): sorted(int(h) for h in v) for k, v in (self.pruned_heads or {}).items()}
         super().__post_init__(**kwargs)
         if self.label2id is None and self.id2label is not None:
             self.label2id = {v: k for k, v in self.id2label.items()}
@@ -233,6 +237,11 @@ def transformers_incompatibilities(config: XmodConfig) -> list[str]:
         reasons.append(
             f"adapter_activation={activation!r}: transformers' adapters always use hidden_act={config.hidden_act!r}, "
             "so it would run a different model without any error"
+        )
+    if config.pruned_heads:
+        reasons.append(
+            f"pruned_heads={config.pruned_heads}: transformers 5 cannot prune heads, so its attention "
+            "layers would not fit these weights"
         )
     return reasons
 

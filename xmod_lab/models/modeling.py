@@ -231,11 +231,13 @@ class XmodSelfAttention(nn.Module):
 
     def __init__(self, config: XmodConfig, layer_idx: int = 0, is_cross_attention: bool = False) -> None:
         super().__init__()
-        self.num_heads = config.num_attention_heads
+        pruned = [] if is_cross_attention else config.pruned_heads.get(layer_idx, [])
+        self.num_heads = config.num_attention_heads - len(pruned)
         self.head_dim = config.head_dim
-        self.query = nn.Linear(config.hidden_size, config.hidden_size)
-        self.key = nn.Linear(config.hidden_size, config.hidden_size)
-        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        inner = self.num_heads * self.head_dim  # D unless heads were pruned
+        self.query = nn.Linear(config.hidden_size, inner)
+        self.key = nn.Linear(config.hidden_size, inner)
+        self.value = nn.Linear(config.hidden_size, inner)
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
         self.layer_idx = layer_idx
         self.is_cross_attention = is_cross_attention
@@ -317,9 +319,9 @@ class XmodSelfAttention(nn.Module):
 class XmodSelfOutput(nn.Module):
     """Attention output projection; its LayerNorm is post-LN or (pre_norm) the pre-LN of the block."""
 
-    def __init__(self, config: XmodConfig) -> None:
+    def __init__(self, config: XmodConfig, num_heads: int) -> None:
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = nn.Linear(num_heads * config.head_dim, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -328,7 +330,7 @@ class XmodAttention(nn.Module):
     def __init__(self, config: XmodConfig, layer_idx: int = 0, is_cross_attention: bool = False) -> None:
         super().__init__()
         self.self = XmodSelfAttention(config, layer_idx, is_cross_attention)
-        self.output = XmodSelfOutput(config)
+        self.output = XmodSelfOutput(config, self.self.num_heads)
         self.pre_norm = config.pre_norm
 
     def forward(self, x, mask, head_mask=None, encoder_states=None, cache=None, output_attentions=False):
@@ -620,6 +622,11 @@ class XmodModel(XmodPreTrainedModel):
     def _head_mask(self, head_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
         if head_mask is None:
             return None
+        if self.config.pruned_heads:
+            raise ValueError(
+                f"head_mask cannot be combined with pruned heads (config.pruned_heads={self.config.pruned_heads}); "
+                "prune the heads you want masked instead"
+            )
         layers, heads = self.config.num_hidden_layers, self.config.num_attention_heads
         if head_mask.shape == (heads,):
             head_mask = head_mask.expand(layers, heads)

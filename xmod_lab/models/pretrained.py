@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import torch
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
@@ -80,6 +81,31 @@ class XmodPreTrainedModel(PreTrainedModel):
             head.bias = head.decoder.bias  # one bias parameter, as at construction
         return embeddings
 
+    def prune_heads(self, heads_to_prune: dict[int, list[int]]) -> None:
+        """Remove self-attention heads for good: ``{layer: [head, ...]}``, heads numbered as in the unpruned
+        layer. The v4.37.2 API; transformers 5 dropped it, so pruned files load in xmod-lab only."""
+        total = self.config.num_attention_heads
+        for layer_idx, heads in heads_to_prune.items():
+            layer_idx, heads = int(layer_idx), {int(h) for h in heads}
+            if not 0 <= layer_idx < self.config.num_hidden_layers or not heads <= set(range(total)):
+                raise ValueError(
+                    f"prune_heads got layer {layer_idx}, heads {sorted(heads)}; layers are "
+                    f"0..{self.config.num_hidden_layers - 1} and heads 0..{total - 1}"
+                )
+            done = self.config.pruned_heads.get(layer_idx, [])
+            current = [h for h in range(total) if h not in done]  # original numbers of the heads still there
+            keep = [i for i, h in enumerate(current) if h not in heads]
+            if not keep:
+                raise ValueError(f"prune_heads would remove every head of layer {layer_idx}; keep at least one")
+            attention = self.base_model.encoder.layer[layer_idx].attention
+            width = attention.self.head_dim
+            index = torch.cat([torch.arange(i * width, (i + 1) * width) for i in keep])
+            for name in ("query", "key", "value"):
+                setattr(attention.self, name, _keep_features(getattr(attention.self, name), index, dim=0))
+            attention.output.dense = _keep_features(attention.output.dense, index, dim=1)
+            attention.self.num_heads = len(keep)
+            self.config.pruned_heads[layer_idx] = sorted(set(done) | heads)
+
     # ----------------------------------------------------------------------- IO
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
         """transformers' save_pretrained; a config transformers cannot rebuild is noted in config.json."""
@@ -93,3 +119,19 @@ class XmodPreTrainedModel(PreTrainedModel):
         # silently initialise the missing weights.
         check_checkpoint_fits(model, state_dict, checkpoint_files, load_config.ignore_mismatched_sizes)
         return super()._load_pretrained_model(model, state_dict, checkpoint_files, load_config, *args, **kwargs)
+
+
+def _keep_features(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
+    """A copy of ``linear`` with only the output (dim=0) or input (dim=1) features in ``index``."""
+    index = index.to(linear.weight.device)
+    weight = linear.weight.detach().index_select(dim, index)
+    new = nn.Linear(weight.shape[1], weight.shape[0], bias=linear.bias is not None)
+    new.to(device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        new.weight.copy_(weight)
+        if linear.bias is not None:
+            new.bias.copy_(linear.bias.detach() if dim == 1 else linear.bias.detach().index_select(0, index))
+    new.weight.requires_grad_(linear.weight.requires_grad)
+    if linear.bias is not None:
+        new.bias.requires_grad_(linear.bias.requires_grad)
+    return new
