@@ -31,6 +31,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPoolingAndCrossAtte
 from transformers.utils.generic import can_return_tuple
 
 from .configuration import SHARED_ADAPTER, XmodConfig
+from .masks import additive_mask, compute_dtype, expand_mask, head_mask_per_layer, self_attention_mask
 from .pretrained import XmodPreTrainedModel
 
 
@@ -583,12 +584,12 @@ class XmodModel(XmodPreTrainedModel):
             )
 
         x = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds, past_length)  # (B, T, D)
-        dtype = _compute_dtype(x)
-        mask = self._self_attention_mask(attention_mask, batch, length, past_length, device, dtype)
+        dtype = compute_dtype(x)
+        mask = self_attention_mask(cfg, attention_mask, batch, length, past_length, device, dtype)
         encoder_mask = None
         if encoder_hidden_states is not None and encoder_attention_mask is not None:
-            encoder_mask = _additive_mask(_expand_mask(encoder_attention_mask, batch), dtype)
-        head_mask = self._head_mask(head_mask, dtype)
+            encoder_mask = additive_mask(expand_mask(encoder_attention_mask, batch), dtype)
+        head_mask = head_mask_per_layer(cfg, head_mask, dtype)
 
         last, hidden, attentions, cross = self.encoder(
             x, routing, mask, head_mask, encoder_hidden_states, encoder_mask,
@@ -602,64 +603,3 @@ class XmodModel(XmodPreTrainedModel):
             attentions=attentions,
             cross_attentions=cross,
         )
-
-    def _self_attention_mask(self, attention_mask, batch, length, past_length, device, dtype):
-        total = past_length + length
-        allowed = None
-        if attention_mask is not None:
-            if attention_mask.dim() == 2 and attention_mask.shape != (batch, total):
-                raise ValueError(
-                    f"attention_mask must have shape (batch, past + tokens) = ({batch}, {total}), "
-                    f"got {tuple(attention_mask.shape)}"
-                )
-            allowed = _expand_mask(attention_mask.to(device), batch)  # (B, 1, 1|T, S) bool
-        if self.config.is_decoder:
-            rows = torch.arange(past_length, total, device=device).view(-1, 1)
-            causal = torch.arange(total, device=device).view(1, -1) <= rows  # (T, S)
-            allowed = causal.view(1, 1, length, total) if allowed is None else allowed & causal
-        return None if allowed is None else _additive_mask(allowed, dtype)
-
-    def _head_mask(self, head_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
-        if head_mask is None:
-            return None
-        if self.config.pruned_heads:
-            raise ValueError(
-                f"head_mask cannot be combined with pruned heads (config.pruned_heads={self.config.pruned_heads}); "
-                "prune the heads you want masked instead"
-            )
-        layers, heads = self.config.num_hidden_layers, self.config.num_attention_heads
-        if head_mask.shape == (heads,):
-            head_mask = head_mask.expand(layers, heads)
-        if head_mask.shape != (layers, heads):
-            raise ValueError(
-                f"head_mask must have shape (num_heads,) = ({heads},) or (num_layers, num_heads) = "
-                f"({layers}, {heads}), got {tuple(head_mask.shape)}"
-            )
-        return head_mask.to(dtype).view(layers, 1, heads, 1, 1)  # per layer (1, H, 1, 1)
-
-
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype attention scores will have (the autocast dtype when autocast is on)."""
-    if torch.is_autocast_enabled(x.device.type):
-        return torch.get_autocast_dtype(x.device.type)
-    return x.dtype
-
-
-def _expand_mask(mask: torch.Tensor, batch: int) -> torch.Tensor:
-    """(B, S) or (B, T, S) 0/1 mask -> broadcastable (B, 1, 1|T, S) boolean 'may attend'."""
-    if mask.dim() == 2:
-        mask = mask[:, None, None, :]
-    elif mask.dim() == 3:
-        mask = mask[:, None, :, :]
-    else:
-        raise ValueError(f"attention masks must be (batch, keys) or (batch, queries, keys), got {tuple(mask.shape)}")
-    if mask.shape[0] != batch:
-        raise ValueError(f"attention mask batch size {mask.shape[0]} does not match the inputs' {batch}")
-    return mask.bool() if mask.dtype == torch.bool else mask != 0
-
-
-def _additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    # The dtype's lowest finite value, not -inf, so a fully masked row stays finite (as in transformers).
-    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
-        ~allowed, torch.finfo(dtype).min
-    )
