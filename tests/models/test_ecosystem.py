@@ -159,12 +159,14 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     assert plain.keys() == ckpt.keys() and max(max_diff(plain[n], ckpt[n]) for n in plain) <= 1e-6
 
 
-def test_push_to_hub_and_auto_class_are_transformers():
-    # The hub upload is transformers' own method (nothing to reach from tests); the auto classes accept our config.
+def test_push_to_hub_is_transformers_and_auto_classes_build_ours():
     assert xm.XmodForMaskedLM.push_to_hub is PreTrainedModel.push_to_hub
     assert xm.XmodConfig.push_to_hub is transformers.PretrainedConfig.push_to_hub
-    model = transformers.AutoModel.from_config(tiny_config())
-    assert type(model).__name__ == "XmodModel"  # transformers' class, built from our config's fields
+    assert type(transformers.AutoModel.from_config(tiny_config())) is xm.XmodModel
+    head = transformers.AutoModelForTokenClassification.from_config(tiny_config(num_labels=5))
+    assert type(head) is xm.XmodForTokenClassification and head.classifier.out_features == 5
+    theirs = transformers.AutoModel.from_config(transformers.XmodConfig())  # theirs still builds theirs
+    assert type(theirs) is transformers.XmodModel
 
 
 def test_transformers_version_range_is_checked_at_import():

@@ -10,6 +10,8 @@ adapters.py, freezing.py, adapter_files.py: languages after pre-training, freezi
 per-language adapter files.
 """
 
+import transformers
+
 from ._versions import check_transformers_version
 
 check_transformers_version()
@@ -25,6 +27,18 @@ from .heads import (  # noqa: E402
 )
 from .modeling import XmodModel  # noqa: E402
 from .pretrained import XmodPreTrainedModel  # noqa: E402
+
+# The Auto classes build ours from our config (transformers' own XmodConfig keeps building theirs).
+for _auto, _model_class in (
+    (transformers.AutoModel, XmodModel),
+    (transformers.AutoModelForMaskedLM, XmodForMaskedLM),
+    (transformers.AutoModelForCausalLM, XmodForCausalLM),
+    (transformers.AutoModelForSequenceClassification, XmodForSequenceClassification),
+    (transformers.AutoModelForTokenClassification, XmodForTokenClassification),
+    (transformers.AutoModelForQuestionAnswering, XmodForQuestionAnswering),
+    (transformers.AutoModelForMultipleChoice, XmodForMultipleChoice),
+):
+    _auto.register(XmodConfig, _model_class, exist_ok=True)
 
 __all__ = [
     "XMOD_LANGUAGES_81",
