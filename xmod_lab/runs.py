@@ -9,6 +9,7 @@ A run directory (Hydra's output dir) ends up holding::
     checkpoints/          Lightning checkpoints (train)
     results.json, .csv    per-language metrics, written at the very end
     run_complete          written last: a run without it did not finish
+    run_failed            the error of a run that failed (xmod_lab.run_dir)
 
 Everything here writes on global rank 0 only.
 """
@@ -27,6 +28,8 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from xmod_lab.run_dir import FAILED
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +125,7 @@ def start_run(out_dir: str | Path, cfg: DictConfig) -> None:
     """Resolved config + git revision; removes a stale completion marker (a reused directory)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for name in (COMPLETE, RESULTS_JSON, RESULTS_CSV):
+    for name in (COMPLETE, FAILED, RESULTS_JSON, RESULTS_CSV):
         (out / name).unlink(missing_ok=True)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     revision = git_revision(Path(__file__).resolve().parent)

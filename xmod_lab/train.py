@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
@@ -86,11 +85,7 @@ def export(task: L.LightningModule, datamodule: L.LightningDataModule, export_di
     log.info("exported the model%s to %s", " and tokenizer" if tokenizer is not None else "", export_dir)
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
-    return metrics.get(cfg.optimized_metric) if cfg.optimized_metric else None  # for hparams_search
+if __name__ == "__main__":  # python -m xmod_lab.train: the same as xmod-train
+    from xmod_lab.cli import main
 
-
-if __name__ == "__main__":
-    main()
+    main("train")
