@@ -49,7 +49,7 @@ def override_summary(overrides: Iterable[str], keys: set[str] | None = None, max
         key = key.lstrip("+~")
         if not sep or (keys is not None and key not in keys) or key.startswith(_NOT_IN_NAME):
             continue
-        value = re.sub(r"[^A-Za-z0-9._,+=-]+", "-", value.replace("/", "-")).strip("-")
+        value = re.sub(r"[^A-Za-z0-9._,+=]+", "-", value).strip("-")
         parts.append(f"{key.rsplit('.', 1)[-1].lstrip('+~')}={value}")
     text = ""
     for i, part in enumerate(parts):
