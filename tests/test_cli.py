@@ -101,7 +101,7 @@ def test_run_that_fails_after_it_started_is_marked_failed(tmp_path):
     assert out.returncode == 1
     assert "did you mean trainer.max_epochs?" in out.stderr and "Traceback" not in out.stderr
     (run,) = (tmp_path / "outputs" / "default" / "runs").iterdir()
-    assert run.name.endswith("_max_epoch=3,n_train=32,n_eval=8")
+    assert run.name.endswith("_max_epoch-3+n_train-32+n_eval-8")
     assert (run / "config.yaml").is_file() and not (run / "run_complete").exists()
     failed = (run / run_dir.FAILED).read_text()
     assert failed.startswith("InstantiationException") and "max_epoch" in failed
@@ -115,11 +115,20 @@ def test_override_summary_is_short_and_file_name_safe():
     summary = run_dir.override_summary(
         ["freeze=paper", "adapter.reduction_factor=4", "+languages.add.rm_CH=[de_DE,fr_XX]",
          "ckpt_path=/a/b/last.ckpt", "hydra.run.dir=x", "data.source.path='/d/{lang}.jsonl'"])
-    assert summary == "freeze=paper,reduction_factor=4,rm_CH=de_DE,fr_XX,+1"  # 60 characters at most
-    assert run_dir.override_summary(["data.source.path='/d/{lang}.jsonl'"]) == "path=d-lang-.jsonl"
+    assert summary == "freeze-paper+reduction_factor-4+rm_CH-de_DE-fr_XX+1more"  # 60 characters at most
+    assert run_dir.override_summary(["data.source.path='/d/{lang}.jsonl'"]) == "path-d-lang-.jsonl"
     long = run_dir.override_summary([f"a.key{i}={'v' * 10}" for i in range(10)])
-    assert len(long) <= 60 and long.endswith(tuple(f",+{n}" for n in range(1, 11)))
-    assert run_dir.override_summary(["optimizer.lr=1e-3", "seed=2"], keys={"seed"}) == "seed=2"
+    assert len(long) <= 60 and long.endswith(tuple(f"+{n}more" for n in range(1, 11)))
+    assert run_dir.override_summary(["optimizer.lr=1e-3", "seed=2"], keys={"seed"}) == "seed-2"
+
+
+def test_a_run_directory_is_a_valid_hydra_value_unquoted(tmp_path):
+    """`xmod-eval ckpt_path=<run dir>/checkpoints/last.ckpt` pasted as is: no `=` or `,` in the name."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    name = Path(run_dir.new_run_dir(str(tmp_path), ["+languages.add.rm_CH=[de_DE,fr_XX]", "optimizer.lr=1e-4"])).name
+    (parsed,) = OverridesParser.create().parse_overrides([f"ckpt_path=runs/{name}/last.ckpt"])
+    assert parsed.value() == f"runs/{name}/last.ckpt" and not parsed.is_sweep_override()
 
 
 def test_two_runs_started_in_the_same_second_get_two_directories(tmp_path, monkeypatch):
@@ -128,8 +137,8 @@ def test_two_runs_started_in_the_same_second_get_two_directories(tmp_path, monke
     assert run_dir.new_run_dir(str(tmp_path), ["freeze=paper"]) == first  # resolved again in one process
     monkeypatch.setattr(run_dir, "_CLAIMED", {})  # a second process
     second = run_dir.new_run_dir(str(tmp_path), ["freeze=paper"])
-    assert Path(first).name == "2026-11-29_10-00-00_freeze=paper"
-    assert Path(second).name == "2026-11-29_10-00-00_freeze=paper-2"
+    assert Path(first).name == "2026-11-29_10-00-00_freeze-paper"
+    assert Path(second).name == "2026-11-29_10-00-00_freeze-paper-2"
     assert Path(first).is_dir() and Path(second).is_dir()
 
 

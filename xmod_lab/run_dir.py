@@ -2,9 +2,9 @@
 
 Names (conf/hydra/default.yaml)::
 
-    outputs/<name>/runs/<time>_<overrides>            xmod-train freeze=paper  ->  ..._freeze=paper
+    outputs/<name>/runs/<time>_<overrides>            xmod-train freeze=paper  ->  ..._freeze-paper
     outputs/<name>/multiruns/<time>/<n>_<swept>       xmod-train -m adapter.reduction_factor=2,4
-                                                      ->  .../0_reduction_factor=2, 1_reduction_factor=4
+                                                      ->  .../0_reduction_factor-2, 1_reduction_factor-4
 
 A run directory is claimed with an exclusive ``mkdir``: two runs started in the same second get
 ``<time>_<overrides>`` and ``<time>_<overrides>-2``, never one shared directory.
@@ -38,10 +38,11 @@ _CLAIMED: dict[tuple[str, str], str] = {}  # (parent, name) -> directory: resolv
 
 
 def override_summary(overrides: Iterable[str], keys: set[str] | None = None, max_len: int = _MAX_NAME) -> str:
-    """``freeze=paper,reduction_factor=4``: the overrides (of ``keys`` if given) in a file-name-safe form.
+    """``freeze-paper+reduction_factor-4``: the overrides (of ``keys`` if given), short and safe both as a
+    file name and inside a Hydra override (``ckpt_path=<run>/...`` needs no quotes: no ``=`` or ``,``).
 
-    Each override keeps its last key component (``adapter.reduction_factor=4`` -> ``reduction_factor=4``);
-    paths and output settings are left out; too long a summary ends in ``+<n>`` (the number left out).
+    Each override keeps its last key component (``adapter.reduction_factor=4`` -> ``reduction_factor-4``);
+    paths and output settings are left out; too long a summary ends in ``+<n>more``.
     """
     parts = []
     for override in overrides:
@@ -49,14 +50,14 @@ def override_summary(overrides: Iterable[str], keys: set[str] | None = None, max
         key = key.lstrip("+~")
         if not sep or (keys is not None and key not in keys) or key.startswith(_NOT_IN_NAME):
             continue
-        value = re.sub(r"[^A-Za-z0-9._,+=]+", "-", value).strip("-")
-        parts.append(f"{key.rsplit('.', 1)[-1].lstrip('+~')}={value}")
+        value = re.sub(r"[^A-Za-z0-9._]+", "-", value).strip("-")
+        parts.append(f"{key.rsplit('.', 1)[-1]}-{value}")
     text = ""
     for i, part in enumerate(parts):
-        rest = f"+{len(parts) - i}"
-        candidate = f"{text},{part}" if text else part
-        if len(candidate) > max_len - (len(rest) + 1 if i + 1 < len(parts) else 0):
-            return f"{text},{rest}" if text else rest
+        rest = f"+{len(parts) - i}more"
+        candidate = f"{text}+{part}" if text else part
+        if len(candidate) > max_len - (len(rest) if i + 1 < len(parts) else 0):
+            return f"{text}{rest}" if text else rest.lstrip("+")
         text = candidate
     return text
 
