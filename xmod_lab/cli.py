@@ -39,6 +39,7 @@ from xmod_lab import run_dir
 
 COMMANDS = {"train": "xmod_lab.train:train", "eval": "xmod_lab.eval:evaluate"}
 PACKAGE_DIR = Path(__file__).resolve().parent
+HYDRA_DIR = Path(hydra.__file__).resolve().parent  # its usage errors ("Only one of --run, --cfg, ...")
 # Exceptions xmod-lab raises on bad input (a value, a file, a language); printed without traceback when
 # raised by xmod-lab's own code. The same types from inside a library are bugs until shown otherwise.
 KNOWN_ERRORS = (ValueError, OSError, RuntimeError, KeyError, TypeError)
@@ -110,8 +111,8 @@ def _job_function(command: str) -> Callable[[DictConfig], Any]:
 
 
 def is_known(err: BaseException) -> bool:
-    """An error xmod-lab raised on purpose: a Hydra config error, or a KNOWN_ERRORS type whose innermost
-    frame is xmod-lab code (or one we re-raised without its library traceback)."""
+    """An error raised on purpose about the input: a Hydra config error, or a KNOWN_ERRORS type whose
+    innermost frame is xmod-lab's (or Hydra's command-line) code."""
     if isinstance(err, HydraException | OmegaConfBaseException):
         return True
     if not isinstance(err, KNOWN_ERRORS):
@@ -119,7 +120,8 @@ def is_known(err: BaseException) -> bool:
     tb = err.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
-    return tb is not None and Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(PACKAGE_DIR)
+    source = Path(tb.tb_frame.f_code.co_filename).resolve() if tb is not None else None
+    return source is not None and any(source.is_relative_to(d) for d in (PACKAGE_DIR, HYDRA_DIR))
 
 
 def explain(err: BaseException, command: str, argv: list[str]) -> bool:
