@@ -155,3 +155,26 @@ def test_results_never_sit_beside_another_runs_config(tmp_path):
     with pytest.raises(RuntimeError, match="no longer the config this run started with"):
         runs.finish_run(tmp_path, "test", {"en_XX": {"acc": 2.0}}, {})
     assert not (tmp_path / "results.json").exists()
+
+
+def test_failure_marker_names_the_error_or_the_interruption(tmp_path):
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "config.yaml").write_text("seed: 1\n")
+    try:
+        raise ValueError("loss is nan at step 7")
+    except ValueError as err:
+        assert run_dir.record_failure(run, err) == "marked"
+    assert (run / run_dir.FAILED).read_text().startswith("ValueError: loss is nan at step 7\n\nTraceback")
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            sys.exit(1)  # what Lightning does after its graceful shutdown
+    except SystemExit as err:
+        run_dir.record_failure(run, err)
+    assert (run / run_dir.FAILED).read_text().startswith("interrupted (Ctrl-C)")
+    # a directory this process did not create is never removed, even when it holds nothing else
+    bare = tmp_path / "given"
+    (bare / ".hydra").mkdir(parents=True)
+    assert run_dir.record_failure(bare, ValueError("x")) == "marked" and bare.is_dir()

@@ -64,25 +64,31 @@ def main(command: str) -> None:
     """Run Hydra's command line for ``command`` (train | eval) and turn failures into one clear message."""
     argv = [("hydra/job_logging=verbose" if a in VERBOSE_FLAGS else a) for a in sys.argv[1:]]
     sys.argv[1:] = argv
-    full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    users = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing a trimmed traceback
     try:
-        hydra.main(version_base="1.3", config_path="conf", config_name=command)(_job_function(command))()
+        hydra.main(version_base="1.3", config_path="conf", config_name=command)(_job_function(command, users))()
     except Exception as err:
-        if full_error or not explain(err, command, argv):
+        if users == "1" or not explain(err, command, argv):
             raise
         sys.exit(1)
     finally:
-        if not full_error:
-            os.environ.pop("HYDRA_FULL_ERROR", None)
+        _set_env("HYDRA_FULL_ERROR", users)
 
 
-def _job_function(command: str) -> Callable[[DictConfig], Any]:
+def _set_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
+def _job_function(command: str, users_full_error: str | None) -> Callable[[DictConfig], Any]:
     module_name, _, function_name = COMMANDS[command].partition(":")
 
     def job(cfg: DictConfig) -> Any:
         # while the job runs, processes it starts (DDP ranks) see the user's HYDRA_FULL_ERROR
-        ours = os.environ.pop("HYDRA_FULL_ERROR", None)
+        _set_env("HYDRA_FULL_ERROR", users_full_error)
         if HydraConfig.get().runtime.choices.get("hydra/job_logging") != "verbose":
             for message in FRAMEWORK_WARNINGS:
                 warnings.filterwarnings("ignore", message=message)
@@ -98,8 +104,7 @@ def _job_function(command: str) -> Callable[[DictConfig], Any]:
                       file=sys.stderr)
             raise
         finally:
-            if ours is not None:
-                os.environ["HYDRA_FULL_ERROR"] = ours
+            os.environ["HYDRA_FULL_ERROR"] = "1"
         if command == "train" and cfg.get("optimized_metric"):
             return result.get(cfg.optimized_metric)  # what a hparams_search sweeper optimises
         return None

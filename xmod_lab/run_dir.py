@@ -135,7 +135,9 @@ def record_failure(out_dir: str | os.PathLike, error: BaseException, discard: bo
     ):
         shutil.rmtree(out, ignore_errors=True)
         return "removed"
-    what = "interrupted" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}: {error}"
+    # Lightning turns Ctrl-C into a graceful shutdown and sys.exit(1)
+    interrupted = isinstance(error, KeyboardInterrupt) or isinstance(error.__context__, KeyboardInterrupt)
+    what = "interrupted (Ctrl-C)" if interrupted else f"{type(error).__name__}: {error}"
     trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
     (out / FAILED).write_text(f"{what}\n\n{trace}")
     record = logging.LogRecord("xmod_lab", logging.ERROR, __file__, 0, "run failed: %s\n%s", (what, trace), None)
