@@ -21,7 +21,6 @@ TINY = [
     "model.config.hidden_size=32",
     "model.config.intermediate_size=64",
     "trainer.max_steps=2",
-    "trainer.limit_train_batches=2",  # the 2 steps are an epoch: validated, a checkpoint chosen on it
     "trainer.enable_progress_bar=false",
 ]
 
@@ -56,6 +55,7 @@ def tiny_sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
         root = tmp_path_factory.mktemp("checkout")
         done = run_train(
             "-m", "adapter.reduction_factor=2,4,8,0", "logger=[csv,wandb]", *TINY,
+            "trainer.limit_train_batches=2",  # the 2 steps are an epoch: validated, checkpoint chosen on it
             env={**outputs_in(root), "WANDB_MODE": "offline"},
         )  # fmt: skip
         _SWEEP.append((the_sweep_dir(root), done))
