@@ -375,7 +375,8 @@ def plot_heatmap(summary: dict[str, Any], metric: str, path: str | os.PathLike |
     for i, row in enumerate(values):
         for j, value in enumerate(row):
             if value == value:  # not NaN
-                ax.text(j, i, NUMBER.format(value), ha="center", va="center", color="white", fontsize=8)
+                color = "black" if image.norm(value) > 0.6 else "white"  # readable on light cells too
+                ax.text(j, i, NUMBER.format(value), ha="center", va="center", color=color, fontsize=8)
     averages = sum(lang in (ZERO_SHOT_AVG, AVG) for lang in languages)
     ax.axhline(len(languages) - averages - 0.5, color="white", linewidth=2)  # sets the averages apart
     chance = chance_level(summary, metric)
