@@ -98,3 +98,14 @@ def test_wandb_run_of_an_evaluation_has_job_type_eval(trained, monkeypatch):
     tmp, cache, _, results = trained
     run_eval(tmp, cache, f"ckpt_path={results['checkpoint']}", "logger=wandb", name="eval-wandb")
     assert seen["job_type"] == "eval"
+
+
+def test_evaluation_log_has_no_freezing_table(trained, caplog):
+    """Nothing trains in an evaluation: the freezing table of the task it builds is not shown."""
+    import logging
+
+    tmp, cache, _, results = trained
+    with caplog.at_level(logging.INFO):
+        run_eval(tmp, cache, f"ckpt_path={results['checkpoint']}", name="eval-quiet")
+    assert "test results" in caplog.text
+    assert "freeze=" not in caplog.text and "adapter:de_DE" not in caplog.text

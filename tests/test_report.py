@@ -1,6 +1,8 @@
 """xmod-report and the sweep summary, on sweep directories in xmod-train's on-disk format."""
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,16 +15,21 @@ LANGS = ["en_XX", "de_DE", "fr_XX"]
 
 
 def make_run(
-    sweep: Path, num: int, overrides: list[str], accs: list[float] | None, error: str | None = None
+    sweep: Path, num: int, overrides: list[str], accs: list[float] | None, error: str | None = None,
+    val: float | None = None,
 ) -> Path:
-    """A run directory as xmod-train + SweepSummary leave it (accs None: a run that failed)."""
+    """A run directory as xmod-train + SweepSummary leave it (accs None: a run that failed); ``val``: the
+    validation score its checkpoint was chosen on."""
     run = sweep / str(num)
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (run / "config.yaml").write_text(
+        "task:\n  _target_: xmod_lab.tasks.SequenceClassificationTask\n  num_labels: 3\n")
     if accs is not None:
         table = {lang: {"acc": acc, "loss": 1.0 - acc / 100} for lang, acc in zip(LANGS, accs, strict=True)}
         table["avg"] = {"acc": sum(accs) / len(accs), "loss": sum(1.0 - a / 100 for a in accs) / len(accs)}
-        results = {"task": "x", "train_languages": ["en"], "split": "test", "test": table, "parameters": {}}
+        results = {"task": "x", "train_languages": ["en"], "split": "test", "test": table, "parameters": {},
+                   "monitor": "val/en_XX/acc", "monitor_mode": "max", "best_score": val}
         (run / "results.json").write_text(json.dumps(results))
         (run / "job_status.json").write_text(json.dumps({"status": "completed", "error": None}))
     else:
@@ -33,10 +40,11 @@ def make_run(
 @pytest.fixture
 def sweep(tmp_path) -> Path:
     sweep = tmp_path / "multiruns" / "2026-11-22_08-00-00"
-    for num, (rf, accs) in enumerate(
-        [(2, [80.0, 60.0, 55.0]), (4, [78.0, 64.0, 58.0]), (8, [75.0, 50.0, 49.0])]
+    # the best test average (run 1) is not the best on validation (run 0): "best" must be run 0
+    for num, (rf, accs, val) in enumerate(
+        [(2, [80.0, 60.0, 55.0], 82.0), (4, [78.0, 64.0, 58.0], 79.0), (8, [75.0, 50.0, 49.0], 70.0)]
     ):
-        make_run(sweep, num, [f"adapter.reduction_factor={rf}", "trainer.max_steps=4"], accs)
+        make_run(sweep, num, [f"adapter.reduction_factor={rf}", "trainer.max_steps=4"], accs, val=val)
     make_run(sweep, 3, ["adapter.reduction_factor=16", "trainer.max_steps=4"], None, "ValueError: boom")
     return sweep
 
@@ -69,8 +77,50 @@ def test_format_table_shows_varying_overrides_only(sweep):
     text = report.format_table(report.collect_sweep(sweep))
     assert "reduction_factor" in text and "max_steps" not in text
     row = next(line for line in text.splitlines() if line.startswith("1 "))
-    assert row.split()[:6] == ["1", "4", "78", "64", "58", "66.67"]
-    assert "failed: ValueError: boom" in text
+    # languages, zero-shot average (de, fr), overall average, validation score: all with two decimals
+    assert row.split()[:8] == ["1", "4", "78.00", "64.00", "58.00", "61.00", "66.67", "79.00"]
+    assert "zs_avg" in text.splitlines()[3] and "failed: ValueError: boom" in text
+    assert text.startswith("metric: acc (chance 33.33)\nbest: run 0 (best on validation val/en_XX/acc (max) = 82.00)")
+
+
+def test_best_is_not_chosen_without_validation_scores(sweep):
+    results = sweep / "2" / "results.json"
+    results.write_text(results.read_text().replace('"best_score": 70.0', '"best_score": null'))
+    best, why = report.best_run(report.collect_sweep(sweep))
+    assert best is None and "no validation score" in why
+    assert "best: not chosen" in report.format_table(report.collect_sweep(sweep))
+
+
+def test_find_sweep_from_anywhere(sweep, tmp_path, monkeypatch):
+    """The newest outputs/*/multiruns/* under XMOD_ROOT, a given folder, or the working directory's
+    parents (a notebook started in notebooks/ or anywhere else in the checkout)."""
+    root = tmp_path / "checkout"
+    older = root / "outputs" / "default" / "multiruns" / "2026-11-01_00-00-00"
+    older.mkdir(parents=True)
+    newest = root / "outputs" / "other" / "multiruns" / "2026-11-02_00-00-00"
+    newest.mkdir(parents=True)
+    os.utime(older, (1, 1))
+    (root / "notebooks").mkdir()
+    monkeypatch.delenv("XMOD_SWEEP_DIR", raising=False)
+    monkeypatch.delenv("XMOD_ROOT", raising=False)
+    monkeypatch.chdir(root / "notebooks")
+    assert report.find_sweep() == newest
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XMOD_ROOT", str(root))
+    assert report.find_sweep() == newest
+    assert report.find_sweep(sweep) == sweep and report.find_sweep(root) == newest
+    monkeypatch.setenv("XMOD_ROOT", str(tmp_path / "nothing"))
+    with pytest.raises(FileNotFoundError, match="no sweep found"):
+        report.find_sweep()
+
+
+def test_cli_without_argument_reports_the_newest_sweep(sweep, tmp_path, monkeypatch, capsys):
+    root = tmp_path / "root"
+    shutil.copytree(sweep, root / "outputs" / "default" / "multiruns" / sweep.name)
+    monkeypatch.delenv("XMOD_SWEEP_DIR", raising=False)
+    monkeypatch.setenv("XMOD_ROOT", str(root))
+    assert report.main([]) == 0
+    assert f"sweep: {root / 'outputs' / 'default' / 'multiruns' / sweep.name}" in capsys.readouterr().out
 
 
 def test_cli_prints_table_and_writes_pngs(sweep, tmp_path, capsys):
@@ -88,13 +138,33 @@ def test_cli_other_metric_and_plot_contents(sweep):
     summary = report.collect_sweep(sweep)
     fig = report.plot_heatmap(summary, "loss")
     (ax, _colorbar) = fig.axes
-    assert [t.get_text() for t in ax.get_yticklabels()] == [*LANGS, "avg"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [*LANGS, "zs_avg", "avg"]
     assert [t.get_text() for t in ax.get_xticklabels()] == [f"reduction_factor={rf}" for rf in (2, 4, 8)]
     fig = report.plot_zero_shot(summary, "acc")
-    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
-    assert labels == ["en_XX\n(train)", "de_DE", "fr_XX"]
-    heights = sorted(round(p.get_height(), 1) for p in fig.axes[0].patches)
-    assert heights == sorted([80.0, 60.0, 55.0, 78.0, 64.0, 58.0, 75.0, 50.0, 49.0])
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == ["en_XX\n(train)", "de_DE", "fr_XX", "zero-shot\navg", "avg\n(all)"]
+    heights = sorted(round(p.get_height(), 2) for p in ax.patches)
+    zero_shot_avgs = [57.5, 61.0, 49.5]
+    avgs = [65.0, 66.67, 58.0]
+    assert heights == sorted([80.0, 60.0, 55.0, 78.0, 64.0, 58.0, 75.0, 50.0, 49.0, *zero_shot_avgs, *avgs])
+    chance = [line for line in ax.get_lines() if line.get_label().startswith("chance")]
+    assert len(chance) == 1 and list(chance[0].get_ydata()) == pytest.approx([100 / 3, 100 / 3])
+
+
+@pytest.mark.parametrize("runs", [1, 3, 8])
+def test_zero_shot_legend_never_covers_a_bar(tmp_path, runs):
+    """Bars as high as the axes go (100%) in every group: a legend inside the axes would cover some."""
+    sweep = tmp_path / "sweep"
+    for num in range(runs):
+        make_run(sweep, num, [f"adapter.reduction_factor={num + 1}"], [100.0, 99.0, 98.0 - num], val=50.0)
+    fig = report.plot_zero_shot(report.collect_sweep(sweep), "acc")
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent()
+    assert len(ax.patches) == 5 * runs
+    assert not [p for p in ax.patches if legend.overlaps(p.get_window_extent())]
+    assert not legend.overlaps(ax.get_window_extent())  # beside the axes, not on them
 
 
 def test_cli_errors_are_clear(tmp_path, sweep, capsys):

@@ -55,6 +55,7 @@ def tiny_sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
         root = tmp_path_factory.mktemp("checkout")
         done = run_train(
             "-m", "adapter.reduction_factor=2,4,8,0", "logger=[csv,wandb]", *TINY,
+            "trainer.limit_train_batches=2",  # the 2 steps are an epoch: validated, checkpoint chosen on it
             env={**outputs_in(root), "WANDB_MODE": "offline"},
         )  # fmt: skip
         _SWEEP.append((the_sweep_dir(root), done))
@@ -70,31 +71,36 @@ def test_sweep_summary_keeps_finished_runs_and_names_failed_ones(tiny_sweep):
     assert done.returncode != 0, "Hydra reports the failed job with a non-zero exit"
     summary = json.loads((sweep / "sweep_summary.json").read_text())
     runs = {r["run"]: r for r in summary["runs"]}
-    assert sorted(runs) == ["0", "1", "2", "3"] and summary["failed"] == ["3"]
-    assert runs["3"]["status"] == "failed" and "adapter_reduction_factor" in runs["3"]["error"]
+    # job directories: <job number>_<the swept override>, in job order
+    names = [f"{n}_reduction_factor-{rf}" for n, rf in enumerate((2, 4, 8, 0))]
+    assert [r["run"] for r in summary["runs"]] == names and summary["failed"] == [names[3]]
+    failed = runs[names[3]]
+    assert failed["status"] == "failed" and "adapter_reduction_factor" in failed["error"]
+    assert "adapter_reduction_factor" in (sweep / names[3] / "run_failed").read_text()
     languages = ["en_XX", "de_DE", "fr_XX", "ru_RU", "zh_CN"]
     sizes = []
     for num, rf in (("0", "2"), ("1", "4"), ("2", "8")):
-        run = runs[num]
+        run = runs[f"{num}_reduction_factor-{rf}"]
         assert run["status"] == "completed" and run["overrides"]["adapter.reduction_factor"] == rf
-        assert sorted(run["metrics"]) == sorted([*languages, "avg"])
+        assert sorted(run["metrics"]) == sorted([*languages, "zs_avg", "avg"])
         accs = [run["metrics"][lang]["acc"] for lang in languages]
         assert run["metrics"]["avg"]["acc"] == pytest.approx(sum(accs) / 5, abs=1e-3)
+        assert run["metrics"]["zs_avg"]["acc"] == pytest.approx(sum(accs[1:]) / 4, abs=1e-3)  # en trained
         # each sweep point built its own model: smaller adapters, fewer parameters
-        counts = json.loads((sweep / num / "results.json").read_text())["parameters"]
+        counts = json.loads((sweep / run["run"] / "results.json").read_text())["parameters"]
         sizes.append(counts["trainable"] + counts["frozen"])
     assert sizes[0] > sizes[1] > sizes[2]
     with (sweep / "sweep_summary.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [(r["run"], r["status"], r["adapter.reduction_factor"]) for r in rows] == [
-        ("0", "completed", "2"),
-        ("1", "completed", "4"),
-        ("2", "completed", "8"),
-        ("3", "failed", "0"),
+        (names[0], "completed", "2"),
+        (names[1], "completed", "4"),
+        (names[2], "completed", "8"),
+        (names[3], "failed", "0"),
     ]
-    assert float(rows[1]["avg/acc"]) == pytest.approx(runs["1"]["metrics"]["avg"]["acc"])
+    assert float(rows[1]["avg/acc"]) == pytest.approx(runs[names[1]]["metrics"]["avg"]["acc"])
     assert "\n" not in rows[3]["error"] and "must be a positive number" in rows[3]["error"]
-    assert "Runs that did not finish: 3" in done.stdout + done.stderr
+    assert f"Runs that did not finish: {names[3]}" in done.stdout + done.stderr
 
 
 @pytest.mark.slow
@@ -103,13 +109,19 @@ def test_sweep_runs_share_one_wandb_group(tiny_sweep):
 
     sweep, _ = tiny_sweep
     groups, names, configs = set(), [], []
-    for num in ("0", "1", "2"):
-        (run_dir,) = (sweep / num / "wandb").glob("offline-run-*")
-        run = read_wandb_records(run_dir)["run"][0].run
+    for num, rf in (("0", 2), ("1", 4), ("2", 8)):
+        job = sweep / f"{num}_reduction_factor-{rf}"
+        (run_dir,) = (job / "wandb").glob("offline-run-*")
+        records = read_wandb_records(run_dir)
+        run = records["run"][0].run
         groups.add(run.run_group)
         names.append(run.display_name)
-        configs.append({item.key: json.loads(item.value_json) for item in run.config.update})
-        assert (sweep / num / "wandb_run_id.txt").read_text() == run.run_id
+        assert list(run.tags) == [f"adapter.reduction_factor={rf}"]  # filter a sweep by its overrides
+        config = {item.key: json.loads(item.value_json) for item in run.config.update}
+        for record in records.get("config", []):  # later updates (Lightning's hyper-parameters) on top
+            config.update({item.key: json.loads(item.value_json) for item in record.config.update})
+        configs.append(config)
+        assert (job / "wandb_run_id.txt").read_text() == run.run_id
     (group,) = groups
     assert group.endswith(sweep.name) and len(group) <= 128
     # named by what the sweep varies; the resolved job config logged at creation

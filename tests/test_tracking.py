@@ -176,3 +176,41 @@ def test_logger_wandb_config_continues_the_run_of_ckpt_path(tmp_path, no_wandb_e
     assert isinstance(logger, tracking.ResultsTableWandbLogger)
     assert logger.experiment.id == "abc123xy" and list(logger.experiment.tags) == ["resumed"]
     assert (tmp_path / "new" / tracking.RUN_ID_FILE).read_text() == "abc123xy"
+
+
+@pytest.mark.slow
+def test_training_run_config_stays_nested_with_numbers_and_prints_validation_scores(tmp_path, no_wandb_env,
+                                                                                    caplog):
+    """xmod-train with logger=wandb: Lightning's hyper-parameter logging (the task's saved hparams) must not
+    turn the config groups into repr strings; each validation epoch prints its per-language scores."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import read_write
+
+    from tests.tasks.run_helpers import SHRINK, SYNTHETIC, compose_run, no_hydra
+    from xmod_lab.train import train
+
+    run = tmp_path / "run"
+    with no_hydra():
+        cfg = compose_run("train", run, tmp_path / "cache", [
+            *SHRINK, *SYNTHETIC, "logger=wandb", "adapter.reduction_factor=4", "trainer.max_epochs=2",
+            "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "tags=[rf4]"])
+        with read_write(HydraConfig.instance().cfg.hydra):  # what Hydra sets in a real run
+            HydraConfig.instance().cfg.hydra.runtime.output_dir = str(run)
+        with caplog.at_level(logging.INFO):
+            train(cfg)
+    wandb.finish()
+
+    (offline,) = offline_runs(run)
+    records = read_wandb_records(offline)
+    config = {item.key: json.loads(item.value_json) for item in records["run"][0].run.config.update}
+    for record in records.get("config", []):  # later updates, in order: what the W&B UI shows at the end
+        config.update({item.key: json.loads(item.value_json) for item in record.config.update})
+    assert config["adapter"]["reduction_factor"] == 4 and isinstance(config["adapter"]["reduction_factor"], int)
+    for group in ("model", "languages", "adapter", "freeze", "optimizer", "scheduler"):
+        assert isinstance(config[group], dict), (group, config[group])
+    assert config["optimizer"]["lr"] == pytest.approx(1e-3) and config["languages"]["train"] == ["en"]
+    assert list(records["run"][0].run.tags) == ["rf4"]
+
+    lines = [r.getMessage() for r in caplog.records if "validation acc:" in r.getMessage()]
+    assert [line.split(" (")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
+    assert all(f"{lang} " in lines[-1] for lang in ("en_XX", "de_DE", "fr_XX", "ru_RU", "zh_CN", "avg"))

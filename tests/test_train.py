@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -49,6 +50,11 @@ def test_run_directory_holds_config_git_checkpoints_and_results(trained):
     langs = ["en_XX", "de_DE", "fr_XX", "ru_RU", "zh_CN"]
     assert list(results["test"]) == [*langs, "avg"]
     assert results["parameters"]["trainable"] > 0 and results["train_languages"] == ["en"]
+    # the score "best run" is chosen on in reports: the checkpoint's validation score, not a test score
+    assert results["monitor"] == "val/en_XX/acc" and results["monitor_mode"] == "max"
+    with (run_dir / "csv" / "metrics.csv").open() as f:
+        logged = [float(row["val/en_XX/acc"]) for row in csv.DictReader(f) if row.get("val/en_XX/acc")]
+    assert len(logged) == 1 and results["best_score"] == pytest.approx(logged[0], abs=1e-3)
     assert results["test"]["de_DE"]["acc"] == pytest.approx(metrics["test/de_DE/acc"], abs=1e-3)
     rows = (run_dir / "results.csv").read_text().splitlines()
     assert rows[0] == "language,acc" and rows[-1].startswith("avg,") and len(rows) == 7

@@ -11,11 +11,12 @@ architecture and weights come from the checkpoint, the languages to evaluate fro
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import is_dataclass
 from pathlib import Path
 
-import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -40,6 +41,22 @@ def load_task(cfg: DictConfig) -> L.LightningModule:
             f"ckpt_path={cfg.ckpt_path!r} does not load as {task_cls.__name__} ({err}); "
             "pass the task=... (or experiment=...) the checkpoint was trained with"
         ) from err
+
+
+class _DropFreezingReport(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("freeze=")
+
+
+@contextlib.contextmanager
+def no_freezing_report() -> Iterator[None]:
+    """Building a task logs its freezing table (what trains): nothing trains in an evaluation."""
+    logger, drop = logging.getLogger("xmod_lab.tasks.common"), _DropFreezingReport()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
 
 
 # What a checkpoint's run directory decides unless the command line says otherwise (its config.yaml).
@@ -96,11 +113,13 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         torch.set_num_threads(cfg.torch_threads)
     L.seed_everything(cfg.seed, workers=True)
     if cfg.ckpt_path:
-        task = load_task(cfg)
+        with no_freezing_report():
+            task = load_task(cfg)
         datamodule = runs.build_datamodule(cfg, list(task.model.config.languages))
     else:  # model.pretrained: an exported directory or a hub id, used as is
         datamodule = runs.build_datamodule(cfg, backbone_languages(cfg.model, cfg.languages))
-        task = runs.build(cfg.task)
+        with no_freezing_report():
+            task = runs.build(cfg.task)
     if sorted(datamodule.eval_languages) != sorted(task.eval_languages):
         raise ValueError(f"data evaluates {datamodule.eval_languages} but the task expects {task.eval_languages}")
     runs.check_tokenizer_fits(datamodule, task.model)
@@ -125,10 +144,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
-def main(cfg: DictConfig) -> None:
-    evaluate(cfg)
+if __name__ == "__main__":  # python -m xmod_lab.eval: the same as xmod-eval
+    from xmod_lab.cli import main
 
-
-if __name__ == "__main__":
-    main()
+    main("eval")

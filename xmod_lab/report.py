@@ -3,7 +3,13 @@
 On-disk format (written by ``xmod-train -m ...``): a sweep directory holds one subdirectory per run with
 ``.hydra/overrides.yaml`` (the run's overrides), ``results.json`` (per-language metrics, see
 ``per_language_metrics``) once it finished, and ``job_status.json`` (written by ``xmod_lab.sweep.SweepSummary``).
+Each run's ``config.yaml`` gives the chance level (classification accuracy: 100 / number of classes).
 This module reads only those files, so it works on sweeps copied off a cluster and never imports torch.
+
+Conventions of every table and plot here: numbers with two decimals (``NUMBER``); the languages, then
+``zs_avg`` (the zero-shot average: evaluation languages the run did not train on) and ``avg`` (all of
+them); "best" is the run with the best validation score of the metric its checkpoints were chosen on
+(``results.json``: ``monitor`` / ``best_score``), never a test score.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +29,9 @@ SUMMARY_CSV = "sweep_summary.csv"
 SUMMARY_JSON = "sweep_summary.json"
 JOB_STATUS = "job_status.json"
 RESULTS = "results.json"
+CONFIG = "config.yaml"
+ZERO_SHOT_AVG, AVG = "zs_avg", "avg"
+NUMBER = "{:.2f}"
 
 
 def per_language_metrics(results: Any) -> dict[str, dict[str, float]]:
@@ -67,6 +77,93 @@ def _with_average(metrics: dict[str, dict[str, float]]) -> dict[str, dict[str, f
     return {**metrics, "avg": avg}
 
 
+def _is_trained(language: str, trained: list[str]) -> bool:
+    """``results.json`` lists dataset codes (``en``) while the tables use adapter codes (``en_XX``)."""
+    return language in trained or language.split("_")[0] in trained
+
+
+def _with_zero_shot_average(metrics: dict[str, dict[str, float]], trained: list[str]) -> dict[str, dict[str, float]]:
+    """``zs_avg`` (before ``avg``): the mean over the evaluation languages the run was not trained on."""
+    zero_shot = [row for lang, row in metrics.items() if lang not in (AVG, ZERO_SHOT_AVG) and not _is_trained(lang, trained)]
+    if not trained or not zero_shot or ZERO_SHOT_AVG in metrics:
+        return metrics
+    names = sorted({m for row in zero_shot for m in row})
+    average = {m: sum(r[m] for r in zero_shot if m in r) / sum(m in r for r in zero_shot) for m in names}
+    out = {lang: row for lang, row in metrics.items() if lang != AVG}
+    out[ZERO_SHOT_AVG] = average
+    if AVG in metrics:
+        out[AVG] = metrics[AVG]
+    return out
+
+
+def chance_levels(config_file: Path) -> dict[str, float]:
+    """``{"acc": 33.33}`` for a classification run (``task.num_labels`` classes, or the choices of a
+    multiple-choice task); empty when the run's config does not say (F1, EM, losses have no such line)."""
+    if not config_file.is_file():
+        return {}
+    cfg = OmegaConf.load(config_file)
+    target = str(OmegaConf.select(cfg, "task._target_", default="") or "")
+    if target.endswith("SequenceClassificationTask"):
+        n = OmegaConf.select(cfg, "task.num_labels", default=None)
+    elif target.endswith("MultipleChoiceTask"):
+        n = len(OmegaConf.select(cfg, "data.choices_columns", default=None) or [])
+    else:
+        return {}
+    return {"acc": 100.0 / n} if isinstance(n, int) and n > 1 else {}
+
+
+def _validation_score(results: dict[str, Any]) -> dict[str, Any] | None:
+    """The score the run's checkpoint was chosen on: ``{"metric": "val/en_XX/acc", "value": .., "mode": "max"}``."""
+    value, monitor = results.get("best_score"), results.get("monitor")
+    if not _is_number(value) or not monitor:
+        return None
+    return {"metric": str(monitor), "value": float(value), "mode": str(results.get("monitor_mode") or "max")}
+
+
+def best_run(summary: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """(the finished run with the best validation score, how it was chosen); (None, why) when the runs do
+    not all report one on the same metric (a test score never picks the best)."""
+    finished = [r for r in summary["runs"] if r["metrics"]]
+    scores = [r["validation"] for r in finished]
+    if not finished or any(s is None for s in scores):
+        return None, "no validation score in results.json (monitor / best_score) for every finished run"
+    if len({(s["metric"], s["mode"]) for s in scores}) > 1:
+        return None, "the runs chose checkpoints on different validation metrics"
+    metric, mode = scores[0]["metric"], scores[0]["mode"]
+    pick = max if mode == "max" else min
+    best = pick(finished, key=lambda r: r["validation"]["value"])
+    return best, f"best on validation {metric} ({mode}) = {NUMBER.format(best['validation']['value'])}"
+
+
+def chance_level(summary: dict[str, Any], metric: str) -> float | None:
+    """The chance level of ``metric`` when every run that reports one agrees on it."""
+    levels = {r["chance"][metric] for r in summary["runs"] if metric in r.get("chance", {})}
+    return levels.pop() if len(levels) == 1 else None
+
+
+def find_sweep(path: str | os.PathLike | None = None) -> Path:
+    """A sweep directory: ``path`` itself, else the newest ``outputs/*/multiruns/*`` under ``path``,
+    ``$XMOD_SWEEP_DIR``, ``$XMOD_ROOT``, or the working directory and its parents (a notebook started
+    anywhere in the checkout finds the checkout's sweeps)."""
+    if path is None and os.environ.get("XMOD_SWEEP_DIR"):
+        path = os.environ["XMOD_SWEEP_DIR"]
+    if path is not None:  # a sweep directory, or a folder with outputs/ in it
+        if not Path(path).is_dir():
+            raise FileNotFoundError(f"sweep directory {path} does not exist")
+        sweeps = [p for p in Path(path).glob("outputs/*/multiruns/*") if p.is_dir()]
+        return max(sweeps, key=lambda p: p.stat().st_mtime) if sweeps else Path(path)
+    roots = [Path(os.environ["XMOD_ROOT"])] if os.environ.get("XMOD_ROOT") else [Path.cwd(), *Path.cwd().parents]
+    for root in roots:
+        sweeps = [p for p in root.glob("outputs/*/multiruns/*") if p.is_dir()]
+        if sweeps:
+            return max(sweeps, key=lambda p: p.stat().st_mtime)
+    where = ", ".join(str(r) for r in roots[:2]) + (" and its parents" if len(roots) > 2 else "")
+    raise FileNotFoundError(
+        f"no sweep found in {where} (looked for outputs/*/multiruns/*): run `xmod-train -m ...`, "
+        "or pass the sweep directory (or XMOD_SWEEP_DIR / XMOD_ROOT)"
+    )
+
+
 def _parse_override(text: str) -> tuple[str, str]:
     key, _, value = text.partition("=")
     return key.lstrip("+~"), value
@@ -90,6 +187,10 @@ def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
             trained = [str(code) for code in results.get("train_languages") or []]
         except (ValueError, json.JSONDecodeError) as e:
             error = error or f"unreadable {RESULTS}: {e}"
+    validation = None
+    if results_file.is_file() and not error:
+        validation = _validation_score(json.loads(results_file.read_text()))
+    metrics = _with_zero_shot_average(metrics, trained)
     # no job_status.json: a sweep run without the SweepSummary callback, or a job killed from outside
     status = job.get("status") or ("completed" if metrics else "failed" if error else "unfinished")
     if status == "completed" and not metrics:
@@ -100,14 +201,20 @@ def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
         "overrides": dict(_parse_override(o) for o in overrides),
         "metrics": metrics,
         "train_languages": trained,
+        "chance": chance_levels(run_dir / CONFIG),
+        "validation": validation,
         "error": error,
     }
 
 
 def _run_dirs(sweep_dir: Path) -> list[Path]:
     dirs = [p for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()]
-    # numbered job dirs sort numerically (2 before 10); named ones (override_dirname subdirs) by name
-    return sorted(dirs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
+    # job dirs (<n> or <n>_<overrides>) sort by job number (2 before 10); other names by name
+    def key(p: Path) -> tuple[bool, int, str]:
+        number = re.match(r"(\d+)(?:_|$)", p.name)
+        return (number is None, int(number[1]) if number else 0, p.name)
+
+    return sorted(dirs, key=key)
 
 
 def collect_sweep(sweep_dir: str | os.PathLike) -> dict[str, Any]:
@@ -167,25 +274,43 @@ def write_summary_files(summary: dict[str, Any], folder: Path) -> None:
 
 
 def format_table(summary: dict[str, Any], metric: str | None = None) -> str:
-    """A plain-text table: one row per run, the overrides that vary, ``metric`` per language and average."""
+    """A plain-text table: one row per run, the overrides that vary, ``metric`` per language, the zero-shot
+    and overall averages, the validation score checkpoints were chosen on; the chance level and the best
+    run (on validation) above it."""
     runs = summary["runs"]
     metric = metric or primary_metric(summary)
-    languages = [lang for lang in _languages(summary) if lang != "avg"] + ["avg"]
+    languages = _ordered_languages(summary)
     keys = [k for k in dict.fromkeys(k for r in runs for k in r["overrides"])]
     varying = [k for k in keys if len({r["overrides"].get(k) for r in runs}) > 1] or keys
-    header = ["run", *varying, *languages, "status"]
+    header = ["run", *varying, *languages, "val", "status"]
     table = [header]
     for r in runs:
         cells = [r["run"], *(str(r["overrides"].get(k, "")) for k in varying)]
         cells += [
-            f"{r['metrics'][lang][metric]:.4g}" if metric in r["metrics"].get(lang, {}) else "-"
+            NUMBER.format(r["metrics"][lang][metric]) if metric in r["metrics"].get(lang, {}) else "-"
             for lang in languages
         ]
+        cells.append(NUMBER.format(r["validation"]["value"]) if r.get("validation") else "-")
         cells.append(r["status"] if not r["error"] else f"{r['status']}: {r['error']}"[:80])
         table.append(cells)
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in table]
-    return f"metric: {metric}\n" + "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
+    chance = chance_level(summary, metric)
+    best, how = best_run(summary)
+    head = [f"metric: {metric}" + (f" (chance {NUMBER.format(chance)})" if chance is not None else ""),
+            f"best: run {best['run']} ({how})" if best else f"best: not chosen ({how})"]
+    validation = {r["validation"]["metric"] for r in runs if r.get("validation")}
+    if validation:
+        head.append(f"val: {', '.join(sorted(validation))} of the checkpoint tested; {ZERO_SHOT_AVG}: "
+                    "average over the languages not trained on")
+    return "\n".join([*head, lines[0], "-" * len(lines[0]), *lines[1:]])
+
+
+def _ordered_languages(summary: dict[str, Any]) -> list[str]:
+    """Languages in first-seen order, then zs_avg and avg."""
+    found = _languages(summary)
+    return [lang for lang in found if lang not in (ZERO_SHOT_AVG, AVG)] + [
+        a for a in (ZERO_SHOT_AVG, AVG) if a in found or a == AVG]
 
 
 def _languages(summary: dict[str, Any]) -> list[str]:
@@ -220,9 +345,10 @@ def run_labels(summary: dict[str, Any]) -> dict[str, str]:
 
 
 def metric_matrix(summary: dict[str, Any], metric: str) -> tuple[list[str], list[str], list[list[float]]]:
-    """(languages with ``avg`` last, finished runs, values[language][run]; NaN where a run lacks one)."""
+    """(languages with ``zs_avg`` and ``avg`` last, finished runs, values[language][run]; NaN where a run
+    lacks one)."""
     runs = [r for r in summary["runs"] if r["metrics"]]
-    languages = [lang for lang in _languages(summary) if lang != "avg"] + ["avg"]
+    languages = _ordered_languages(summary)
     values = [[r["metrics"].get(lang, {}).get(metric, float("nan")) for r in runs] for lang in languages]
     return languages, [r["run"] for r in runs], values
 
@@ -232,42 +358,46 @@ def train_languages(summary: dict[str, Any]) -> list[str]:
 
     ``results.json`` lists dataset codes (``en``) while the tables use adapter codes (``en_XX``).
     """
-    trained = {code for r in summary["runs"] for code in r.get("train_languages", [])}
-    return [lang for lang in _languages(summary) if lang in trained or lang.split("_")[0] in trained]
+    trained = [code for r in summary["runs"] for code in r.get("train_languages", [])]
+    return [lang for lang in _languages(summary) if lang not in (ZERO_SHOT_AVG, AVG) and _is_trained(lang, trained)]
 
 
 def plot_heatmap(summary: dict[str, Any], metric: str, path: str | os.PathLike | None = None) -> Any:
-    """Heatmap of ``metric``: languages (rows, ``avg`` last) x configurations (columns)."""
+    """Heatmap of ``metric``: languages (rows; ``zs_avg`` and ``avg`` last, set apart) x configurations."""
     import matplotlib.pyplot as plt
 
     languages, runs, values = metric_matrix(summary, metric)
     labels = run_labels(summary)
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(runs), 1.0 + 0.45 * len(languages)))
+    fig, ax = plt.subplots(figsize=(2.4 + 1.3 * len(runs), 1.2 + 0.45 * len(languages)))
     image = ax.imshow(values, aspect="auto", cmap="viridis")
     ax.set_xticks(range(len(runs)), [labels[r] for r in runs], rotation=30, ha="right")
     ax.set_yticks(range(len(languages)), languages)
     for i, row in enumerate(values):
         for j, value in enumerate(row):
             if value == value:  # not NaN
-                ax.text(j, i, f"{value:.4g}", ha="center", va="center", color="white", fontsize=8)
-    ax.axhline(len(languages) - 1.5, color="white", linewidth=2)  # sets avg apart
-    fig.colorbar(image, ax=ax, label=metric)
+                color = "black" if image.norm(value) > 0.6 else "white"  # readable on light cells too
+                ax.text(j, i, NUMBER.format(value), ha="center", va="center", color=color, fontsize=8)
+    averages = sum(lang in (ZERO_SHOT_AVG, AVG) for lang in languages)
+    ax.axhline(len(languages) - averages - 0.5, color="white", linewidth=2)  # sets the averages apart
+    chance = chance_level(summary, metric)
+    fig.colorbar(image, ax=ax, label=metric + (f" (chance {NUMBER.format(chance)})" if chance is not None else ""))
     ax.set_title(f"{metric} per language and configuration")
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=120)
+    _save(fig, path)
     return fig
 
 
 def plot_zero_shot(summary: dict[str, Any], metric: str, path: str | os.PathLike | None = None) -> Any:
-    """Grouped bars of ``metric`` per evaluation language, one bar per configuration; training language first."""
+    """Grouped bars of ``metric`` per evaluation language, one bar per configuration: training language
+    first, then the zero-shot ones, then ``zs_avg`` and ``avg``; a dashed line at chance; the legend
+    outside the axes, so it never covers a bar."""
     import matplotlib.pyplot as plt
 
     languages, runs, values = metric_matrix(summary, metric)
     trained = train_languages(summary)
+    averages = [lang for lang in (ZERO_SHOT_AVG, AVG) if lang in languages]
     order = [lang for lang in languages if lang in trained] + [
-        lang for lang in languages if lang not in trained and lang != "avg"
-    ]
+        lang for lang in languages if lang not in trained and lang not in averages
+    ] + averages
     by_lang = dict(zip(languages, values, strict=True))
     labels = run_labels(summary)
     width = 0.8 / max(1, len(runs))
@@ -275,30 +405,47 @@ def plot_zero_shot(summary: dict[str, Any], metric: str, path: str | os.PathLike
     for j, run in enumerate(runs):
         xs = [i - 0.4 + width * (j + 0.5) for i in range(len(order))]
         ax.bar(xs, [by_lang[lang][j] for lang in order], width, label=labels[run])
-    ax.set_xticks(range(len(order)), [f"{lang}\n(train)" if lang in trained else lang for lang in order])
+    names = {ZERO_SHOT_AVG: "zero-shot\navg", AVG: "avg\n(all)"}
+    ax.set_xticks(range(len(order)), [f"{lang}\n(train)" if lang in trained else names.get(lang, lang) for lang in order])
     if trained:
         ax.axvline(len([lang for lang in order if lang in trained]) - 0.5, color="grey", linestyle="--")
+    if averages:
+        ax.axvline(len(order) - len(averages) - 0.5, color="black", linewidth=1)
+    chance = chance_level(summary, metric)
+    if chance is not None:
+        ax.axhline(chance, color="red", linestyle=":", linewidth=1.2, label=f"chance ({NUMBER.format(chance)})")
     ax.set_ylabel(metric)
     source = ", ".join(trained) if trained else "the training language"
     ax.set_title(f"Zero-shot transfer from {source}")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    _save(fig, path)
+    return fig
+
+
+def _save(fig: Any, path: str | os.PathLike | None) -> None:
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=120)
-    return fig
+        fig.savefig(path, dpi=120, bbox_inches="tight")  # the legend outside the axes included
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="xmod-report",
-        description="Print a sweep's per-language results table and write its plots as PNG.",
+        description="Print a sweep's per-language results table (zero-shot and overall averages, chance, "
+        "the best run on validation) and write its plots as PNG. The same in a notebook: "
+        "notebooks/sweep_analysis.ipynb. Sweeps come from `xmod-train -m ...`.",
     )
-    parser.add_argument("sweep_dir", help="the multirun directory, e.g. multirun/2026-11-22/08-10-17")
+    parser.add_argument(
+        "sweep_dir", nargs="?",
+        help="a sweep directory (outputs/<name>/multiruns/<time>), or a folder holding outputs/ "
+        "(default: the newest sweep under $XMOD_ROOT, else under the working directory or its parents)",
+    )
     parser.add_argument("--metric", help="metric to show (default: the task's headline metric, e.g. acc)")
-    parser.add_argument("--out", help="folder for the PNGs and the summary (default: SWEEP_DIR)")
+    parser.add_argument("--out", help="folder for the PNGs and the summary (default: the sweep directory)")
     args = parser.parse_args(argv)
     try:
-        summary = collect_sweep(args.sweep_dir)
+        sweep_dir = find_sweep(args.sweep_dir)
+        summary = collect_sweep(sweep_dir)
         metric = args.metric or primary_metric(summary)
         known = {m for r in summary["runs"] for row in r["metrics"].values() for m in row}
         if metric not in known:
@@ -306,9 +453,10 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"xmod-report: error: {e}", file=sys.stderr)
         return 2
-    out = Path(args.out or args.sweep_dir)
+    out = Path(args.out or sweep_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_summary_files(summary, out)
+    print(f"sweep: {sweep_dir}")
     print(format_table(summary, metric))
     import matplotlib
 

@@ -9,6 +9,7 @@ A run directory (Hydra's output dir) ends up holding::
     checkpoints/          Lightning checkpoints (train)
     results.json, .csv    per-language metrics, written at the very end
     run_complete          written last: a run without it did not finish
+    run_failed            the error of a run that failed (xmod_lab.run_dir)
 
 Everything here writes on global rank 0 only.
 """
@@ -16,6 +17,7 @@ Everything here writes on global rank 0 only.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import subprocess
@@ -27,6 +29,8 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from xmod_lab.run_dir import FAILED
 
 log = logging.getLogger(__name__)
 
@@ -122,12 +126,32 @@ def start_run(out_dir: str | Path, cfg: DictConfig) -> None:
     """Resolved config + git revision; removes a stale completion marker (a reused directory)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for name in (COMPLETE, RESULTS_JSON, RESULTS_CSV):
+    for name in (COMPLETE, FAILED, RESULTS_JSON, RESULTS_CSV):
         (out / name).unlink(missing_ok=True)
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    text = OmegaConf.to_yaml(cfg, resolve=True)
+    (out / "config.yaml").write_text(text)
+    _CONFIG_DIGESTS[str(out.resolve())] = hashlib.sha256(text.encode()).hexdigest()
     revision = git_revision(Path(__file__).resolve().parent)
     (out / "git.txt").write_text(revision + "\n")
     log.info("run directory %s (git %s)", out, revision)
+
+
+# run directory -> sha256 of the config.yaml this process wrote there (start_run)
+_CONFIG_DIGESTS: dict[str, str] = {}
+
+
+def check_config_unchanged(out: Path) -> str | None:
+    """The digest of ``out/config.yaml``; an error if it is not the config this process wrote: results
+    must never sit beside another run's config (two runs given one directory with hydra.run.dir)."""
+    path = out / "config.yaml"
+    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    expected = _CONFIG_DIGESTS.get(str(out.resolve()))
+    if expected is not None and digest != expected:
+        raise RuntimeError(
+            f"{path} is no longer the config this run started with (another run wrote into {out}); "
+            "its results are not written there. Give each run its own directory (drop hydra.run.dir)."
+        )
+    return digest
 
 
 def table_from_metrics(metrics: Mapping[str, Any], split: str) -> dict[str, dict[str, float]]:
@@ -159,7 +183,8 @@ def finish_run(out_dir: str | Path, split: str, table: Mapping[str, Mapping[str,
                info: Mapping[str, Any]) -> None:
     """results.json / results.csv, the printed table, then the completion marker (last)."""
     out = Path(out_dir)
-    payload = {**info, "split": split, split: table}
+    digest = check_config_unchanged(out)
+    payload = {**info, "split": split, split: table, "config_sha256": digest}
     (out / RESULTS_JSON).write_text(json.dumps(payload, indent=2) + "\n")
     names = sorted({m for row in table.values() for m in row})
     with (out / RESULTS_CSV).open("w", newline="") as f:

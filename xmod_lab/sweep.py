@@ -37,18 +37,11 @@ from lightning.pytorch.strategies.launchers.subprocess_script import _Subprocess
 from omegaconf import DictConfig
 
 from xmod_lab.report import JOB_STATUS, SUMMARY_CSV, format_table, write_summary
+from xmod_lab.run_dir import is_global_rank_zero
 
 log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- Hydra callback
-
-
-def _is_global_rank_zero() -> bool:
-    return (
-        os.environ.get("LOCAL_RANK", "0") == "0"
-        and os.environ.get("NODE_RANK", "0") == "0"
-        and (os.environ.get("SLURM_PROCID", "0") == "0")
-    )
 
 
 class SweepSummary(Callback):
@@ -60,7 +53,7 @@ class SweepSummary(Callback):
         if wandb is not None and getattr(wandb, "run", None) is not None:
             # close this job's W&B run now, marked failed if the job failed, so the next job starts its own
             wandb.finish(exit_code=0 if job_return.status == JobStatus.COMPLETED else 1)
-        if config.hydra.mode != RunMode.MULTIRUN or not _is_global_rank_zero():
+        if config.hydra.mode != RunMode.MULTIRUN or not is_global_rank_zero():
             return
         job_dir = Path(config.hydra.runtime.output_dir)
         status = {

@@ -12,7 +12,14 @@
   ``wandb.Table`` per stage (``test/results``).
 - the W&B run id is stored in ``<run>/wandb_run_id.txt``; ``ckpt_path=<old run>/checkpoints/...`` finds the
   old run's id and continues that W&B run.
+- the resolved config is the run's config, logged once, nested, numbers as numbers: Lightning's own
+  hyper-parameter logging (the task's ``save_hyperparameters``) adds only keys the config lacks, as plain
+  values, never a ``repr`` string over a config group. Under ``-m`` the job's swept overrides are also its
+  tags (``adapter.reduction_factor=4``), so a sweep can be filtered and grouped by them.
 - wandb not installed or misconfigured (bad mode, entity, ...): a warning and a CSV logger instead.
+
+``ValidationScores`` (conf/callbacks/default.yaml) prints the main validation metric per language and its
+average after every validation epoch, on the console and in the run's log.
 """
 
 from __future__ import annotations
@@ -26,8 +33,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import OmegaConf
+
+from xmod_lab.run_dir import swept_keys
+from xmod_lab.tasks.common import plain
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +86,6 @@ def _hydra_defaults() -> dict[str, Any]:
     """Group/name defaults and the resolved job config from the current Hydra job (empty outside Hydra)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
-    from omegaconf import OmegaConf
 
     if not HydraConfig.initialized():
         return {}
@@ -87,9 +98,10 @@ def _hydra_defaults() -> dict[str, Any]:
         except ValueError:
             pass
         out["group"] = str(sweep_dir)[-128:]  # W&B's limit
-        swept = _swept_keys(hydra_cfg)
+        swept = swept_keys(hydra_cfg.sweep.dir) | set((hydra_cfg.sweeper.get("params") or {}).keys())
         own = [o for o in hydra_cfg.overrides.task if o.split("=", 1)[0].lstrip("+~") in swept]
         out["name"] = ",".join(own) or hydra_cfg.job.override_dirname or f"job{hydra_cfg.job.num}"
+        out["tags"] = [o[:64] for o in own]  # W&B's tag limit
     # xmod-train's resolved config.yaml (written before the loggers are built), else Hydra's composed one,
     # resolved now that the job's Hydra context is set
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -104,23 +116,6 @@ def _hydra_defaults() -> dict[str, Any]:
             except Exception as e:  # an interpolation only the job itself can resolve: log without config
                 log.warning("W&B: could not resolve %s for the run config (%s)", saved, e)
     return out
-
-
-def _swept_keys(hydra_cfg: Any) -> set[str]:
-    """The keys a sweep varies: its command-line sweeps (``a=1,2``) and the sweeper's ``params``."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf
-
-    keys = set((hydra_cfg.sweeper.get("params") or {}).keys())
-    saved = Path(hydra_cfg.sweep.dir) / "multirun.yaml"  # the basic sweeper's copy of the command line
-    if saved.is_file():
-        overrides = OmegaConf.load(saved).hydra.overrides.task
-        keys |= {
-            o.key_or_group
-            for o in OverridesParser.create().parse_overrides(list(overrides))
-            if o.is_sweep_override()
-        }
-    return keys
 
 
 def wandb_logger(
@@ -158,7 +153,7 @@ def wandb_logger(
             entity=entity,
             group=group or defaults.get("group"),
             name=name or defaults.get("name"),
-            tags=list(tags),
+            tags=list(dict.fromkeys([*tags, *defaults.get("tags", [])])),
             mode=mode,
             job_type=job_type,
             id=run_id,
@@ -205,6 +200,30 @@ def parameter_counts(model: Any) -> dict[str, int]:
     return counts
 
 
+class ValidationScores(Callback):
+    """After every validation epoch, one line: the task's main metric per language and their average."""
+
+    @rank_zero_only
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        name = str(getattr(pl_module, "monitor", "val/avg/acc")).rsplit("/", 1)[-1]
+        scores = {}
+        for key, value in trainer.callback_metrics.items():
+            match = _PER_LANGUAGE.match(key)
+            if match and match["stage"] == "val" and match["metric"] == name:
+                scores[match["language"]] = float(value)
+        if not scores:
+            return
+        average = scores.pop("avg", None)
+        cells = [f"{lang} {value:.2f}" for lang, value in scores.items()]
+        if average is not None:
+            cells.append(f"avg {average:.2f}")
+        epochs = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+        log.info("epoch %d%s (step %d) validation %s: %s", trainer.current_epoch + 1, epochs, trainer.global_step,
+                 name, " | ".join(cells))
+
+
 class ResultsTableWandbLogger(WandbLogger):
     """WandbLogger that also records parameter counts and per-language results tables."""
 
@@ -212,6 +231,16 @@ class ResultsTableWandbLogger(WandbLogger):
         super().__init__(*args, **kwargs)
         self._per_language: dict[str, dict[str, dict[str, float]]] = {}
         self._changed: set[str] = set()
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any) -> None:
+        # Lightning logs the task's saved hyper-parameters at fit start; its WandbLogger turns nested
+        # DictConfig values into repr strings, overwriting the nested config groups logged at creation
+        params = plain(vars(params) if not isinstance(params, Mapping) else params)
+        known = self.experiment.config.keys()
+        new = {k: v for k, v in params.items() if k not in known}
+        if new:
+            self.experiment.config.update(new, allow_val_change=True)
 
     @rank_zero_only
     def log_graph(self, model: Any, input_array: Any = None) -> None:

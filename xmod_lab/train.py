@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
-import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
@@ -73,8 +73,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
     runs.finish_run(out, split, table, {
         "task": cfg.task._target_, "checkpoint": best, "train_languages": list(cfg.languages.train),
         "eval_languages": task.eval_languages, "parameters": counts, "global_step": trainer.global_step,
+        **selection_score(checkpoint, cfg),
     })
     return metrics
+
+
+def selection_score(checkpoint: ModelCheckpoint | None, cfg: DictConfig) -> dict[str, Any]:
+    """The validation score the tested checkpoint was chosen on (reports pick the best run on it, never on
+    a test score); None without a monitored checkpoint (debug=fdr, train=false)."""
+    score = checkpoint.best_model_score if checkpoint is not None and cfg.train else None
+    return {"monitor": cfg.monitor, "monitor_mode": cfg.monitor_mode,
+            "best_score": float(score) if score is not None else None}
 
 
 def export(task: L.LightningModule, datamodule: L.LightningDataModule, export_dir: str) -> None:
@@ -86,11 +95,7 @@ def export(task: L.LightningModule, datamodule: L.LightningDataModule, export_di
     log.info("exported the model%s to %s", " and tokenizer" if tokenizer is not None else "", export_dir)
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
-    return metrics.get(cfg.optimized_metric) if cfg.optimized_metric else None  # for hparams_search
+if __name__ == "__main__":  # python -m xmod_lab.train: the same as xmod-train
+    from xmod_lab.cli import main
 
-
-if __name__ == "__main__":
-    main()
+    main("train")

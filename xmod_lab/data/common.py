@@ -196,7 +196,7 @@ def cached(
         os.replace(tmp, target)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
-    log.info("%s: tokenized %d rows, cached at %s", desc, len(ds), target)
+    log.debug("%s: tokenized %d rows, cached at %s", desc, len(ds), target)  # -v shows it
     return datasets.load_from_disk(str(target))
 
 

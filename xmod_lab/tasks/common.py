@@ -26,6 +26,11 @@ from xmod_lab.models.freezing import apply_freeze_policy, parameter_report
 
 log = logging.getLogger(__name__)
 
+# Lightning asks for sync_dist=True on every epoch-level value under DDP; log_per_language's values come
+# from torchmetrics' compute(), which already synced them: the warning is false for those keys only.
+SYNCED_METRIC_WARNING = r"It is recommended to use `self.log\('(val|test)/[^/']+/[^/']+', \.\.\., sync_dist=True\)`"
+warnings.filterwarnings("ignore", message=SYNCED_METRIC_WARNING)
+
 # Config fields of the `adapter` group -> XmodConfig fields (names from the paper / transformers).
 ADAPTER_FIELDS = {
     "reduction_factor": "adapter_reduction_factor",
@@ -273,6 +278,6 @@ def log_per_language(module, stage: str, scores: Mapping[str, Mapping[str, float
             per_metric.setdefault(name, []).append(value)
     for name, values in per_metric.items():
         logs[f"{stage}/avg/{name}"] = sum(values) / len(values)
-    # values are already synced across ranks by torchmetrics; no dataloader suffix on the keys
+    # values are already synced across ranks by torchmetrics (SYNCED_METRIC_WARNING); no dataloader suffix
     module.log_dict(logs, add_dataloader_idx=False, sync_dist=False)
     return logs
