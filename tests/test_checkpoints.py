@@ -218,3 +218,60 @@ def test_a_run_config_cannot_name_arbitrary_callables(trained, tmp_path):
     (copy / "config.yaml").write_text(config.replace("_target_: xmod_lab.data.synthetic_nli", "_target_: os.system"))
     with pytest.raises(ValueError, match=r"data._target_='os.system' is not one of xmod-lab's own options"):
         run_eval(tmp_path, f"ckpt_path={copy / 'checkpoints' / 'last.ckpt'}")
+
+
+# -- a real kill -9 ------------------------------------------------------------------------------------------------
+
+
+class StepFile(Callback):
+    """Writes the number of finished steps to <run>/step.txt after each one (what the killer watches)."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        (Path(trainer.default_root_dir) / "step.txt").write_text(str(trainer.global_step))
+
+
+@pytest.mark.slow
+def test_kill_9_at_a_random_step_loses_at_most_the_step_interval_and_resumes(tmp_path):
+    """`xmod-train` (the default experiment, one epoch of 125 steps) killed with SIGKILL at a random step, then
+    resumed from last.ckpt as the README says."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    every = 10
+    kill_at = random.Random().randint(every + 1, 110)
+    root = Path(__file__).resolve().parents[1]
+    exe = str(Path(sys.executable).with_name("xmod-train"))
+    env = {**os.environ, "PYTHONPATH": str(root), "XMOD_CACHE": str(tmp_path / "cache")}
+    common = ["trainer.max_epochs=1", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1",
+              f"callbacks.model_checkpoint.last_every_n_train_steps={every}"]
+    first = tmp_path / "first"
+    proc = subprocess.Popen([exe, *common, "+callbacks.steps._target_=tests.test_checkpoints.StepFile",
+                             f"hydra.run.dir={first}"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    step_file, deadline = first / "step.txt", time.monotonic() + 300
+    while not (step_file.is_file() and step_file.read_text() and int(step_file.read_text()) >= kill_at):
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = int(step_file.read_text())  # steps finished when the kill landed (or one fewer)
+    for ckpt in (first / "checkpoints").glob("*.ckpt"):
+        load_checkpoint(ckpt)  # every file under a checkpoint name is whole
+    saved = step_of(first / "checkpoints" / "last.ckpt")
+    print(f"killed after step {done} (target {kill_at}); last.ckpt at step {saved}: {done - saved} steps lost")
+    assert 0 <= done - saved <= every
+    assert not (first / "run_complete").exists()
+
+    resumed = tmp_path / "resumed"
+    out = subprocess.run([exe, *common, f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={resumed}"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads((resumed / "results.json").read_text())["global_step"] == 125
+    with (resumed / "csv" / "metrics.csv").open() as f:
+        steps = [int(row["step"]) for row in csv.DictReader(f) if row.get("train/loss")]
+    assert steps == list(range(saved, 125))
