@@ -33,7 +33,6 @@ log = logging.getLogger("xmod_lab.eval")
 
 def load_task(cfg: DictConfig) -> L.LightningModule:
     """The task from a Lightning checkpoint (its saved hyper-parameters, our evaluation languages)."""
-    runs.check_targets(cfg.task, "task")
     task_cls = get_class(cfg.task._target_)
     try:
         with safe_loading():
@@ -66,8 +65,9 @@ def reuse_training_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     if not saved_path.is_file() or "experiment" in keys:
         return cfg
     saved = OmegaConf.load(saved_path)
-    runs.check_targets(saved, str(saved_path))
     reused = [g for g in REUSED_GROUPS if g in saved and g not in keys]
+    for group in reused:  # before anything is instantiated from a file that came with the checkpoint
+        runs.check_targets(saved[group], str(saved_path), group)
     fields = {o: k for o, k in zip(overrides, keys, strict=True) if k.split(".")[0] in reused and "." in k}
     values = {k: OmegaConf.select(cfg, k) for o, k in fields.items() if not o.startswith("~")}
     with open_dict(cfg):

@@ -6,7 +6,8 @@ A run directory (Hydra's output dir) ends up holding::
     config.yaml           the resolved config (every interpolation filled in)
     git.txt               the commit (and whether the tree had local changes)
     <job>.log             the log
-    checkpoints/          Lightning checkpoints (train)
+    tokenizer/            the tokenizer the model was trained with (also inside every checkpoint)
+    checkpoints/          Lightning checkpoints (train), each written to a temporary name and renamed
     results.json, .csv    per-language metrics, written at the very end
     run_complete          written last: a run without it did not finish
 
