@@ -71,10 +71,15 @@ class LastStepSpy(Callback):
 
 def test_last_ckpt_is_rewritten_every_n_steps_within_an_epoch(tmp_path):
     LastStepSpy.seen = []
-    run_train(tmp_path, "trainer.max_epochs=2", "callbacks.model_checkpoint.last_every_n_train_steps=4",
-              "+callbacks.spy._target_=tests.test_checkpoints.LastStepSpy")
+    # monitoring `step` in max mode: every validation improves, so a best checkpoint is due at each epoch end
+    _, run_dir = run_train(tmp_path, "trainer.max_epochs=2", "callbacks.model_checkpoint.last_every_n_train_steps=4",
+                           "monitor=step", "monitor_mode=max", "+callbacks.spy._target_=tests.test_checkpoints.LastStepSpy")
     expected = {0: None, 1: None, 2: None, 3: None, 4: 4, 5: 4, 6: 6, 7: 6, 8: 8, 9: 8, 10: 8, 11: 8}
     assert dict(LastStepSpy.seen) == expected  # saved at steps 4 and 8 and at the epoch end (6)
+    # step 12 is both a step-save and an epoch end: the best checkpoint of that step was still written
+    results = json.loads((run_dir / "results.json").read_text())
+    assert Path(results["checkpoint"]).name == "epoch01-step12.ckpt" and step_of(Path(results["checkpoint"])) == 12
+    assert step_of(run_dir / "checkpoints" / "last.ckpt") == 12
 
 
 class FullDisk(Callback):

@@ -11,7 +11,7 @@ import logging
 import math
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -255,7 +255,7 @@ class FloatMean(MeanMetric):
         super().__init__(**kwargs)
         self.set_dtype(torch.float32)  # also when built under a bf16 default dtype
 
-    def _apply(self, fn, exclude_state=()):  # noqa: ANN001, ANN202  (torchmetrics' signature)
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], exclude_state: Sequence[str] = ()) -> FloatMean:
         def keep_float32(t: torch.Tensor) -> torch.Tensor:
             out = fn(t)
             return out.to(t.dtype) if t.is_floating_point() and out.is_floating_point() else out
