@@ -111,14 +111,31 @@ class Crash(Callback):
             raise RuntimeError("killed")
 
 
-def test_resume_mid_epoch_continues_at_the_saved_step_and_logs_each_step_once(tmp_path):
+class BatchSpy(Callback):
+    """The training batches, in order: (step, the examples' first tokens)."""
+
+    seen: list[tuple[int, list[int]]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        BatchSpy.seen.append((trainer.global_step, batch["input_ids"][:, 1].tolist()))
+
+
+def test_resume_mid_epoch_continues_at_the_saved_step_and_batch_and_logs_each_step_once(tmp_path):
+    spy = ["trainer.max_epochs=2", "trainer.log_every_n_steps=1", "+callbacks.spy._target_=tests.test_checkpoints.BatchSpy"]
+    BatchSpy.seen = []
+    run_train(tmp_path, *spy, name="uninterrupted")
+    reference = list(BatchSpy.seen)
+    assert [step for step, _ in reference] == list(range(2 * STEPS_PER_EPOCH))
+
+    BatchSpy.seen = []
     with pytest.raises(RuntimeError, match="killed"):
-        run_train(tmp_path, "trainer.log_every_n_steps=1", "callbacks.model_checkpoint.last_every_n_train_steps=2",
+        run_train(tmp_path, *spy, "callbacks.model_checkpoint.last_every_n_train_steps=2",
                   "+callbacks.crash._target_=tests.test_checkpoints.Crash", name="first")
     last = tmp_path / "first" / "checkpoints" / "last.ckpt"
     assert step_of(last) == 4  # one step lost: at most last_every_n_train_steps - 1
-    _, resumed = run_train(tmp_path, f"ckpt_path={last}", "trainer.max_epochs=2", "trainer.log_every_n_steps=1",
-                           name="resumed")
+    BatchSpy.seen = []
+    _, resumed = run_train(tmp_path, *spy, f"ckpt_path={last}", name="resumed")
+    assert BatchSpy.seen == reference[4:]  # the same steps on the same batches as the run never interrupted
     assert json.loads((resumed / "results.json").read_text())["global_step"] == 2 * STEPS_PER_EPOCH
     assert step_of(resumed / "checkpoints" / "last.ckpt") == 2 * STEPS_PER_EPOCH
     with (resumed / "csv" / "metrics.csv").open() as f:

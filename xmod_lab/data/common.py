@@ -10,7 +10,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -312,6 +312,24 @@ def tagged_splits(
     }
 
 
+class ResumableBatchSampler(LanguageBatchSampler):
+    """A :class:`LanguageBatchSampler` whose next epoch can start after the batches a resumed run already
+    trained on: Lightning restores the step of a checkpoint written mid-epoch, not the data position, and
+    would otherwise re-read the epoch from its first batch (its order is a function of seed and epoch)."""
+
+    _skip = 0
+
+    def skip_next(self, batches: int) -> None:
+        """The next iteration (one epoch) leaves out its first ``batches`` batches."""
+        self._skip = batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        skip, self._skip = self._skip, 0
+        for i, batch in enumerate(super().__iter__()):
+            if i >= skip:
+                yield batch
+
+
 def train_loader(
     data: Mapping[str, list[TaggedDataset]],
     source: SourceSpec,
@@ -322,7 +340,7 @@ def train_loader(
     """The training loader over every train language at once, batched by ``setup.batching``."""
     parts = loaded(data, "train", source)
     merged = TaggedDataset([p.parts[0] for p in parts])
-    sampler = LanguageBatchSampler(
+    sampler = ResumableBatchSampler(
         merged.example_langs,
         setup.batch_size,
         mode=setup.batching,
