@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import pickle
 from collections.abc import Iterator
 from dataclasses import is_dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 import xmod_lab.conf.schema  # noqa: F401  (registers eval_schema)
 from xmod_lab import runs
+from xmod_lab.checkpoints import safe_loading, unsafe_checkpoint_message
 from xmod_lab.tasks.common import backbone_languages, plain
 
 log = logging.getLogger("xmod_lab.eval")
@@ -34,8 +36,11 @@ def load_task(cfg: DictConfig) -> L.LightningModule:
     """The task from a Lightning checkpoint (its saved hyper-parameters, our evaluation languages)."""
     task_cls = get_class(cfg.task._target_)
     try:
-        return task_cls.load_from_checkpoint(cfg.ckpt_path, map_location="cpu", weights_only=False,
-                                             languages=plain(cfg.languages), freeze={"policy": "none"})
+        with safe_loading():
+            return task_cls.load_from_checkpoint(cfg.ckpt_path, map_location="cpu", weights_only=True,
+                                                 languages=plain(cfg.languages), freeze={"policy": "none"})
+    except pickle.UnpicklingError as err:
+        raise ValueError(unsafe_checkpoint_message(cfg.ckpt_path, err)) from err
     except (TypeError, KeyError, RuntimeError) as err:
         raise ValueError(
             f"ckpt_path={cfg.ckpt_path!r} does not load as {task_cls.__name__} ({err}); "
@@ -78,6 +83,8 @@ def reuse_training_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
         return cfg
     saved = OmegaConf.load(saved_path)
     reused = [g for g in REUSED_GROUPS if g in saved and g not in keys]
+    for group in reused:  # before anything is instantiated from a file that came with the checkpoint
+        runs.check_targets(saved[group], str(saved_path), group)
     fields = {o: k for o, k in zip(overrides, keys, strict=True) if k.split(".")[0] in reused and "." in k}
     values = {k: OmegaConf.select(cfg, k) for o, k in fields.items() if not o.startswith("~")}
     with open_dict(cfg):
@@ -107,8 +114,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test (or validate) a checkpoint or an exported model; returns every logged metric."""
     out = Path(cfg.paths.output_dir)
     runs.check_ckpt_path(cfg.ckpt_path)
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     if cfg.ckpt_path and HydraConfig.initialized():
-        cfg = reuse_training_config(cfg, list(HydraConfig.get().overrides.task))
+        cfg = reuse_training_config(cfg, overrides)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     L.seed_everything(cfg.seed, workers=True)
@@ -120,6 +128,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         datamodule = runs.build_datamodule(cfg, backbone_languages(cfg.model, cfg.languages))
         with no_freezing_report():
             task = runs.build(cfg.task)
+    runs.use_model_tokenizer(datamodule, out, cfg.ckpt_path, cfg.model.get("pretrained"),
+                             explicit=runs.overridden(overrides, "data.tokenizer"))
     if sorted(datamodule.eval_languages) != sorted(task.eval_languages):
         raise ValueError(f"data evaluates {datamodule.eval_languages} but the task expects {task.eval_languages}")
     runs.check_tokenizer_fits(datamodule, task.model)
@@ -129,6 +139,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     loggers = [instantiate(c, job_type="eval") if "job_type" in c else instantiate(c)
                for c in (cfg.logger or {}).values()]
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[])
+    runs.check_precision(trainer)
     if cfg.split == "test":
         trainer.test(task, datamodule=datamodule, verbose=False)
     elif cfg.split == "validation":

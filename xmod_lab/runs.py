@@ -6,7 +6,8 @@ A run directory (Hydra's output dir) ends up holding::
     config.yaml           the resolved config (every interpolation filled in)
     git.txt               the commit (and whether the tree had local changes)
     <job>.log             the log
-    checkpoints/          Lightning checkpoints (train)
+    tokenizer/            the tokenizer the model was trained with (also inside every checkpoint)
+    checkpoints/          Lightning checkpoints (train), each written to a temporary name and renamed
     results.json, .csv    per-language metrics, written at the very end
     run_complete          written last: a run without it did not finish
     run_failed            the error of a run that failed (xmod_lab.run_dir)
@@ -25,11 +26,23 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
+from xmod_lab.checkpoints import TOKENIZER_KEY, TokenizerRecord, load_checkpoint
+from xmod_lab.data.common import replace_tokenizer
+from xmod_lab.data.tokenizer import (
+    check_same_tokenizer,
+    load_tokenizer,
+    tokenizer_fingerprint,
+    tokenizer_record,
+    write_tokenizer_files,
+)
 from xmod_lab.run_dir import FAILED
 
 log = logging.getLogger(__name__)
@@ -101,6 +114,102 @@ def default_monitor(task: Any, languages: DictConfig) -> str:
     if first in task.eval_languages:
         return task.monitor.replace("/avg/", f"/{first}/")
     return task.monitor
+
+
+# What a `_target_` in a config.yaml handed over with a checkpoint may name: xmod-lab's own datamodules,
+# tasks, loggers and callbacks, and Lightning's trainer, callbacks and loggers (nothing that imports or calls
+# a name it is given).
+ALLOWED_TARGETS = (
+    "xmod_lab.data.", "xmod_lab.tasks.", "xmod_lab.tracking.", "xmod_lab.checkpoints.",
+    "lightning.Trainer", "lightning.pytorch.Trainer", "lightning.pytorch.callbacks.", "lightning.pytorch.loggers.",
+    "torch.optim.",
+)
+
+
+def check_targets(node: Any, where: str, path: str = "") -> None:
+    """Every `_target_` under `node` starts with one of ALLOWED_TARGETS (checked before anything is
+    instantiated): a config file can choose among xmod-lab's options but not name arbitrary callables."""
+    if isinstance(node, DictConfig | Mapping):
+        items = node.items_ex(resolve=False) if isinstance(node, DictConfig) else node.items()
+        for key, value in items:
+            if key == "_target_" and not str(value).startswith(ALLOWED_TARGETS):
+                raise ValueError(
+                    f"{where}: {path + '.' if path else ''}_target_={value!r} is not one of xmod-lab's own "
+                    f"options (allowed prefixes: {', '.join(ALLOWED_TARGETS)}); refusing to instantiate it. "
+                    "Choose the group on the command line instead (task=..., data=...)."
+                )
+            check_targets(value, where, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, ListConfig | list | tuple):
+        for i, value in enumerate(node):
+            check_targets(value, where, f"{path}[{i}]")
+
+
+def check_precision(trainer: L.Trainer) -> None:
+    """Refuse a precision the device cannot train in before any work: fp16 on CPU gives a NaN loss from the
+    first step (every score at chance), bf16 needs hardware support on CUDA."""
+    precision = str(trainer.precision)
+    if isinstance(trainer.accelerator, CPUAccelerator) and precision.startswith("16"):
+        raise ValueError(
+            f"trainer.precision={precision} on CPU: float16 arithmetic overflows there (NaN loss from the first "
+            "step). Use trainer.precision=32-true, or bf16-mixed."
+        )
+    if (isinstance(trainer.accelerator, CUDAAccelerator) and precision.startswith("bf16")
+            and not _cuda_bf16_supported()):
+        raise ValueError(f"trainer.precision={precision}: this GPU has no bfloat16 support; use 16-mixed or 32-true.")
+
+
+def _cuda_bf16_supported() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def overridden(overrides: list[str], key: str) -> bool:
+    """Whether the command line sets `key` (`key=...`, `+key=...`)."""
+    return any(o.split("=", 1)[0].lstrip("+~") == key for o in overrides)
+
+
+def use_model_tokenizer(datamodule: Any, out_dir: str | Path, ckpt_path: str | None, pretrained: str | None,
+                        explicit: bool) -> None:
+    """The data tokenizes with the tokenizer the model was trained with: the one a checkpoint carries, or an
+    exported directory's. With `data.tokenizer` given on the command line (`explicit`) it must be that one.
+
+    A checkpoint without a record (written before records existed) keeps the configured tokenizer, with a
+    warning: nothing can check it.
+    """
+    if getattr(datamodule, "tokenizer", None) is None:
+        return
+    if ckpt_path:
+        record = load_checkpoint(ckpt_path, mmap=True).get(TOKENIZER_KEY)
+        if record is None:
+            log.warning("%s records no tokenizer (written by an older xmod-lab): the configured one is used "
+                        "unchecked; it must be the tokenizer of the training run", ckpt_path)
+            return
+        what, fingerprint = f"the checkpoint {ckpt_path}", record["fingerprint"]
+        if not explicit:
+            replace_tokenizer(datamodule, str(write_tokenizer_files(record, Path(out_dir) / "tokenizer")))
+    elif pretrained and (Path(pretrained).expanduser() / "tokenizer_config.json").is_file():
+        what = f"the model in {pretrained}"
+        if not explicit:
+            replace_tokenizer(datamodule, str(Path(pretrained).expanduser()))
+        fingerprint = tokenizer_fingerprint(load_tokenizer(str(Path(pretrained).expanduser())))
+    else:
+        return
+    check_same_tokenizer(datamodule.tokenizer, fingerprint, what,
+                         "Drop data.tokenizer=... to use the model's own tokenizer.")
+    log.info("tokenizer: %s's own (fingerprint %s)", what, fingerprint)
+
+
+def tokenizer_callbacks(datamodule: Any, out_dir: str | Path) -> list[Callback]:
+    """Save the data's tokenizer in the run directory (`<run>/tokenizer/`) and return the callback that puts
+    it into every checkpoint."""
+    tokenizer = getattr(datamodule, "tokenizer", None)
+    if tokenizer is None:
+        return []
+    record = tokenizer_record(tokenizer)
+    if rank_zero_only.rank == 0:
+        write_tokenizer_files(record, Path(out_dir) / "tokenizer")
+    return [TokenizerRecord(record)]
 
 
 def check_ckpt_path(path: str | None) -> None:

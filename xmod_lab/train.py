@@ -17,12 +17,14 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, open_dict
 
 import xmod_lab.conf.schema  # noqa: F401  (registers train_schema)
 from xmod_lab import runs
+from xmod_lab.checkpoints import safe_loading
 from xmod_lab.tasks.common import backbone_languages
 
 log = logging.getLogger("xmod_lab.train")
@@ -36,6 +38,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     datamodule = runs.build_datamodule(cfg, backbone_languages(cfg.model, cfg.languages))
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    runs.use_model_tokenizer(datamodule, out, cfg.ckpt_path, cfg.model.get("pretrained"),
+                             explicit=runs.overridden(overrides, "data.tokenizer"))
     task = runs.build(cfg.task)
     if sorted(datamodule.eval_languages) != sorted(task.eval_languages):
         raise ValueError(f"data evaluates {datamodule.eval_languages} but the task expects {task.eval_languages}")
@@ -48,23 +53,26 @@ def train(cfg: DictConfig) -> dict[str, float]:
     log.info("parameters: %s trainable, %s frozen (freeze.policy=%s)", f"{counts['trainable']:,}",
              f"{counts['frozen']:,}", cfg.freeze.policy)
 
-    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
+    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()] + runs.tokenizer_callbacks(datamodule, out)
     loggers = [instantiate(c) for c in (cfg.logger or {}).values()]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    runs.check_precision(trainer)
     for logger in trainer.loggers:
         logger.log_hyperparams({"parameters/trainable": counts["trainable"], "parameters/frozen": counts["frozen"]})
 
     if cfg.train:
-        trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        with safe_loading():
+            trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
     checkpoint = next((c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)), None)
     best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
     if not cfg.train:
         best = cfg.ckpt_path
     split = "test" if cfg.test else "val"
-    if cfg.test:
-        trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=False)
-    else:
-        trainer.validate(task, datamodule=datamodule, ckpt_path=best, verbose=False)
+    with safe_loading():
+        if cfg.test:
+            trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)
+        else:
+            trainer.validate(task, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     table = runs.table_from_metrics(metrics, split)
 

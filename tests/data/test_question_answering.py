@@ -132,7 +132,7 @@ def test_answer_not_in_context_is_skipped_and_counted(tmp_path, tokenizer_dir, c
         r["answers"]["answer_start"] = [r["answers"]["answer_start"][0] + 1]
     write_jsonl(tmp_path / "en" / "train.jsonl", rows)
     with pytest.raises(
-        ValueError, match=r"language 'en'.*in 6 of 6 rows \(first: row 0\) the answer text does not occur"
+        ValueError, match=r"language 'en'.*in 6 of 6 rows \(first: row 1\) the answer text does not occur"
     ):
         make_dm(tmp_path, tokenizer_dir, train_langs=["en"], eval_langs=["en"],
                 source={"path": str(tmp_path / "{lang}" / "{split}.jsonl"), "splits": {"validation": None, "test": None}}).setup("fit")  # fmt: skip

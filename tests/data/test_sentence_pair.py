@@ -111,7 +111,7 @@ def test_label_outside_label_set_names_the_row(tmp_path, tokenizer_dir):
     rows[2]["label"] = 5
     write_jsonl(tmp_path / "en" / "train.jsonl", rows)
     dm = make_dm(tmp_path, tokenizer_dir, train_only=True, train_langs=["en"], eval_langs=["en"])
-    with pytest.raises(ValueError, match=r"row 2: label 5 is outside the label set"):
+    with pytest.raises(ValueError, match=r"row 3: label 5 is outside the label set"):
         dm.setup("fit")
 
 

@@ -61,12 +61,12 @@ def test_tag_errors_name_the_row(tmp_path, tokenizer_dir):
     write_jsonl(
         tmp_path / "en.jsonl", [{"tokens": ["a"], "ner_tags": [0]}, {"tokens": ["a", "b"], "ner_tags": [0]}]
     )
-    with pytest.raises(ValueError, match=r"en.jsonl.*row 1: 2 tokens but 1 tags"):
+    with pytest.raises(ValueError, match=r"en.jsonl.*row 2: 2 tokens but 1 tags"):
         make_dm(tmp_path, tokenizer_dir, source=src, train_langs=["en"], eval_langs=["en"]).setup("fit")
     write_jsonl(
         tmp_path / "en.jsonl", [{"tokens": ["a"], "ner_tags": [0]}, {"tokens": ["a"], "ner_tags": [7]}]
     )
-    with pytest.raises(ValueError, match=r"row 1: label 7 is outside the label set"):
+    with pytest.raises(ValueError, match=r"row 2: label 7 is outside the label set"):
         make_dm(tmp_path, tokenizer_dir, source=src, train_langs=["en"], eval_langs=["en"]).setup("fit")
     write_jsonl(tmp_path / "en.jsonl", [{"words": ["a"], "ner_tags": [0]}])
     with pytest.raises(ValueError, match=r"missing column\(s\) \['tokens'\]"):

@@ -10,7 +10,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,6 +140,15 @@ class LazyTokenizer:
         return self._fingerprint
 
 
+def replace_tokenizer(datamodule: Any, name_or_path: str) -> None:
+    """Make ``datamodule`` tokenize with ``name_or_path`` instead of its configured tokenizer (a checkpoint's or an
+    export's own; tokenized caches are keyed on the tokenizer, so nothing stale is reused)."""
+    if not isinstance(getattr(datamodule, "_tokenizer", None), LazyTokenizer):
+        raise TypeError(f"{type(datamodule).__name__} does not take its tokenizer from a LazyTokenizer; "
+                        "cannot switch it to the model's own")
+    datamodule._tokenizer = LazyTokenizer(name_or_path)
+
+
 def first_rows(ds: datasets.Dataset, limit: int | None) -> datasets.Dataset:
     return ds.select(range(min(limit, len(ds)))) if limit is not None else ds
 
@@ -153,8 +162,21 @@ def check_columns(ds: datasets.Dataset, required: Sequence[str], where: str) -> 
         )
 
 
+def check_values(ds: datasets.Dataset, columns: Sequence[str], where: str) -> None:
+    """Every row has a value in each of ``columns``: a missing key or null would otherwise be read as the text
+    "None" or fail deep inside tokenization. Rows are numbered from 1, as in the file."""
+    for column in columns:
+        missing = next((i for i, v in enumerate(ds[column]) if v is None), None)
+        if missing is not None:
+            raise ValueError(
+                f"{where}, row {missing + 1}: no value for {column!r} (a missing key or null). Fill it in or drop "
+                "the row."
+            )
+
+
 def label_index(value: Any, label_names: Sequence[str], where: str, row: int) -> int:
-    """A label as an index into label_names (accepts indices or names); a clear error outside the set."""
+    """A label as an index into label_names (accepts indices or names); a clear error outside the set.
+    ``row``: 1-based, as in the file."""
     if isinstance(value, str) and not value.lstrip("-").isdigit():
         if value in label_names:
             return list(label_names).index(value)
@@ -290,6 +312,24 @@ def tagged_splits(
     }
 
 
+class ResumableBatchSampler(LanguageBatchSampler):
+    """A :class:`LanguageBatchSampler` whose next epoch can start after the batches a resumed run already
+    trained on: Lightning restores the step of a checkpoint written mid-epoch, not the data position, and
+    would otherwise re-read the epoch from its first batch (its order is a function of seed and epoch)."""
+
+    _skip = 0
+
+    def skip_next(self, batches: int) -> None:
+        """The next iteration (one epoch) leaves out its first ``batches`` batches."""
+        self._skip = batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        skip, self._skip = self._skip, 0
+        for i, batch in enumerate(super().__iter__()):
+            if i >= skip:
+                yield batch
+
+
 def train_loader(
     data: Mapping[str, list[TaggedDataset]],
     source: SourceSpec,
@@ -300,7 +340,7 @@ def train_loader(
     """The training loader over every train language at once, batched by ``setup.batching``."""
     parts = loaded(data, "train", source)
     merged = TaggedDataset([p.parts[0] for p in parts])
-    sampler = LanguageBatchSampler(
+    sampler = ResumableBatchSampler(
         merged.example_langs,
         setup.batch_size,
         mode=setup.batching,

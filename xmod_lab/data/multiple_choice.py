@@ -18,6 +18,7 @@ from xmod_lab.data.common import (
     cache_key,
     cached,
     check_columns,
+    check_values,
     data_setup,
     eval_loaders,
     eval_source_or_train,
@@ -48,6 +49,8 @@ def encode_choices(
         [context_column, *([question_column] if question_column else []), *choices_columns, label_column],
         where,
     )
+    check_values(ds, [context_column, *([question_column] if question_column else []), *choices_columns,
+                      label_column], where)
     n_rows = len(ds)
     if len(choices_columns) == 1:
         choices = [list(c) for c in ds[choices_columns[0]]]
@@ -57,7 +60,7 @@ def encode_choices(
     n_choices = len(choices[0])
     for row, c in enumerate(choices):
         if len(c) != n_choices or n_choices < 2:
-            raise ValueError(f"{where}, row {row}: {len(c)} choices; every row needs the same number (>= 2).")
+            raise ValueError(f"{where}, row {row + 1}: {len(c)} choices; every row needs the same number (>= 2).")
     contexts = [str(c) for c in ds[context_column]]
     if question_column:
         contexts = [f"{c} {q}" for c, q in zip(contexts, ds[question_column], strict=True)]
@@ -66,7 +69,7 @@ def encode_choices(
     enc = tokenizer(firsts, seconds, truncation="longest_first", max_length=max_length)["input_ids"]
     input_ids = [enc[i * n_choices : (i + 1) * n_choices] for i in range(n_rows)]
     names = [str(i) for i in range(n_choices)]
-    labels = [label_index(v, names, where, row) for row, v in enumerate(ds[label_column])]
+    labels = [label_index(v, names, where, row) for row, v in enumerate(ds[label_column], start=1)]
     return datasets.Dataset.from_dict({"input_ids": input_ids, "labels": labels})
 
 

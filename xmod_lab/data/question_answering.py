@@ -30,6 +30,7 @@ from xmod_lab.data.common import (
     cache_key,
     cached,
     check_columns,
+    check_values,
     data_setup,
     eval_loaders,
     eval_source_or_train,
@@ -44,6 +45,19 @@ log = logging.getLogger(__name__)
 
 def _answer_spans(answers: Mapping[str, Any]) -> list[tuple[int, str]]:
     return list(zip((int(s) for s in answers["answer_start"]), answers["text"], strict=True))
+
+
+def check_answer_fields(ds: datasets.Dataset, answers_column: str, where: str) -> None:
+    """Each row's answers are ``{"text": [...], "answer_start": [...]}`` of one length (SQuAD's schema); checked at
+    setup, since evaluation reads them only after a whole training run."""
+    for row, answers in enumerate(ds[answers_column], start=1):
+        if not isinstance(answers, Mapping) or not {"text", "answer_start"} <= set(answers):
+            raise ValueError(f"{where}, row {row}: {answers_column!r} is {answers!r}; expected "
+                             '{"text": [...], "answer_start": [...]} (SQuAD\'s schema).')
+        text, start = answers["text"], answers["answer_start"]
+        if text is None or start is None or len(text) != len(start):
+            raise ValueError(f"{where}, row {row}: {answers_column!r} has {text!r} as text and {start!r} as "
+                             "answer_start; they must be lists of the same length.")
 
 
 def check_answers(
@@ -62,14 +76,14 @@ def check_answers(
         return ds
     if len(bad) > len(ds) // 2:
         raise ValueError(
-            f"{where}: in {len(bad)} of {len(ds)} rows (first: row {bad[0]}) the answer text does not occur at "
+            f"{where}: in {len(bad)} of {len(ds)} rows (first: row {bad[0] + 1}) the answer text does not occur at "
             "answer_start in the context. Were the contexts stripped or re-encoded after the offsets were set?"
         )
     log.warning(
         "%s: skipped %d rows whose answer does not occur at answer_start (rows %s...)",
         where,
         len(bad),
-        bad[:5],
+        [r + 1 for r in bad[:5]],
     )
     keep = sorted(set(range(len(ds))) - set(bad))
     return ds.select(keep)
@@ -86,7 +100,10 @@ def encode_qa(
 ) -> datasets.Dataset:
     """Question/context windows of ``max_length`` tokens overlapping by ``doc_stride`` tokens."""
     q_col, c_col, a_col, id_col = columns["question"], columns["context"], columns["answers"], columns["id"]
-    check_columns(ds, [q_col, c_col, a_col, id_col] if not train else [q_col, c_col, a_col], where)
+    required = [q_col, c_col, a_col, id_col] if not train else [q_col, c_col, a_col]
+    check_columns(ds, required, where)
+    check_values(ds, required, where)
+    check_answer_fields(ds, a_col, where)
     if train:
         ds = check_answers(ds, c_col, a_col, where)
     # Leading spaces would only waste window tokens. A question must leave room for a context window longer

@@ -18,6 +18,7 @@ from xmod_lab.data.common import (
     cache_key,
     cached,
     check_columns,
+    check_values,
     data_setup,
     eval_loaders,
     eval_source_or_train,
@@ -44,6 +45,7 @@ def encode_sentence_pairs(
 ) -> datasets.Dataset:
     """Check columns and labels, drop unlabeled rows (label -1, as in SNLI/MNLI; counted), tokenize."""
     check_columns(ds, [*text_columns, label_column], where)
+    check_values(ds, text_columns, where)  # labels may be missing: unlabeled rows are skipped below
     raw = list(ds[label_column])
     keep, labels, skipped = [], [], 0
     for row, value in enumerate(raw):
@@ -51,7 +53,7 @@ def encode_sentence_pairs(
             skipped += 1
             continue
         keep.append(row)
-        labels.append(label_index(value, label_names, where, row))
+        labels.append(label_index(value, label_names, where, row + 1))
     if skipped:
         log.warning("%s: skipped %d unlabeled rows (label -1 or null)", where, skipped)
     if not keep:

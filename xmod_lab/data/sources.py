@@ -16,6 +16,7 @@ written by ``Dataset.save_to_disk``/``DatasetDict.save_to_disk``, or a directory
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 from collections.abc import Mapping
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import pyarrow as pa
 
 _FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".txt")
 # `owner/name` or `name`: anything else (extensions, deeper paths) is meant as a local path.
@@ -74,12 +76,27 @@ def _fill(template: str, lang: str, split: str) -> str:
     return template.replace("{lang}", lang).replace("{split}", split)
 
 
-def _read_rows_json(path: Path) -> list[dict]:
-    text = path.read_text(encoding="utf-8")
+def read_text(path: Path) -> str:
+    """A file's text, or a clear error naming the file and line when it is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise ValueError(
+            f"{path}:{line}: not UTF-8 (byte {data[err.start:err.start + 1]!r} at offset {err.start}). Re-encode the "
+            f"file, e.g. `iconv -f latin1 -t utf-8 {path.name} > fixed.{path.suffix.lstrip('.')}`."
+        ) from None
+
+
+def _read_rows_json(path: Path) -> tuple[list[dict], list[int]]:
+    """The rows, and the 1-based line each starts on (a JSON array: its position in the array)."""
+    text = read_text(path)
     if text.lstrip().startswith("["):
         rows = json.loads(text)
+        lines = list(range(1, len(rows) + 1))
     else:
-        rows = []
+        rows, lines = [], []
         for lineno, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
@@ -87,24 +104,62 @@ def _read_rows_json(path: Path) -> list[dict]:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg}).") from err
-    for i, row in enumerate(rows):
+            lines.append(lineno)
+    for row, line in zip(rows, lines, strict=True):
         if not isinstance(row, dict):
-            raise ValueError(f"{path}: row {i} is a {type(row).__name__}, expected a JSON object per row.")
-    return rows
+            raise ValueError(f"{path}:{line}: a {type(row).__name__}, expected a JSON object per row.")
+    return rows, lines
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        kinds = sorted({_kind(v) for v in value if v is not None})
+        return f"list of {' and '.join(kinds)}" if kinds else "list"
+    return type(value).__name__
+
+
+def _mixed_types(rows: list[dict]) -> tuple[int, str] | None:
+    """(index, description) of the first row whose value types disagree with each other or with earlier rows."""
+    seen: dict[str, tuple[str, int]] = {}
+    for i, row in enumerate(rows):
+        for column, value in row.items():
+            if value is None or value == []:
+                continue
+            kind = _kind(value)
+            if " and " in kind:
+                return i, f"column {column!r} is a {kind} (one list must hold one type, e.g. all tag names or all ids)"
+            first = seen.setdefault(column, (kind, i))
+            if first[0] != kind and not (kind.startswith("list") and first[0] == "list"):
+                return i, f"column {column!r} is a {kind}, but a {first[0]} in an earlier row"
+    return None
 
 
 def _load_file(path: Path) -> datasets.Dataset:
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
-        rows = _read_rows_json(path)
-        return datasets.Dataset.from_list(rows) if rows else datasets.Dataset.from_dict({})
+        rows, lines = _read_rows_json(path)
+        if not rows:
+            return datasets.Dataset.from_dict({})
+        try:
+            return datasets.Dataset.from_list(rows)
+        except (TypeError, ValueError, ArithmeticError, pa.ArrowException) as err:
+            found = _mixed_types(rows)
+            if found is None:
+                raise ValueError(f"{path}: the rows do not form one table ({type(err).__name__}: {err}).") from err
+            raise ValueError(f"{path}:{lines[found[0]]}: {found[1]}.") from None
     if suffix == ".csv":
         import pandas as pd
 
-        return datasets.Dataset.from_pandas(pd.read_csv(path, keep_default_na=False), preserve_index=False)
+        frame = pd.read_csv(io.StringIO(read_text(path)), keep_default_na=False)
+        return datasets.Dataset.from_pandas(frame, preserve_index=False)
     if suffix == ".txt":  # plain text corpora: one row per line, in a `text` column
-        lines = path.read_text(encoding="utf-8").splitlines()
-        return datasets.Dataset.from_dict({"text": lines})
+        return datasets.Dataset.from_dict({"text": read_text(path).splitlines()})
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -139,7 +194,10 @@ def load_split(source: SourceSpec | Mapping[str, Any] | str, lang: str, split: s
     local = _local_target(Path(filled).expanduser(), split_name)
     if local is not None:
         if local.is_file():
-            ds = _load_file(local)
+            try:
+                ds = _load_file(local)
+            except ValueError as err:
+                raise ValueError(f"{err} [language {lang!r}, split {split!r}]") from None
         else:
             ds = datasets.load_from_disk(str(local))
             if isinstance(ds, datasets.DatasetDict):

@@ -18,6 +18,7 @@ from xmod_lab.data.common import (
     cache_key,
     cached,
     check_columns,
+    check_values,
     data_setup,
     eval_loaders,
     eval_source_or_train,
@@ -49,14 +50,15 @@ def encode_tagged_words(
     Words cut by truncation (or that the tokenizer maps to no subword) get no label; they are counted.
     """
     check_columns(ds, [tokens_column, tags_column], where)
+    check_values(ds, [tokens_column, tags_column], where)
     words_all, tags_all = list(ds[tokens_column]), list(ds[tags_column])
     for row, (words, tags) in enumerate(zip(words_all, tags_all, strict=True)):
         if len(words) != len(tags):
-            raise ValueError(f"{where}, row {row}: {len(words)} tokens but {len(tags)} tags.")
+            raise ValueError(f"{where}, row {row + 1}: {len(words)} tokens but {len(tags)} tags.")
     enc = tokenizer(words_all, is_split_into_words=True, truncation=True, max_length=max_length)
     labels, unlabeled = [], 0
     for row, tags in enumerate(tags_all):
-        tag_ids = [label_index(t, label_names, where, row) for t in tags]
+        tag_ids = [label_index(t, label_names, where, row + 1) for t in tags]
         seq, previous = [], None
         for word in enc.word_ids(row):
             seq.append(tag_ids[word] if word is not None and word != previous else IGNORE_INDEX)

@@ -12,8 +12,11 @@ import hashlib
 import io
 import json
 import logging
-from collections.abc import Iterable
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, XLMRobertaTokenizer
 
@@ -109,4 +112,39 @@ def check_vocab_size(tokenizer: PreTrainedTokenizerBase, model_vocab_size: int) 
             f"The tokenizer has {size} tokens but the model's vocab_size is {model_vocab_size}: ids >= "
             f"{model_vocab_size} would index past the embeddings. Use the tokenizer the model was trained with, "
             f"or build the model with vocab_size >= {size}."
+        )
+
+
+def tokenizer_record(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+    """The tokenizer as data a checkpoint can carry: {"fingerprint": ..., "files": {name: bytes}} (the files of
+    ``save_pretrained``; a few MB for XLM-R's, next to hundreds of MB of weights)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save_pretrained(tmp)
+        files = {p.name: p.read_bytes() for p in sorted(Path(tmp).iterdir()) if p.is_file()}
+    return {"fingerprint": tokenizer_fingerprint(tokenizer), "files": files}
+
+
+def write_tokenizer_files(record: Mapping[str, Any], directory: str | Path) -> Path:
+    """The files of a :func:`tokenizer_record` written to ``directory`` (then ``load_tokenizer(directory)``)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, data in record["files"].items():
+        if Path(name).name != name:  # a record names plain files; never write outside the directory
+            raise ValueError(f"tokenizer record holds a file named {name!r}; expected a plain file name")
+        # every process of a DDP run may write the same files: each appears whole, never half-written
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, directory / name)
+    return directory
+
+
+def check_same_tokenizer(tokenizer: PreTrainedTokenizerBase, fingerprint: str, what: str, fix: str) -> None:
+    """A clear error when ``tokenizer`` is not the one (by :func:`tokenizer_fingerprint`) the model was trained
+    with: every id would mean another piece, and the scores would be plausible-looking nonsense."""
+    have = tokenizer_fingerprint(tokenizer)
+    if have != fingerprint:
+        raise ValueError(
+            f"The data's tokenizer ({getattr(tokenizer, 'name_or_path', '?')}, fingerprint {have}) is not the "
+            f"tokenizer {what} was trained with (fingerprint {fingerprint}). {fix}"
         )

@@ -11,7 +11,7 @@ import logging
 import math
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
+from torchmetrics import MeanMetric
 
 from xmod_lab.data.languages import to_xmod_language
 from xmod_lab.models import XmodConfig
@@ -249,6 +250,42 @@ def language_metric(metrics: nn.ModuleDict, lang: str):
             "the datamodule and the task must get the same evaluation languages"
         )
     return metrics[lang]
+
+
+class FloatMean(MeanMetric):
+    """A MeanMetric that accumulates in float32 whatever the module is cast to: precision=bf16-true casts
+    the whole LightningModule, and a bf16 sum keeps 8 significant bits (an accuracy of 0.734 read 73.44)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.set_dtype(torch.float32)  # also when built under a bf16 default dtype
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], exclude_state: Sequence[str] = ()) -> FloatMean:
+        def keep_float32(t: torch.Tensor) -> torch.Tensor:
+            out = fn(t)
+            return out.to(t.dtype) if t.is_floating_point() and out.is_floating_point() else out
+
+        return super()._apply(keep_float32, exclude_state)
+
+
+def per_language_means(languages: Sequence[str], stages: Sequence[str] = ("val", "test")) -> nn.ModuleDict:
+    """{stage: {language: FloatMean}}: the per-language metric states of a task."""
+    return nn.ModuleDict({stage: nn.ModuleDict({lang: FloatMean() for lang in languages}) for stage in stages})
+
+
+def check_finite_loss(module: Any, loss: torch.Tensor) -> None:
+    """Stop training on a NaN/inf loss: the run would go on to report chance-level scores as if it had worked.
+
+    One device sync per step (the loss value), negligible next to the step itself.
+    """
+    if not bool(torch.isfinite(loss.detach()).all()):
+        trainer = getattr(module, "_trainer", None)
+        where = f" at step {trainer.global_step} (epoch {trainer.current_epoch})" if trainer is not None else ""
+        precision = f", trainer.precision={trainer.precision}" if trainer is not None else ""
+        raise FloatingPointError(
+            f"training loss is {float(loss.detach().float())}{where}{precision}: the run diverged, stopping. "
+            "Lower optimizer.lr, keep trainer.gradient_clip_val, or use trainer.precision=32-true / bf16-mixed."
+        )
 
 
 def compute_means(metrics: nn.ModuleDict) -> dict[str, float]:

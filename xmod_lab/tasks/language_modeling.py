@@ -15,12 +15,12 @@ import torch
 import torch.nn.functional as F
 from lightning import LightningModule
 from torch import nn
-from torchmetrics import MeanMetric
 
 from xmod_lab.models import XmodForCausalLM, XmodForMaskedLM
 from xmod_lab.tasks.common import (
     apply_freeze,
     build_model,
+    check_finite_loss,
     check_languages,
     compute_means,
     configure_adamw,
@@ -28,6 +28,7 @@ from xmod_lab.tasks.common import (
     language_metric,
     log_per_language,
     model_inputs,
+    per_language_means,
     plain,
     split_by_language,
 )
@@ -74,9 +75,7 @@ class MaskedLMTask(LightningModule):
         self.eval_languages = eval_languages(hp.languages)
         check_languages(self.model, self.eval_languages, "languages.eval")
         self.parameter_counts = apply_freeze(self.model, **(hp.freeze or {}))
-        self.losses = nn.ModuleDict({
-            stage: nn.ModuleDict({lang: MeanMetric() for lang in self.eval_languages}) for stage in ("val", "test")
-        })
+        self.losses = per_language_means(self.eval_languages)
 
     def forward(self, **batch: Any):
         return self.model(**model_inputs(batch))
@@ -86,6 +85,7 @@ class MaskedLMTask(LightningModule):
         # about twice the step throughput at base size (docs/benchmarks.md)
         extra = {} if self.causal else {"masked_logits_only": True}
         loss = self.model(**model_inputs(batch), **extra).loss
+        check_finite_loss(self, loss)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         return loss
 
@@ -137,9 +137,7 @@ class CausalLMTask(LightningModule):
         self.eval_languages = eval_languages(hp.languages)
         check_languages(self.model, self.eval_languages, "languages.eval")
         self.parameter_counts = apply_freeze(self.model, **(hp.freeze or {}))
-        self.losses = nn.ModuleDict({
-            stage: nn.ModuleDict({lang: MeanMetric() for lang in self.eval_languages}) for stage in ("val", "test")
-        })
+        self.losses = per_language_means(self.eval_languages)
 
     forward = MaskedLMTask.forward
     training_step = MaskedLMTask.training_step

@@ -6,8 +6,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from lightning import LightningModule
-from torch import nn
-from torchmetrics import MeanMetric
 
 from xmod_lab.models import XmodForMultipleChoice
 from xmod_lab.tasks.common import (
@@ -15,6 +13,7 @@ from xmod_lab.tasks.common import (
     build_model,
     check_languages,
     eval_languages,
+    per_language_means,
     plain,
 )
 from xmod_lab.tasks.sequence_classification import SequenceClassificationTask
@@ -58,9 +57,7 @@ class MultipleChoiceTask(LightningModule):
         self.eval_languages = eval_languages(hp.languages)
         check_languages(self.model, self.eval_languages, "languages.eval")
         self.parameter_counts = apply_freeze(self.model, **(hp.freeze or {}))
-        self.metrics = nn.ModuleDict({
-            stage: nn.ModuleDict({lang: MeanMetric() for lang in self.eval_languages}) for stage in ("val", "test")
-        })
+        self.metrics = per_language_means(self.eval_languages)
 
     # Choices are scored like single sequences (the head flattens (B, C, T) and reshapes the logits to (B, C)),
     # so steps, metrics and the optimizer are SequenceClassificationTask's, reused rather than repeated.

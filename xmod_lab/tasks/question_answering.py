@@ -13,12 +13,13 @@ from typing import Any
 import torch
 from lightning import LightningModule
 from torch import nn
-from torchmetrics import MeanMetric
 
 from xmod_lab.models import XmodForQuestionAnswering
 from xmod_lab.tasks.common import (
+    FloatMean,
     apply_freeze,
     build_model,
+    check_finite_loss,
     check_languages,
     compute_means,
     configure_adamw,
@@ -58,7 +59,7 @@ class QuestionAnsweringTask(LightningModule):
         self.parameter_counts = apply_freeze(self.model, **(hp.freeze or {}))
         self.scores = nn.ModuleDict({
             stage: nn.ModuleDict({
-                f"{lang}-{name}": MeanMetric() for lang in self.eval_languages for name in ("exact_match", "f1")
+                f"{lang}-{name}": FloatMean() for lang in self.eval_languages for name in ("exact_match", "f1")
             })
             for stage in ("val", "test")
         })
@@ -69,6 +70,7 @@ class QuestionAnsweringTask(LightningModule):
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self(**batch).loss
+        check_finite_loss(self, loss)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         return loss
 

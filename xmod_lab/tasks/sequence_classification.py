@@ -7,13 +7,12 @@ from typing import Any
 
 import torch
 from lightning import LightningModule
-from torch import nn
-from torchmetrics import MeanMetric
 
 from xmod_lab.models import XmodForSequenceClassification
 from xmod_lab.tasks.common import (
     apply_freeze,
     build_model,
+    check_finite_loss,
     check_languages,
     compute_means,
     configure_adamw,
@@ -21,6 +20,7 @@ from xmod_lab.tasks.common import (
     language_metric,
     log_per_language,
     model_inputs,
+    per_language_means,
     plain,
     split_by_language,
 )
@@ -64,15 +64,14 @@ class SequenceClassificationTask(LightningModule):
         self.eval_languages = eval_languages(hp.languages)
         check_languages(self.model, self.eval_languages, "languages.eval")
         self.parameter_counts = apply_freeze(self.model, **(hp.freeze or {}))
-        self.metrics = nn.ModuleDict({
-            stage: nn.ModuleDict({lang: MeanMetric() for lang in self.eval_languages}) for stage in ("val", "test")
-        })
+        self.metrics = per_language_means(self.eval_languages)
 
     def forward(self, **batch: Any):
         return self.model(**model_inputs(batch))
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self(**batch).loss
+        check_finite_loss(self, loss)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         return loss
 

@@ -10,13 +10,14 @@ from typing import Any
 import torch
 from lightning import LightningModule
 from torch import nn
-from torchmetrics import MeanMetric, Metric
+from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from xmod_lab.models import XmodForTokenClassification
 from xmod_lab.tasks.common import (
     apply_freeze,
     build_model,
+    check_finite_loss,
     check_languages,
     compute_means,
     configure_adamw,
@@ -24,6 +25,7 @@ from xmod_lab.tasks.common import (
     language_metric,
     log_per_language,
     model_inputs,
+    per_language_means,
     plain,
     split_by_language,
 )
@@ -72,12 +74,22 @@ class SeqevalF1(Metric):
         return sentences
 
 
+_ENTITY_PREFIXES = ("B-", "I-", "E-", "S-", "L-", "U-")
+
+
+def is_entity_scheme(label_names: Sequence[str]) -> bool:
+    """Whether tags are a BIO/IOBES entity scheme (`O`, `B-PER`, ...), the only ones seqeval's F1 reads."""
+    return any(n.startswith("B-") for n in label_names) and all(
+        n == "O" or n.startswith(_ENTITY_PREFIXES) for n in label_names)
+
+
 class TokenClassificationTask(LightningModule):
     """X-MOD + token classification head; logs `{val,test}/<lang>/f1` (seqeval) and `/acc`.
 
     Args:
-        label_names: tag names in label-id order (defined once, in the data config); BIO tags
-            give entity F1 (`seqeval=True`), other tag sets (UPOS) use `seqeval=False`.
+        label_names: tag names in label-id order (defined once, in the data config).
+        seqeval: report seqeval entity F1 (and monitor it); None: when the tags are a BIO/IOBES scheme
+            (PAN-X), not for other tag sets (UD-POS: token accuracy only).
         The other arguments are those of `SequenceClassificationTask`.
     """
 
@@ -86,7 +98,7 @@ class TokenClassificationTask(LightningModule):
         model: Mapping[str, Any],
         languages: Mapping[str, Any],
         label_names: Sequence[str],
-        seqeval: bool = True,
+        seqeval: bool | None = None,
         adapter: Mapping[str, Any] | None = None,
         freeze: Mapping[str, Any] | None = None,
         optimizer: Mapping[str, Any] | None = None,
@@ -98,6 +110,11 @@ class TokenClassificationTask(LightningModule):
         self.hparams.update({k: plain(v) for k, v in self.hparams.items()})
         hp = self.hparams
         names = list(hp.label_names)
+        if seqeval is None:
+            seqeval = is_entity_scheme(names)
+        elif seqeval and not is_entity_scheme(names):
+            raise ValueError(f"seqeval=true needs BIO-style tags (O, B-X, I-X, ...); {names} are not: entity F1 "
+                             "over them would be meaningless. Use task.seqeval=null (token accuracy).")
         head = {"num_labels": len(names), "id2label": dict(enumerate(names)),
                 "label2id": {n: i for i, n in enumerate(names)}}
         self.model = build_model(XmodForTokenClassification, hp.model, hp.languages, hp.adapter, head, model_config)
@@ -106,9 +123,7 @@ class TokenClassificationTask(LightningModule):
         check_languages(self.model, self.eval_languages, "languages.eval")
         self.parameter_counts = apply_freeze(self.model, **(hp.freeze or {}))
         self.monitor, self.monitor_mode = ("val/avg/f1" if seqeval else "val/avg/acc"), "max"
-        self.accuracy = nn.ModuleDict({
-            stage: nn.ModuleDict({lang: MeanMetric() for lang in self.eval_languages}) for stage in ("val", "test")
-        })
+        self.accuracy = per_language_means(self.eval_languages)
         self.f1 = nn.ModuleDict({
             stage: nn.ModuleDict({lang: SeqevalF1(names) for lang in self.eval_languages}) for stage in ("val", "test")
         }) if seqeval else None
@@ -118,6 +133,7 @@ class TokenClassificationTask(LightningModule):
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self(**batch).loss
+        check_finite_loss(self, loss)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         return loss
 

@@ -1,0 +1,299 @@
+"""Checkpoints and what travels with them: last.ckpt is the latest state, files appear whole or not at all,
+resuming continues at the saved step, the tokenizer goes with the weights, and loading runs no code."""
+
+from __future__ import annotations
+
+import csv
+import errno
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from tests.tasks.run_helpers import SHRINK, SYNTHETIC, compose_run, no_hydra
+from xmod_lab.checkpoints import TOKENIZER_KEY, load_checkpoint
+from xmod_lab.data.tokenizer import load_tokenizer, tokenizer_fingerprint, train_tokenizer
+from xmod_lab.eval import evaluate
+from xmod_lab.train import train
+
+STEPS_PER_EPOCH = 6  # 96 synthetic training pairs, batches of 16
+
+
+def run_train(tmp_path: Path, *overrides: str, name: str = "run") -> tuple[dict, Path]:
+    with no_hydra():
+        cfg = compose_run("train", tmp_path / name, tmp_path.parent / "cache", [*SHRINK, *SYNTHETIC, *overrides])
+    return train(cfg), tmp_path / name
+
+
+def run_eval(tmp_path: Path, *overrides: str, name: str = "eval") -> tuple[dict, Path]:
+    shrink = [o for o in SHRINK if not o.startswith("callbacks.")]
+    with no_hydra():
+        cfg = compose_run("eval", tmp_path / name, tmp_path.parent / "cache", [*shrink, *SYNTHETIC, *overrides])
+    return evaluate(cfg), tmp_path / name
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One 2-epoch run, exported; its scores are what every later evaluation must reproduce."""
+    tmp = tmp_path_factory.mktemp("ckpt") / "t"
+    tmp.mkdir()
+    metrics, run_dir = run_train(tmp, "trainer.max_epochs=2", f"export_dir={tmp / 'export'}")
+    return tmp, metrics, run_dir
+
+
+def step_of(path: Path) -> int:
+    return int(load_checkpoint(path)["global_step"])
+
+
+# -- last.ckpt and atomic writes -------------------------------------------------------------------------------
+
+
+def test_last_ckpt_is_the_final_state_even_when_the_metric_did_not_improve(tmp_path):
+    # monitoring `epoch` in min mode: epoch 0 stays the best, as a metric that never improves again would
+    _, run_dir = run_train(tmp_path, "trainer.max_epochs=2", "monitor=epoch", "monitor_mode=min")
+    results = json.loads((run_dir / "results.json").read_text())
+    assert step_of(Path(results["checkpoint"])) == STEPS_PER_EPOCH  # the best: epoch 0
+    assert step_of(run_dir / "checkpoints" / "last.ckpt") == 2 * STEPS_PER_EPOCH == results["global_step"]
+
+
+class LastStepSpy(Callback):
+    """Before each training step, the step last.ckpt holds."""
+
+    seen: list[tuple[int, int | None]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        last = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+        LastStepSpy.seen.append((trainer.global_step, step_of(last) if last.is_file() else None))
+
+
+def test_last_ckpt_is_rewritten_every_n_steps_within_an_epoch(tmp_path):
+    LastStepSpy.seen = []
+    # monitoring `step` in max mode: every validation improves, so a best checkpoint is due at each epoch end
+    _, run_dir = run_train(tmp_path, "trainer.max_epochs=2", "callbacks.model_checkpoint.last_every_n_train_steps=4",
+                           "monitor=step", "monitor_mode=max", "+callbacks.spy._target_=tests.test_checkpoints.LastStepSpy")
+    expected = {0: None, 1: None, 2: None, 3: None, 4: 4, 5: 4, 6: 6, 7: 6, 8: 8, 9: 8, 10: 8, 11: 8}
+    assert dict(LastStepSpy.seen) == expected  # saved at steps 4 and 8 and at the epoch end (6)
+    # step 12 is both a step-save and an epoch end: the best checkpoint of that step was still written
+    results = json.loads((run_dir / "results.json").read_text())
+    assert Path(results["checkpoint"]).name == "epoch01-step12.ckpt" and step_of(Path(results["checkpoint"])) == 12
+    assert step_of(run_dir / "checkpoints" / "last.ckpt") == 12
+
+
+class FullDisk(Callback):
+    """The disk fills up halfway through writing the first checkpoint."""
+
+    def on_fit_start(self, trainer, pl_module):
+        io = trainer.strategy.checkpoint_io
+
+        def save_checkpoint(checkpoint, path, storage_options=None):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_bytes(b"PK\x03\x04 half a checkpoint")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        io.save_checkpoint = save_checkpoint
+
+
+def test_a_failed_write_leaves_no_file_under_a_checkpoint_name(tmp_path):
+    with pytest.raises(OSError, match="No space left"):
+        run_train(tmp_path, "+callbacks.disk._target_=tests.test_checkpoints.FullDisk")
+    assert list((tmp_path / "run" / "checkpoints").glob("*")) == []
+    assert not (tmp_path / "run" / "run_complete").exists()
+
+
+class Crash(Callback):
+    """The process dies before its sixth step (after last.ckpt was written at step 4)."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == 5:
+            raise RuntimeError("killed")
+
+
+class BatchSpy(Callback):
+    """The training batches, in order: (step, the examples' first tokens)."""
+
+    seen: list[tuple[int, list[int]]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        BatchSpy.seen.append((trainer.global_step, batch["input_ids"][:, 1].tolist()))
+
+
+def test_resume_mid_epoch_continues_at_the_saved_step_and_batch_and_logs_each_step_once(tmp_path):
+    spy = ["trainer.max_epochs=2", "trainer.log_every_n_steps=1", "+callbacks.spy._target_=tests.test_checkpoints.BatchSpy"]
+    BatchSpy.seen = []
+    run_train(tmp_path, *spy, name="uninterrupted")
+    reference = list(BatchSpy.seen)
+    assert [step for step, _ in reference] == list(range(2 * STEPS_PER_EPOCH))
+
+    BatchSpy.seen = []
+    with pytest.raises(RuntimeError, match="killed"):
+        run_train(tmp_path, *spy, "callbacks.model_checkpoint.last_every_n_train_steps=2",
+                  "+callbacks.crash._target_=tests.test_checkpoints.Crash", name="first")
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    assert step_of(last) == 4  # one step lost: at most last_every_n_train_steps - 1
+    BatchSpy.seen = []
+    _, resumed = run_train(tmp_path, *spy, f"ckpt_path={last}", name="resumed")
+    assert BatchSpy.seen == reference[4:]  # the same steps on the same batches as the run never interrupted
+    assert json.loads((resumed / "results.json").read_text())["global_step"] == 2 * STEPS_PER_EPOCH
+    assert step_of(resumed / "checkpoints" / "last.ckpt") == 2 * STEPS_PER_EPOCH
+    with (resumed / "csv" / "metrics.csv").open() as f:
+        steps = [int(row["step"]) for row in csv.DictReader(f) if row.get("train/loss")]
+    assert steps == list(range(4, 2 * STEPS_PER_EPOCH))  # from the saved step on, each once, none restarted
+
+
+# -- the tokenizer travels with the model ------------------------------------------------------------------------
+
+
+def test_run_directory_and_checkpoints_record_the_tokenizer(trained):
+    _, _, run_dir = trained
+    saved = load_tokenizer(str(run_dir / "tokenizer"))
+    for ckpt in (run_dir / "checkpoints").glob("*.ckpt"):
+        record = load_checkpoint(ckpt)[TOKENIZER_KEY]
+        assert record["fingerprint"] == tokenizer_fingerprint(saved)
+        assert "tokenizer.json" in record["files"]
+
+
+def test_eval_of_a_language_subset_reproduces_the_run_scores(trained):
+    """The synthetic data folder (and its tokenizer) depends on the languages asked for; the checkpoint's own
+    tokenizer must be used whatever they are."""
+    tmp, metrics, run_dir = trained
+    results = json.loads((run_dir / "results.json").read_text())
+    again, eval_dir = run_eval(tmp, f"ckpt_path={results['checkpoint']}", "languages.eval=[de,fr]", name="subset")
+    assert sorted(k for k in again if k.startswith("test/")) == ["test/avg/acc", "test/de_DE/acc", "test/fr_XX/acc"]
+    for key in ("test/de_DE/acc", "test/fr_XX/acc"):
+        assert again[key] == pytest.approx(metrics[key], abs=1e-6), key
+
+
+def test_export_evaluates_with_its_own_tokenizer(trained):
+    tmp, metrics, _ = trained
+    again, _ = run_eval(tmp, f"model.pretrained={tmp / 'export'}", "languages.eval=[fr,de]", name="export-subset")
+    for key in ("test/de_DE/acc", "test/fr_XX/acc"):
+        assert again[key] == pytest.approx(metrics[key], abs=1e-6), key
+
+
+def test_a_tokenizer_that_does_not_match_the_checkpoint_is_a_clear_error(trained, tmp_path):
+    from xmod_lab import runs
+    from xmod_lab.data.sentence_pair import SentencePairDataModule
+
+    _, _, run_dir = trained
+    other = tmp_path / "other"
+    train_tokenizer([f"Anna {i} kalo Ben {i % 7}" for i in range(300)], 60, other)
+    source = next(Path(p) for p in run_dir.parent.parent.glob("cache/synthetic/*/xnli"))
+    datamodule = SentencePairDataModule(source={"path": f"{source}/{{lang}}/{{split}}.jsonl"}, tokenizer=str(other),
+                                        languages=["en_XX", "de_DE"], train_langs=["en"])
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    with pytest.raises(ValueError, match=r"is not the tokenizer the checkpoint .*last.ckpt was trained with"):
+        runs.use_model_tokenizer(datamodule, tmp_path / "out", str(ckpt), None, explicit=True)
+    runs.use_model_tokenizer(datamodule, tmp_path / "out", str(ckpt), None, explicit=False)  # not chosen: replaced
+    assert tokenizer_fingerprint(datamodule.tokenizer) == load_checkpoint(ckpt)[TOKENIZER_KEY]["fingerprint"]
+
+
+# -- no code runs from a file a user was handed ------------------------------------------------------------------
+
+
+class Payload:
+    """What a crafted checkpoint can carry: unpickling it creates a file (it could run anything)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.fixture
+def crafted(trained, tmp_path) -> tuple[Path, Path]:
+    """A copy of the run whose last.ckpt also holds a payload."""
+    _, _, run_dir = trained
+    copy = tmp_path / "handed-over"
+    shutil.copytree(run_dir, copy)
+    ckpt = copy / "checkpoints" / "last.ckpt"
+    checkpoint = load_checkpoint(ckpt)
+    marker = tmp_path / "payload-ran"
+    checkpoint["hyper_parameters"]["note"] = Payload(marker)
+    torch.save(checkpoint, ckpt)
+    return ckpt, marker
+
+
+def test_eval_refuses_a_checkpoint_that_would_run_code(crafted, tmp_path):
+    ckpt, marker = crafted
+    with pytest.raises(ValueError, match=r"refused to load.*could run code"):
+        run_eval(tmp_path, f"ckpt_path={ckpt}")
+    assert not marker.exists()
+    assert not (tmp_path / "eval" / "run_complete").exists()
+
+
+def test_train_refuses_to_resume_from_a_checkpoint_that_would_run_code(crafted, tmp_path):
+    ckpt, marker = crafted
+    with pytest.raises(ValueError, match=r"refused to load.*could run code"):
+        run_train(tmp_path, f"ckpt_path={ckpt}", "trainer.max_epochs=3")
+    assert not marker.exists()
+
+
+def test_a_run_config_cannot_name_arbitrary_callables(trained, tmp_path):
+    _, _, run_dir = trained
+    copy = tmp_path / "handed-over"
+    shutil.copytree(run_dir, copy)
+    config = (copy / "config.yaml").read_text()
+    (copy / "config.yaml").write_text(config.replace("_target_: xmod_lab.data.synthetic_nli", "_target_: os.system"))
+    with pytest.raises(ValueError, match=r"data._target_='os.system' is not one of xmod-lab's own options"):
+        run_eval(tmp_path, f"ckpt_path={copy / 'checkpoints' / 'last.ckpt'}")
+
+
+# -- a real kill -9 ------------------------------------------------------------------------------------------------
+
+
+class StepFile(Callback):
+    """Writes the number of finished steps to <run>/step.txt after each one (what the killer watches)."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        (Path(trainer.default_root_dir) / "step.txt").write_text(str(trainer.global_step))
+
+
+@pytest.mark.slow
+def test_kill_9_at_a_random_step_loses_at_most_the_step_interval_and_resumes(tmp_path):
+    """`xmod-train` (the default experiment, one epoch of 125 steps) killed with SIGKILL at a random step, then
+    resumed from last.ckpt as the README says."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    every = 10
+    kill_at = random.Random().randint(every + 1, 110)
+    root = Path(__file__).resolve().parents[1]
+    exe = str(Path(sys.executable).with_name("xmod-train"))
+    env = {**os.environ, "PYTHONPATH": str(root), "XMOD_CACHE": str(tmp_path / "cache")}
+    common = ["trainer.max_epochs=1", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1",
+              f"callbacks.model_checkpoint.last_every_n_train_steps={every}"]
+    first = tmp_path / "first"
+    proc = subprocess.Popen([exe, *common, "+callbacks.steps._target_=tests.test_checkpoints.StepFile",
+                             f"hydra.run.dir={first}"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    step_file, deadline = first / "step.txt", time.monotonic() + 300
+    while not (step_file.is_file() and step_file.read_text() and int(step_file.read_text()) >= kill_at):
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = int(step_file.read_text())  # steps finished when the kill landed (or one fewer)
+    for ckpt in (first / "checkpoints").glob("*.ckpt"):
+        load_checkpoint(ckpt)  # every file under a checkpoint name is whole
+    saved = step_of(first / "checkpoints" / "last.ckpt")
+    print(f"killed after step {done} (target {kill_at}); last.ckpt at step {saved}: {done - saved} steps lost")
+    assert 0 <= done - saved <= every
+    assert not (first / "run_complete").exists()
+
+    resumed = tmp_path / "resumed"
+    out = subprocess.run([exe, *common, f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={resumed}"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads((resumed / "results.json").read_text())["global_step"] == 125
+    with (resumed / "csv" / "metrics.csv").open() as f:
+        steps = [int(row["step"]) for row in csv.DictReader(f) if row.get("train/loss")]
+    assert steps == list(range(saved, 125))
