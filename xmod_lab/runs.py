@@ -89,6 +89,17 @@ def check_data_languages(config: DictConfig, languages: list[str]) -> None:
                 f"{list(languages)}. Pick languages it has, map them to one with languages.map, or add one with "
                 "+languages.add.<code>=<init_from_language>."
             )
+    # Metrics are keyed by adapter: two evaluation sets on one adapter would be averaged into one row.
+    shared: dict[str, list[str]] = {}
+    for code in config["eval"]:
+        shared.setdefault(to_xmod_language(str(code), config.get("map")), []).append(str(code))
+    merged = {adapter: codes for adapter, codes in shared.items() if len(codes) > 1}
+    if merged:
+        raise ValueError(
+            f"languages.eval: {merged} (adapter: evaluation sets) would be scored as one row per adapter, "
+            "averaging different evaluation sets. Evaluate each of these sets in its own run "
+            "(e.g. xmod-eval ... 'languages.eval=[en-ar]')."
+        )
 
 
 def check_tokenizer_fits(datamodule: Any, model: Any) -> None:
