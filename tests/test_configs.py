@@ -108,8 +108,7 @@ def test_experiments_hold_the_paper_recipes(tmp_path):
 def synthetic(tmp_path_factory) -> Path:
     from xmod_lab.data.synthetic import prepare_synthetic
 
-    return prepare_synthetic(tmp_path_factory.mktemp("synthetic") / "data", ("en", "de", "fr"), n_train=48,
-                             n_eval=16, n_corpus=200)
+    return prepare_synthetic(tmp_path_factory.mktemp("synthetic") / "data", n_train=48, n_eval=16, n_corpus=200)
 
 
 def local_data(synthetic: Path, schema: str) -> list[str]:

@@ -24,7 +24,8 @@ SHRINK = [
     "callbacks.model_summary.max_depth=0",
 ]
 # The synthetic data of the default experiment, generated once per test session (small).
-SYNTHETIC = ["data.n_train=96", "data.n_eval=24", "data.batch_size=16", "data.eval_batch_size=24"]
+# No pre-training stage (tests/test_paper.py covers it): these runs fine-tune the shrunk model as built.
+SYNTHETIC = ["data.n_train=96", "data.n_eval=24", "data.batch_size=16", "data.eval_batch_size=24", "pretrain=none"]
 
 
 def compose_run(name: str, run_dir: Path, cache_dir: Path, overrides: list[str]) -> DictConfig:

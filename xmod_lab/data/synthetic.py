@@ -271,6 +271,9 @@ def hypothesis_only_ceiling(train: Sequence[Mapping[str, Any]], test: Sequence[M
     return correct / max(1, len(test))
 
 
+SETTINGS_FILE, LANGUAGES_FILE = "synthetic.json", "languages.json"
+
+
 def _write_jsonl(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as f:
@@ -286,10 +289,11 @@ def generate_synthetic(
     n_corpus: int = 2000,
     seed: int = 0,
     ner: bool = True,
-) -> dict[str, Any]:
+) -> Path:
     """Write the NLI (and NER) splits and the MLM text of every language under ``root``; deterministic.
 
-    Returns facts about the data (per language: grammar, the hypothesis-only ceiling of its NLI test set).
+    Facts about each language (grammar, the hypothesis-only ceiling of its NLI test set) go to
+    ``root/languages.json``.
     """
     root = Path(root)
     sizes = {"train": n_train, "validation": n_eval, "test": n_eval}
@@ -323,10 +327,10 @@ def generate_synthetic(
             "negation": language.grammar.negation,
             "hypothesis_only_ceiling": round(100 * hypothesis_only_ceiling(nli["train"], nli["test"]), 2),
         }
-    return info
+    (root / LANGUAGES_FILE).write_text(json.dumps(info, indent=1, ensure_ascii=False))
+    return root
 
 
-SETTINGS_FILE = "synthetic.json"
 _VERSION = 3  # bump when the generator changes what it writes
 
 
@@ -357,7 +361,8 @@ def prepare_synthetic(
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{target.name}-tmp-"))
     try:
-        info = generate_synthetic(tmp, ALL_LANGUAGES, n_train, n_eval, n_corpus, seed)
+        generate_synthetic(tmp, ALL_LANGUAGES, n_train, n_eval, n_corpus, seed)
+        info = json.loads((tmp / LANGUAGES_FILE).read_text())
         texts = [
             line
             for lang in ALL_LANGUAGES
