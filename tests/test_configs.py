@@ -17,7 +17,7 @@ from xmod_lab.train import train
 
 CONF = Path(xmod_lab.__file__).parent / "conf"
 MINE = ("model", "languages", "adapter", "freeze", "task", "trainer", "logger", "callbacks", "paths", "debug",
-        "experiment")
+        "experiment", "pretrain")
 OPTIONS = [(g, p.stem) for g in MINE for p in sorted((CONF / g).glob("*.yaml"))]
 
 
@@ -53,7 +53,7 @@ def test_cpu_trainers_instantiate(tmp_path, option):
 def test_callbacks_and_loggers_instantiate(tmp_path):
     cfg = compose(tmp_path, "callbacks=early_stopping", "monitor=val/avg/acc", "monitor_mode=max", "logger=many")
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
-    assert {type(c).__name__ for c in callbacks} == {"ModelCheckpoint", "ModelSummary", "EarlyStopping"}
+    assert {type(c).__name__ for c in callbacks} == {"ModelCheckpoint", "ModelSummary", "EarlyStopping", "PredictedClasses"}
     loggers = {name: instantiate(c) for name, c in cfg.logger.items()}
     assert set(loggers) == {"csv", "tensorboard"}
     for logger in loggers.values():
