@@ -27,6 +27,7 @@ import argparse
 import csv
 import json
 import math
+import signal
 import subprocess
 import sys
 import time
@@ -51,22 +52,31 @@ def _launch(args: Sequence[str], log_file: Path) -> subprocess.Popen:
 
 
 def run_parallel(commands: Sequence[tuple[list[str], Path]], jobs: int) -> None:
-    """Run xmod-train commands, ``jobs`` at a time; a failure stops the study, naming its log."""
+    """Run xmod-train commands, ``jobs`` at a time; a failure stops the study, naming its log. The
+    commands still running are stopped whenever this returns early (a failure, Ctrl-C, a kill)."""
     pending, running = list(commands), []
-    while pending or running:
-        while pending and len(running) < jobs:
-            args, log_file = pending.pop(0)
-            print(f"xmod-train {' '.join(args)}   (log: {log_file})", flush=True)
-            running.append((_launch(args, log_file), log_file))
-        time.sleep(1.0)
-        for proc, log_file in list(running):
-            if proc.poll() is not None:
-                running.remove((proc, log_file))
-                if proc.returncode != 0:
-                    for other, _ in running:
-                        other.terminate()
-                    tail = log_file.read_text(errors="replace")[-3000:]
-                    raise RuntimeError(f"xmod-train failed (exit {proc.returncode}); log {log_file}:\n{tail}")
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                args, log_file = pending.pop(0)
+                print(f"xmod-train {' '.join(args)}   (log: {log_file})", flush=True)
+                running.append((_launch(args, log_file), log_file))
+            time.sleep(1.0)
+            for proc, log_file in list(running):
+                if proc.poll() is not None:
+                    running.remove((proc, log_file))
+                    if proc.returncode != 0:
+                        tail = log_file.read_text(errors="replace")[-3000:]
+                        raise RuntimeError(f"xmod-train failed (exit {proc.returncode}); log {log_file}:\n{tail}")
+    finally:
+        for proc, _ in running:
+            proc.kill()
+            proc.wait()
+
+
+def missing(step_dir: Path, mode: str, ks: Sequence[int]) -> list[int]:
+    """The K whose run of ``mode`` has not finished yet: a study that was stopped resumes where it was."""
+    return [k for k in ks if not (step_dir / f"{mode}_synthetic{k}" / "run_complete").is_file()]
 
 
 def _results(run_dir: Path) -> dict[str, Any]:
@@ -112,11 +122,11 @@ def curse_rows(out: Path, ks: Sequence[int]) -> list[dict[str, Any]]:
     return rows
 
 
-def posthoc_rows(out: Path) -> list[dict[str, Any]]:
+def posthoc_rows(out: Path, k: int) -> list[dict[str, Any]]:
     rows = []
     for mode in MODES:
-        after = test_metrics(out / "posthoc" / f"{mode}_trainTrue")
-        before = test_metrics(out / "posthoc" / f"{mode}_trainFalse")
+        after = test_metrics(out / "posthoc" / f"{mode}_k{k}_trainTrue")
+        before = test_metrics(out / "posthoc" / f"{mode}_k{k}_trainFalse")
         old = sorted(
             k.split("/")[1] for k in after if k.endswith("/loss") and k.split("/")[1] not in (NEW_LANGUAGE, "avg")
         )
@@ -152,7 +162,9 @@ def _fmt(value: Any, digits: int = 3) -> str:
 def readme(summary: dict[str, Any]) -> str:
     lines = [
         "# The X-MOD paper in miniature (make paper)", "",
-        f"Written {summary['date']} by `{summary['command']}` in {summary['wall_seconds']:.0f} s.", "",
+        f"Written {summary['date']} by `{summary['command']}` in {summary['wall_seconds']:.0f} s"
+        + (f" (resumed: {summary['runs_reused']} runs of an earlier invocation reused, not timed)."
+           if summary["runs_reused"] else "."), "",
         "## Curse of multilinguality", "",
         f"Held-out MLM loss of the probe language ({PROBE}, lower is better) after pre-training on K languages with "
         "the same updates per language; zero-shot NLI accuracy on de_DE after fine-tuning on English with "
@@ -221,31 +233,42 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--ks must lie in 1..{len(SYNTHETIC_LANGUAGES)} and include --posthoc-k ({args.posthoc_k})")
     out = Path(args.out).resolve()
     start = time.time()
-    languages = "languages=" + ",".join(f"synthetic{k}" for k in ks)
+    reused = sum(1 for p in out.glob("*/*/run_complete"))  # a resumed study: wall_seconds excludes those runs
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill stops the runs it started too
 
-    def sweep(step: str, *extra: str) -> list[str]:
-        return ["-m", *extra, f"hydra.sweep.dir={out / step}", f"hydra.sweep.subdir={SUBDIR}", *args.overrides]
+    def sweeps(step: str, *extra: str) -> list[tuple[list[str], Path]]:
+        """One multirun per mode over the K it still lacks (finished runs are kept: rerunning resumes)."""
+        todo = []
+        for mode in MODES:
+            ks_left = missing(out / step, mode, ks)
+            if ks_left:
+                languages = "languages=" + ",".join(f"synthetic{k}" for k in ks_left)
+                todo.append((["-m", *extra, languages, f"adapter.mode={mode}", f"hydra.sweep.dir={out / step}",
+                              f"hydra.sweep.subdir={SUBDIR}", *args.overrides], out / "logs" / f"{step}_{mode}.log"))
+        return todo
 
-    run_parallel([(sweep("mlm", "experiment=paper_mlm", languages, f"adapter.mode={mode}"),
-                   out / "logs" / f"mlm_{mode}.log") for mode in MODES], args.jobs)  # fmt: skip
+    run_parallel(sweeps("mlm", "experiment=paper_mlm"), args.jobs)
     # the job's own config sees Hydra's node through the hydra: resolver
     pretrained = f"model.pretrained={out / 'mlm'}/${{adapter.mode}}_${{hydra:runtime.choices.languages}}/export"
-    run_parallel([(sweep("nli", "experiment=paper_nli", languages, f"adapter.mode={mode}", pretrained),
-                   out / "logs" / f"nli_{mode}.log") for mode in MODES], args.jobs)  # fmt: skip
+    run_parallel(sweeps("nli", "experiment=paper_nli", pretrained), args.jobs)
     old = list(SYNTHETIC_LANGUAGES[: args.posthoc_k])
     posthoc = [f"languages=synthetic{args.posthoc_k}", f"languages.eval=[{','.join([*old, 'rm'])}]",
                f"model.pretrained={out / 'mlm'}/${{adapter.mode}}_synthetic{args.posthoc_k}/export"]  # fmt: skip
     run_parallel([(["-m", f"experiment=paper_posthoc_{mode}", "train=true,false", *posthoc,
-                    f"hydra.sweep.dir={out / 'posthoc'}", "hydra.sweep.subdir=${adapter.mode}_train${train}",
-                    *args.overrides], out / "logs" / f"posthoc_{mode}.log") for mode in MODES], args.jobs)  # fmt: skip
+                    f"hydra.sweep.dir={out / 'posthoc'}",
+                    f"hydra.sweep.subdir=${{adapter.mode}}_k{args.posthoc_k}_train${{train}}",
+                    *args.overrides], out / "logs" / f"posthoc_{mode}.log") for mode in MODES
+                  if not all((out / "posthoc" / f"{mode}_k{args.posthoc_k}_train{t}" / "run_complete").is_file()
+                             for t in (True, False))], args.jobs)  # fmt: skip
 
     curse = curse_rows(out, ks)
     nli_dir = out / "nli" / f"modular_synthetic{ks[-1]}"
     info = _results(nli_dir).get("diagnostics") or {}
     summary = {
         "curse": curse,
-        "posthoc": posthoc_rows(out),
+        "posthoc": posthoc_rows(out, args.posthoc_k),
         "wall_seconds": round(time.time() - start, 1),
+        "runs_reused": reused,
         "verdict": curse_verdict(curse),
         "chance": info.get("chance", 100 / 3),
         "shortcut_ceiling": info.get("shortcut_ceiling_max", float("nan")),
