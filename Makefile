@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 CONSTRAINTS := requirements/test-constraints.txt
 LATEST_VENV ?= .venv-latest
 
-.PHONY: install train eval test test-latest lock lint bench
+.PHONY: install train eval test test-latest lock lint bench paper
 
 install: $(STAMP)
 
@@ -25,6 +25,11 @@ train: $(STAMP)
 
 eval: $(STAMP)
 	$(BIN)/xmod-eval $(ARGS)
+
+# The X-MOD paper in miniature (xmod_lab/paper.py): curse of multilinguality, zero-shot, post-hoc languages
+# -> outputs/paper/{summary.json,README.md,*.png}. Settings aimed at 30 minutes on 2 idle cores (docs/paper.md).
+paper: $(STAMP)
+	$(BIN)/python -m xmod_lab.paper $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check xmod_lab tests benchmarks scripts

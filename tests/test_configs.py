@@ -17,7 +17,7 @@ from xmod_lab.train import train
 
 CONF = Path(xmod_lab.__file__).parent / "conf"
 MINE = ("model", "languages", "adapter", "freeze", "task", "trainer", "logger", "callbacks", "paths", "debug",
-        "experiment")
+        "experiment", "pretrain")
 OPTIONS = [(g, p.stem) for g in MINE for p in sorted((CONF / g).glob("*.yaml"))]
 
 
@@ -54,7 +54,7 @@ def test_callbacks_and_loggers_instantiate(tmp_path):
     cfg = compose(tmp_path, "callbacks=early_stopping", "monitor=val/avg/acc", "monitor_mode=max", "logger=many")
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
     assert {type(c).__name__ for c in callbacks} == {"XmodCheckpoint", "ModelSummary", "EarlyStopping",
-                                                     "ValidationScores"}
+                                                     "ValidationScores", "PredictedClasses"}
     loggers = {name: instantiate(c) for name, c in cfg.logger.items()}
     assert set(loggers) == {"csv", "tensorboard"}
     for logger in loggers.values():
@@ -109,8 +109,7 @@ def test_experiments_hold_the_paper_recipes(tmp_path):
 def synthetic(tmp_path_factory) -> Path:
     from xmod_lab.data.synthetic import prepare_synthetic
 
-    return prepare_synthetic(tmp_path_factory.mktemp("synthetic") / "data", ("en", "de", "fr"), n_train=48,
-                             n_eval=16, n_corpus=200)
+    return prepare_synthetic(tmp_path_factory.mktemp("synthetic") / "data", n_train=48, n_eval=16, n_corpus=200)
 
 
 def local_data(synthetic: Path, schema: str) -> list[str]:

@@ -22,6 +22,7 @@ TINY = [
     "model.config.intermediate_size=64",
     "trainer.max_steps=2",
     "trainer.enable_progress_bar=false",
+    "pretrain=none",
 ]
 
 

@@ -178,6 +178,7 @@ def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     job = json.loads(status_file.read_text()) if status_file.is_file() else {}
     metrics: dict[str, dict[str, float]] = {}
     trained: list[str] = []
+    flags: dict[str, list[str]] = {}
     error = job.get("error")
     results_file = run_dir / RESULTS
     if results_file.is_file():
@@ -185,6 +186,8 @@ def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
             results = json.loads(results_file.read_text())
             metrics = _with_average(per_language_metrics(results))
             trained = [str(code) for code in results.get("train_languages") or []]
+            # degenerate classifiers, found by xmod_lab.diagnostics at the end of the run
+            flags = dict((results.get("diagnostics") or {}).get("flags") or {})
         except (ValueError, json.JSONDecodeError) as e:
             error = error or f"unreadable {RESULTS}: {e}"
     validation = None
@@ -203,8 +206,14 @@ def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
         "train_languages": trained,
         "chance": chance_levels(run_dir / CONFIG),
         "validation": validation,
+        "flags": flags,
         "error": error,
     }
+
+
+def flag_cell(run: dict[str, Any]) -> str:
+    """``DEGENERATE: de_DE, fr_XX`` for a run with flagged languages (why: results.json ``diagnostics``)."""
+    return "DEGENERATE: " + ", ".join(run["flags"]) if run.get("flags") else ""
 
 
 def _run_dirs(sweep_dir: Path) -> list[Path]:
@@ -243,6 +252,7 @@ def summary_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
         row.update(run["overrides"])
         for lang, metrics in run["metrics"].items():
             row.update({f"{lang}/{name}": value for name, value in metrics.items()})
+        row["flags"] = flag_cell(run)
         row["error"] = run["error"] or ""
         rows.append(row)
     return rows
@@ -291,7 +301,8 @@ def format_table(summary: dict[str, Any], metric: str | None = None) -> str:
             for lang in languages
         ]
         cells.append(NUMBER.format(r["validation"]["value"]) if r.get("validation") else "-")
-        cells.append(r["status"] if not r["error"] else f"{r['status']}: {r['error']}"[:80])
+        status = " ".join(filter(None, [r["status"], flag_cell(r)]))
+        cells.append(status if not r["error"] else f"{status}: {r['error']}"[:80])
         table.append(cells)
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in table]
@@ -428,6 +439,31 @@ def _save(fig: Any, path: str | os.PathLike | None) -> None:
         fig.savefig(path, dpi=120, bbox_inches="tight")  # the legend outside the axes included
 
 
+def plot_against_languages(summary: dict[str, Any], metric: str, path: str | os.PathLike | None = None) -> Any:
+    """``metric`` on the languages every run evaluates against the number of training languages, one line per
+    setting of the other varying overrides (e.g. ``adapter.mode``): the curse-of-multilinguality figure."""
+    import matplotlib.pyplot as plt
+
+    runs = [r for r in summary["runs"] if r["metrics"] and r["train_languages"]]
+    common = [lang for lang in _languages(summary) if lang != "avg" and all(lang in r["metrics"] for r in runs)]
+    labels = run_labels({"runs": [{**r, "overrides": {k: v for k, v in r["overrides"].items()
+                                                      if not k.startswith("languages")}} for r in runs]})
+    fig, axes = plt.subplots(1, max(1, len(common[:4])), figsize=(1.0 + 4.0 * max(1, len(common[:4])), 3.6),
+                             squeeze=False)
+    for ax, lang in zip(axes[0], common[:4], strict=False):
+        for label in dict.fromkeys(labels[r["run"]] for r in runs):
+            points = sorted((len(r["train_languages"]), r["metrics"][lang].get(metric, float("nan")))
+                            for r in runs if labels[r["run"]] == label)
+            ax.plot([x for x, _ in points], [y for _, y in points], marker="o", label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("training languages")
+        ax.set_ylabel(f"{metric} ({lang})")
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    fig.suptitle(f"{metric} against the number of training languages")
+    _save(fig, path)
+    return fig
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="xmod-report",
@@ -464,6 +500,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, plot in (("heatmap", plot_heatmap), ("zero_shot", plot_zero_shot)):
         path = out / f"{name}_{metric}.png"
         plot(summary, metric, path)
+        print(f"wrote {path}")
+    if len({len(r["train_languages"]) for r in summary["runs"] if r["metrics"]}) > 1:  # e.g. K = 1, 2, 4, ...
+        path = out / f"by_languages_{metric}.png"
+        plot_against_languages(summary, metric, path)
         print(f"wrote {path}")
     if summary["failed"]:
         print(f"runs that did not finish: {', '.join(summary['failed'])}", file=sys.stderr)

@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, open_dict
 
 import xmod_lab.conf.schema  # noqa: F401  (registers train_schema)
-from xmod_lab import runs
+from xmod_lab import diagnostics, pretraining, runs
 from xmod_lab.checkpoints import safe_loading
 from xmod_lab.tasks.common import backbone_languages
 
@@ -34,6 +34,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit + test; returns every logged metric (`test/de_DE/acc`, `val/avg/acc`, ...)."""
     out = Path(cfg.paths.output_dir)
     runs.check_ckpt_path(cfg.ckpt_path)
+    if pretraining.wanted(cfg):  # the `pretrain` stage: an MLM run (cached) whose export becomes model.pretrained
+        pretraining.use_pretrained(cfg, train)
     L.seed_everything(cfg.seed, workers=True)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
@@ -78,11 +80,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     if cfg.export_dir and trainer.is_global_zero:
         export(task, datamodule, cfg.export_dir)
+    diagnosis = diagnostics.assess(table, trainer, datamodule)  # degenerate classifiers, flagged
     runs.finish_run(out, split, table, {
         "task": cfg.task._target_, "checkpoint": best, "train_languages": list(cfg.languages.train),
         "eval_languages": task.eval_languages, "parameters": counts, "global_step": trainer.global_step,
         **selection_score(checkpoint, cfg),
+        "diagnostics": diagnosis,
     })
+    if diagnosis and trainer.is_global_zero:
+        log.info("\n%s", diagnostics.format_assessment(table, diagnosis))
     return metrics
 
 

@@ -13,6 +13,9 @@ CONF = Path(__file__).resolve().parents[2] / "xmod_lab" / "conf" / "data"
 @pytest.mark.parametrize("path", sorted(CONF.glob("*.yaml")), ids=lambda p: p.stem)
 def test_keys_are_constructor_arguments(path):
     cfg = yaml.safe_load(path.read_text())
+    for parent in cfg.pop("defaults", []):  # a config extending another (synthetic_mlm: synthetic_nli)
+        if parent != "_self_":
+            cfg = {**yaml.safe_load((CONF / f"{parent}.yaml").read_text()), **cfg}
     module, _, name = cfg.pop("_target_").rpartition(".")
     target = getattr(importlib.import_module(module), name)
     params = inspect.signature(target).parameters

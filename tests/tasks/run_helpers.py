@@ -28,7 +28,12 @@ SYNTHETIC = ["data.n_train=96", "data.n_eval=24", "data.batch_size=16", "data.ev
 
 
 def compose_run(name: str, run_dir: Path, cache_dir: Path, overrides: list[str]) -> DictConfig:
-    """The config `xmod-<train|eval> <overrides>` would get, writing into run_dir."""
+    """The config `xmod-<train|eval> <overrides>` would get, writing into run_dir.
+
+    Train runs skip the default experiment's pre-training stage unless the overrides name `pretrain`
+    (tests/test_paper.py covers it): they fine-tune the shrunk model as built."""
+    if name == "train" and not any(o.lstrip("+~").startswith("pretrain") for o in overrides):
+        overrides = ["pretrain=none", *overrides]
     GlobalHydra.instance().clear()
     with initialize_config_module("xmod_lab.conf", version_base="1.3"):
         cfg = compose(name, return_hydra_config=True, overrides=[

@@ -132,6 +132,7 @@ class TrainConf(_RunConf):
     train: bool = True
     test: bool = True  # evaluate the test split of every eval language at the end
     export_dir: Optional[str] = None  # save_pretrained of the final backbone + head (+ tokenizer)
+    pretrain: Optional[Any] = None  # the `pretrain` group: a pre-training stage run first (xmod_lab.pretraining)
     monitor: Optional[str] = None  # None: the task's main metric (e.g. val/avg/acc)
     monitor_mode: Optional[str] = None
     optimized_metric: Optional[str] = None  # read by hparams_search (Optuna)

@@ -1,29 +1,39 @@
-"""A synthetic multilingual benchmark for the default experiment: no network, no shipped corpora, < 5 s.
+"""Synthetic languages for the default experiment and the paper study: no network, no shipped corpora.
 
-Every language renders the same latent world with its own words. A clause is
-``NAME [NEG] VERB NUMBER OBJECT``: names (``Anna``) and numbers (``7``) are shared across languages, verbs,
-objects, negation, fillers and connectives are pseudo-words in the language's own script (Latin, Cyrillic,
-CJK, Arabic, Devanagari). The NLI label is a deterministic rule over concepts:
+Every language renders the same latent world with its own words and its own grammar. A clause states a
+fact ``(NAME, VERB, NUMBER, OBJECT)``, possibly negated. Names (``Anna``) and numbers (``7``) are shared
+by all languages (the anchors that let transfer happen); verbs, objects, negation, connectives and fillers
+are pseudo-words in the language's script (Latin, Cyrillic, CJK, Arabic, Devanagari), and each language
+orders subject, verb and object its own way (SVO, SOV, VSO, ...) and puts negation in its own place. The
+world is shared: each verb takes the same 4 of the 16 objects in every language, so a model that learns it
+once can reuse it everywhere, while the grammars compete for capacity in a shared model.
 
-* neutral: the hypothesis is about a person the premise does not mention;
-* entailment: it restates that person's fact (same number, not negated);
-* contradiction: it negates the fact or changes its number.
+NLI (XNLI-style) label, a rule over the facts:
 
-Like the annotation artifacts of real NLI data, part of the labels can also be read off the hypothesis
-alone, through shared tokens: half the neutral hypotheses name someone premises never mention (Mia, Noah,
-Olga, Paul), and a quarter of the contradictions use a number premises never use (7-9); negation words are
-a further, language-specific cue. So a tiny model trained on one language quickly gets well above chance
-(the cues alone allow about 0.75), while the rest needs the name/number matching across the pair. Since
-all cue-carrying and deciding tokens are shared, zero-shot transfer to the other languages is possible.
+* entailment: the premise states the hypothesis' fact, same number, same polarity;
+* contradiction: it states that person's fact with the polarity flipped or another number;
+* neutral: the premise does not mention the hypothesis' person.
+
+The hypothesis is drawn first, from one distribution for every label, and the premise is built around it
+(one or two clauses whatever the label), so neither sentence alone tells the label: the hypothesis-only
+ceiling is chance (``hypothesis_only_ceiling`` measures it on the generated data). Deciding needs matching
+the name across the pair and comparing number and polarity.
+
+Post-hoc languages (:data:`POSTHOC_LANGUAGES`) are not in the pre-training set: their words are borrowed
+from related pre-trained languages (as Romansh shares with German, French and Italian) and their grammar
+is their own, so a new adapter on a frozen body can learn them.
 
 Files (XNLI / PAN-X schema, so the ordinary datamodules read them)::
 
     <root>/xnli/<lang>/{train,validation,test}.jsonl   premise, hypothesis, label (0/1/2)
     <root>/panx/<lang>/{train,validation,test}.jsonl   tokens, ner_tags (PAN-X tag ids), langs
-    <root>/corpus/<lang>.txt                           one sentence per line (tokenizer / MLM)
-    <root>/tokenizer/                                  an XLM-R-format tokenizer trained on the corpus
+    <root>/mlm/<lang>/{train,validation,test}.txt      one sentence per line (masked-LM pre-training)
+    <root>/corpus/<lang>.txt                           the MLM train text again (tokenizer, single-file readers)
+    <root>/tokenizer/                                  an XLM-R-format tokenizer trained on every language
+    <root>/synthetic.json                              the generation settings (written last)
 
-where ``<root>`` is ``root/<hash>``, one folder per set of generation settings (see ``prepare_synthetic``).
+where ``<root>`` is ``root/<hash>``: one folder per set of *generation* settings, always for every language
+of :data:`ALL_LANGUAGES`, so which languages a run trains or evaluates never changes data or tokenizer.
 """
 
 from __future__ import annotations
@@ -35,19 +45,34 @@ import random
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SYNTHETIC_LANGUAGES = ("en", "de", "fr", "ru", "zh")
-NAMES = ("Anna", "Ben", "Carla", "David", "Eva", "Felix", "Greta", "Hugo", "Ida", "Jonas", "Klara", "Leo",
-         "Mia", "Noah", "Olga", "Paul")  # fmt: skip
+from xmod_lab.data.language_modeling import LanguageModelingDataModule
+from xmod_lab.data.languages import to_xmod_language
+from xmod_lab.data.sentence_pair import SentencePairDataModule
+from xmod_lab.data.tokenizer import train_tokenizer
+
+# Pre-training languages, in the order the paper study adds them (K = 1, 2, 4, 8, 16 takes a prefix):
+# the first 5 are the default experiment's.
+SYNTHETIC_LANGUAGES = ("en", "de", "fr", "ru", "zh", "it", "es", "ar", "hi", "nl", "pt", "bg", "fa", "sv",
+                       "ja", "pl")  # fmt: skip
+# Added after pre-training: code -> the languages its words come from.
+POSTHOC_LANGUAGES: dict[str, tuple[str, ...]] = {"rm": ("de", "fr", "it")}
+ALL_LANGUAGES = SYNTHETIC_LANGUAGES + tuple(POSTHOC_LANGUAGES)
+# Dataset code -> X-MOD adapter code for languages outside xmod_lab.data.DEFAULT_LANGUAGE_MAP.
+SYNTHETIC_LANGUAGE_MAP = {"rm": "rm_CH"}
+
+NAMES = ("Anna", "Ben", "Carla", "David", "Eva", "Felix", "Greta", "Hugo", "Ida", "Jonas", "Klara", "Leo")
 SURNAMES = ("Berg", "Costa", "Dumas", "Ivanov", "Kim", "Lopez", "Meyer", "Novak")
 NUMBERS = tuple(str(i) for i in range(1, 10))
-# Premises use the first 12 names and the numbers 1-6; some neutral / contradicting hypotheses use the others.
-_PREMISE_NAMES, _OUTSIDER_NAMES = NAMES[:12], NAMES[12:]
-_PREMISE_NUMBERS, _OUTSIDER_NUMBERS = NUMBERS[:6], NUMBERS[6:]
-_N_OBJECTS, _N_VERBS, _N_FILLERS, _N_PLACES, _N_ORGS = 16, 6, 6, 8, 6
+_N_OBJECTS, _N_VERBS, _N_FILLERS, _N_PLACES, _N_ORGS = 16, 8, 6, 8, 6
+_OBJECTS_PER_VERB = 4
 PANX_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC")
+# Constituent orders (S = name, V = verb, O = number + object) and where negation goes.
+ORDERS = ("SVO", "SOV", "VSO", "VOS", "OVS", "OSV")
+NEGATION_PLACES = ("before_verb", "after_verb", "clause_end")
 
 _SCRIPTS = {
     "latin": ("bdfgklmnprstvz", "aeiou"),
@@ -59,6 +84,11 @@ _SCRIPT_OF = {"ru": "cyrillic", "bg": "cyrillic", "uk": "cyrillic", "ar": "arabi
               "hi": "devanagari", "mr": "devanagari", "ne": "devanagari", "zh": "cjk", "ja": "cjk"}  # fmt: skip
 
 
+def verb_objects(verb: int) -> tuple[int, ...]:
+    """The objects a verb takes: the same in every language (the shared latent world)."""
+    return tuple((2 * verb + j) % _N_OBJECTS for j in range(_OBJECTS_PER_VERB))
+
+
 def _word(rng: random.Random, script: str, syllables: int) -> str:
     if script == "cjk":
         return "".join(chr(rng.randrange(0x4E00, 0x4E00 + 2000)) for _ in range(syllables))
@@ -67,7 +97,13 @@ def _word(rng: random.Random, script: str, syllables: int) -> str:
 
 
 def make_lexicon(lang: str, seed: int = 0) -> dict[str, list[str]]:
-    """Deterministic pseudo-words of one language for every language-specific concept (all distinct)."""
+    """Deterministic pseudo-words of one language for every language-specific concept (all distinct).
+
+    A post-hoc language borrows each word from one of its source languages."""
+    if lang in POSTHOC_LANGUAGES:
+        rng = random.Random(f"{seed}:{lang}:borrow")
+        sources = [make_lexicon(src, seed) for src in POSTHOC_LANGUAGES[lang]]
+        return {kind: [rng.choice(sources)[kind][i] for i in range(len(words))] for kind, words in sources[0].items()}
     rng = random.Random(f"{seed}:{lang}")
     script = _SCRIPT_OF.get(lang, "latin")
     used: set[str] = set()
@@ -85,36 +121,108 @@ def make_lexicon(lang: str, seed: int = 0) -> dict[str, list[str]]:
     return lex
 
 
-def _clause(
-    lex: Mapping[str, list[str]], name: str, verb: int, num: str, obj: int, negated: bool
-) -> list[str]:
-    return [name, *(lex["neg"] if negated else []), lex["verb"][verb], num, lex["object"][obj]]
+@dataclass(frozen=True)
+class Grammar:
+    order: str  # e.g. "SOV"
+    negation: str  # one of NEGATION_PLACES
 
 
-def nli_example(rng: random.Random, lex: Mapping[str, list[str]], label: int) -> dict[str, Any]:
-    """One premise/hypothesis pair whose label follows the rule in the module docstring."""
-    n_facts = rng.choice((1, 1, 2))
-    names = rng.sample(_PREMISE_NAMES, n_facts + 1)  # the last one is absent from the premise
-    facts = [
-        (names[i], rng.randrange(_N_VERBS), rng.choice(_PREMISE_NUMBERS), rng.randrange(_N_OBJECTS))
-        for i in range(n_facts)
-    ]
-    premise: list[str] = [rng.choice(lex["filler"])] if rng.random() < 0.3 else []
-    for i, fact in enumerate(facts):
-        premise += (lex["conj"] if i else []) + _clause(lex, *fact, negated=False)
-    name, verb, num, obj = rng.choice(facts)
-    negated = False
-    if label == 1:  # neutral: someone the premise does not mention (half the time a name premises never use)
-        name = rng.choice(_OUTSIDER_NAMES) if rng.random() < 0.5 else names[-1]
-        negated = rng.random() < 0.2
-    elif label == 2:  # contradiction: negate, or change the number (half the time to one premises never use)
-        if rng.random() < 0.5:
-            negated = True
-        else:
-            pool = _OUTSIDER_NUMBERS if rng.random() < 0.5 else _PREMISE_NUMBERS
-            num = rng.choice([n for n in pool if n != num])
-    hypothesis = _clause(lex, name, verb, num, obj, negated)
-    return {"premise": " ".join(premise), "hypothesis": " ".join(hypothesis), "label": label}
+def make_grammar(lang: str, seed: int = 0) -> Grammar:
+    """English is SVO with negation before the verb; every other language draws its own."""
+    if lang == "en":
+        return Grammar("SVO", "before_verb")
+    rng = random.Random(f"{seed}:{lang}:grammar")
+    return Grammar(rng.choice(ORDERS), rng.choice(NEGATION_PLACES))
+
+
+@dataclass(frozen=True)
+class Fact:
+    name: str
+    verb: int
+    number: str
+    obj: int
+    negated: bool
+
+
+@dataclass(frozen=True)
+class Language:
+    code: str
+    lexicon: Mapping[str, list[str]]
+    grammar: Grammar
+
+    def clause(self, fact: Fact) -> list[str]:
+        lex, neg = self.lexicon, self.lexicon["neg"] if fact.negated else []
+        verb = [lex["verb"][fact.verb]]
+        if self.grammar.negation == "before_verb":
+            verb = neg + verb
+        elif self.grammar.negation == "after_verb":
+            verb = verb + neg
+        parts = {"S": [fact.name], "V": verb, "O": [fact.number, lex["object"][fact.obj]]}
+        words = [w for slot in self.grammar.order for w in parts[slot]]
+        return words + neg if self.grammar.negation == "clause_end" else words
+
+    def sentence(self, facts: Sequence[Fact]) -> list[str]:
+        words: list[str] = []
+        for i, fact in enumerate(facts):
+            words += (self.lexicon["conj"] if i else []) + self.clause(fact)
+        return words
+
+
+def make_language(lang: str, seed: int = 0) -> Language:
+    return Language(lang, make_lexicon(lang, seed), make_grammar(lang, seed))
+
+
+def random_fact(rng: random.Random, name: str | None = None, negated: bool | None = None) -> Fact:
+    verb = rng.randrange(_N_VERBS)
+    return Fact(
+        name=name or rng.choice(NAMES),
+        verb=verb,
+        number=rng.choice(NUMBERS),
+        obj=rng.choice(verb_objects(verb)),
+        negated=rng.random() < 0.5 if negated is None else negated,
+    )
+
+
+def nli_facts(rng: random.Random, label: int) -> tuple[list[Fact], Fact]:
+    """(premise facts, hypothesis fact) for ``label`` (0 entailment, 1 neutral, 2 contradiction).
+
+    The hypothesis is drawn the same way for every label; so is the number of premise clauses (1 or 2).
+    """
+    hyp = random_fact(rng)
+    others = [n for n in NAMES if n != hyp.name]
+    n_clauses = rng.choice((1, 2))
+    distractors = [random_fact(rng, name) for name in rng.sample(others, 2)]
+    if rng.random() < 0.3:  # a distractor that differs from the hypothesis only by its person
+        d = distractors[0]
+        distractors[0] = Fact(d.name, hyp.verb, hyp.number, hyp.obj, hyp.negated)
+    if label == 1:
+        premise = distractors[:n_clauses]
+    else:
+        key = hyp
+        if label == 2:
+            if rng.random() < 0.5:
+                key = Fact(hyp.name, hyp.verb, hyp.number, hyp.obj, not hyp.negated)
+            else:
+                key = Fact(hyp.name, hyp.verb, rng.choice([n for n in NUMBERS if n != hyp.number]), hyp.obj,
+                           hyp.negated)  # fmt: skip
+        premise = [key, *distractors[: n_clauses - 1]]
+        rng.shuffle(premise)
+    return premise, hyp
+
+
+def nli_label(premise: Sequence[Fact], hyp: Fact) -> int:
+    """The rule of the module docstring, from the facts."""
+    about = [f for f in premise if f.name == hyp.name]
+    if not about:
+        return 1
+    return 0 if any(f == hyp for f in about) else 2
+
+
+def nli_example(rng: random.Random, language: Language, label: int) -> dict[str, Any]:
+    premise, hyp = nli_facts(rng, label)
+    filler = [rng.choice(language.lexicon["filler"])] if rng.random() < 0.3 else []
+    return {"premise": " ".join(filler + language.sentence(premise)), "hypothesis": " ".join(language.clause(hyp)),
+            "label": label}  # fmt: skip
 
 
 def ner_example(rng: random.Random, lex: Mapping[str, list[str]], lang: str) -> dict[str, Any]:
@@ -137,9 +245,33 @@ def ner_example(rng: random.Random, lex: Mapping[str, list[str]], lang: str) -> 
     return {"tokens": tokens, "ner_tags": tags, "langs": [lang] * len(tokens)}
 
 
-def corpus_line(rng: random.Random, lex: Mapping[str, list[str]]) -> str:
-    ex = nli_example(rng, lex, rng.randrange(3))
-    return ex["premise"] if rng.random() < 0.5 else ex["hypothesis"]
+def corpus_line(rng: random.Random, language: Language) -> str:
+    """Running text: 1-3 facts (a third negated), sometimes opened by a filler word."""
+    facts = [random_fact(rng, name, rng.random() < 0.3) for name in rng.sample(NAMES, rng.choice((1, 2, 3)))]
+    filler = [rng.choice(language.lexicon["filler"])] if rng.random() < 0.3 else []
+    return " ".join(filler + language.sentence(facts))
+
+
+def hypothesis_only_ceiling(train: Sequence[Mapping[str, Any]], test: Sequence[Mapping[str, Any]]) -> float:
+    """Test accuracy of the best lookup from hypothesis to label learnt on ``train`` (majority label of
+    each hypothesis word, combined by vote): what a model that ignores the premise can reach."""
+    counts: dict[str, list[int]] = {}
+    for row in train:
+        for w in set(row["hypothesis"].split()):
+            counts.setdefault(w, [0, 0, 0])[row["label"]] += 1
+    correct = 0
+    for row in test:
+        votes = [0.0, 0.0, 0.0]
+        for w in set(row["hypothesis"].split()):
+            c = counts.get(w)
+            if c:
+                total = sum(c)
+                votes = [v + k / total for v, k in zip(votes, c, strict=True)]
+        correct += max(range(3), key=lambda k: (votes[k], -k)) == row["label"]
+    return correct / max(1, len(test))
+
+
+SETTINGS_FILE, LANGUAGES_FILE = "synthetic.json", "languages.json"
 
 
 def _write_jsonl(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -151,67 +283,89 @@ def _write_jsonl(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
 
 def generate_synthetic(
     root: str | Path,
-    languages: Sequence[str] = SYNTHETIC_LANGUAGES,
+    languages: Sequence[str] = ALL_LANGUAGES,
     n_train: int = 4000,
     n_eval: int = 500,
     n_corpus: int = 2000,
     seed: int = 0,
     ner: bool = True,
 ) -> Path:
-    """Write the NLI (and NER) splits and the text corpus of every language under ``root``; deterministic."""
+    """Write the NLI (and NER) splits and the MLM text of every language under ``root``; deterministic.
+
+    Facts about each language (grammar, the hypothesis-only ceiling of its NLI test set) go to
+    ``root/languages.json``.
+    """
     root = Path(root)
     sizes = {"train": n_train, "validation": n_eval, "test": n_eval}
+    info: dict[str, Any] = {}
     for lang in languages:
-        lex = make_lexicon(lang, seed)
+        language = make_language(lang, seed)
+        nli: dict[str, list[dict[str, Any]]] = {}
         for split, n in sizes.items():
             rng = random.Random(f"{seed}:{lang}:{split}:nli")
             labels = [i % 3 for i in range(n)]
             rng.shuffle(labels)
-            _write_jsonl(root / "xnli" / lang / f"{split}.jsonl", [nli_example(rng, lex, y) for y in labels])
+            nli[split] = [nli_example(rng, language, y) for y in labels]
+            _write_jsonl(root / "xnli" / lang / f"{split}.jsonl", nli[split])
             if ner:
                 rng = random.Random(f"{seed}:{lang}:{split}:ner")
                 _write_jsonl(
-                    root / "panx" / lang / f"{split}.jsonl", [ner_example(rng, lex, lang) for _ in range(n)]
+                    root / "panx" / lang / f"{split}.jsonl",
+                    [ner_example(rng, language.lexicon, lang) for _ in range(n)],
                 )
-        rng = random.Random(f"{seed}:{lang}:corpus")
-        (root / "corpus").mkdir(parents=True, exist_ok=True)
-        (root / "corpus" / f"{lang}.txt").write_text(
-            "\n".join(corpus_line(rng, lex) for _ in range(n_corpus)) + "\n", encoding="utf-8"
-        )
+        # MLM text: held-out lines are a tenth of the training text (at least 50)
+        for split, n in (("train", n_corpus), ("validation", max(50, n_corpus // 10)), ("test", max(50, n_corpus // 10))):
+            rng = random.Random(f"{seed}:{lang}:{split}:corpus")
+            text = "\n".join(corpus_line(rng, language) for _ in range(n)) + "\n"
+            (root / "mlm" / lang).mkdir(parents=True, exist_ok=True)
+            (root / "mlm" / lang / f"{split}.txt").write_text(text, encoding="utf-8")
+            if split == "train":
+                (root / "corpus").mkdir(parents=True, exist_ok=True)
+                (root / "corpus" / f"{lang}.txt").write_text(text, encoding="utf-8")
+        info[lang] = {
+            "order": language.grammar.order,
+            "negation": language.grammar.negation,
+            "hypothesis_only_ceiling": round(100 * hypothesis_only_ceiling(nli["train"], nli["test"]), 2),
+        }
+    (root / LANGUAGES_FILE).write_text(json.dumps(info, indent=1, ensure_ascii=False))
     return root
+
+
+_VERSION = 3  # bump when the generator changes what it writes
 
 
 def prepare_synthetic(
     root: str | Path,
-    languages: Sequence[str] = SYNTHETIC_LANGUAGES,
     vocab_size: int = 1000,
     n_train: int = 4000,
     n_eval: int = 500,
     n_corpus: int = 2000,
     seed: int = 0,
 ) -> Path:
-    """Generate the data and train its tokenizer once; returns ``root/<hash of the arguments>``.
+    """Generate the data of every language in :data:`ALL_LANGUAGES` and train its tokenizer once; returns
+    ``root/<hash of the generation settings>``.
 
-    Each set of arguments gets its own folder, never replaced once written, so runs with different data
-    settings (a sweep, two users of one cache) can share ``root`` concurrently. A folder is built in a
-    private temporary directory and renamed into place atomically; the first finished builder wins.
+    The folder depends on the generation settings only (never on which languages a run uses), so a
+    checkpoint evaluated on any subset of languages sees the data and tokenizer it was trained with. Each
+    setting gets its own folder, never replaced once written, so runs with different settings can share
+    ``root`` concurrently. A folder is built in a private temporary directory and renamed into place
+    atomically; the first finished builder wins.
     """
-    from xmod_lab.data.tokenizer import train_tokenizer
-
-    params = {"languages": list(languages), "vocab_size": vocab_size, "n_train": n_train, "n_eval": n_eval,
-              "n_corpus": n_corpus, "seed": seed, "version": 2}  # fmt: skip
+    params = {"languages": list(ALL_LANGUAGES), "vocab_size": vocab_size, "n_train": n_train, "n_eval": n_eval,
+              "n_corpus": n_corpus, "seed": seed, "version": _VERSION}  # fmt: skip
     stamp = json.dumps(params, sort_keys=True)
     root = Path(root).expanduser()
     target = root / hashlib.sha256(stamp.encode()).hexdigest()[:12]
-    if (target / "synthetic.json").is_file():
+    if (target / SETTINGS_FILE).is_file():
         return target
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{target.name}-tmp-"))
     try:
-        generate_synthetic(tmp, languages, n_train, n_eval, n_corpus, seed)
+        generate_synthetic(tmp, ALL_LANGUAGES, n_train, n_eval, n_corpus, seed)
+        info = json.loads((tmp / LANGUAGES_FILE).read_text())
         texts = [
             line
-            for lang in languages
+            for lang in ALL_LANGUAGES
             for line in (tmp / "corpus" / f"{lang}.txt").read_text("utf-8").splitlines()
         ]
         # Each word once on its own line too: sentencepiece seeds only substrings with varied right contexts,
@@ -219,10 +373,11 @@ def prepare_synthetic(
         # into letters.
         words = sorted({w for line in texts for w in line.split()})
         train_tokenizer(texts + words, vocab_size, tmp / "tokenizer")
-        (tmp / "synthetic.json").write_text(stamp)  # written last: marks a complete folder
+        # written last: marks a complete folder
+        (tmp / SETTINGS_FILE).write_text(json.dumps({**params, "languages_info": info}, indent=1))
         os.replace(tmp, target)
     except OSError:
-        if not (target / "synthetic.json").is_file():
+        if not (target / SETTINGS_FILE).is_file():
             raise
         # another process finished the same folder first (rename onto a non-empty directory fails)
     finally:
@@ -230,14 +385,29 @@ def prepare_synthetic(
     return target
 
 
+def synthetic_info(folder: str | Path) -> dict[str, Any]:
+    """The generation settings and per-language facts (grammar, hypothesis-only ceiling) of a folder."""
+    return json.loads((Path(folder) / SETTINGS_FILE).read_text())
+
+
+def _check_languages(codes: Sequence[str], role: str) -> None:
+    unknown = [c for c in codes if c not in ALL_LANGUAGES]
+    if unknown:
+        raise ValueError(
+            f"{role}: {unknown} are not synthetic languages; the synthetic data has {list(ALL_LANGUAGES)} "
+            "(dataset codes). Choose among them, e.g. languages.eval=[en,de]."
+        )
+
+
 def synthetic_nli(
     root: str,
     languages: Sequence[str],
     train_langs: Sequence[str] = ("en",),
-    eval_langs: Sequence[str] | None = SYNTHETIC_LANGUAGES,
+    eval_langs: Sequence[str] | None = SYNTHETIC_LANGUAGES[:5],
     vocab_size: int = 1000,
     n_train: int = 4000,
     n_eval: int = 500,
+    n_corpus: int = 2000,
     seed: int = 0,
     max_length: int = 64,
     batch_size: int = 32,
@@ -246,18 +416,17 @@ def synthetic_nli(
     language_map: Mapping[str, str] | None = None,
     cache_dir: str | None = None,
     num_workers: int = 0,
-):
+) -> SentencePairDataModule:
     """The default experiment's datamodule: generates the data and tokenizer under ``root`` if needed and
-    returns a :class:`SentencePairDataModule` over them. ``languages`` is the model's adapter list; the
-    generated languages are the union of ``train_langs`` and ``eval_langs`` (dataset codes, e.g. ``de``)."""
-    from xmod_lab.data.sentence_pair import SentencePairDataModule
-
+    returns a :class:`SentencePairDataModule` over them. ``languages`` is the model's adapter list."""
     eval_langs = list(eval_langs) if eval_langs is not None else list(train_langs)
-    generated = list(dict.fromkeys([*train_langs, *eval_langs]))
-    root_path = prepare_synthetic(root, generated, vocab_size, n_train, n_eval, seed=seed)
-    return SentencePairDataModule(
-        source={"path": str(root_path / "xnli" / "{lang}" / "{split}.jsonl")},
-        tokenizer=str(root_path / "tokenizer"),
+    _check_languages(train_langs, "languages.train")
+    _check_languages(eval_langs, "languages.eval")
+    folder = prepare_synthetic(root, vocab_size, n_train, n_eval, n_corpus, seed)
+    language_map = {**SYNTHETIC_LANGUAGE_MAP, **(language_map or {})}
+    datamodule = SentencePairDataModule(
+        source={"path": str(folder / "xnli" / "{lang}" / "{split}.jsonl")},
+        tokenizer=str(folder / "tokenizer"),
         languages=languages,
         train_langs=train_langs,
         eval_langs=eval_langs,
@@ -266,6 +435,61 @@ def synthetic_nli(
         eval_batch_size=eval_batch_size,
         batching=batching,
         language_map=language_map,
+        cache_dir=cache_dir,
+        num_workers=num_workers,
+        seed=seed,
+    )
+    # test accuracy a hypothesis-only model reaches, per evaluation language (xmod_lab.diagnostics reads it)
+    facts = synthetic_info(folder)["languages_info"]
+    datamodule.shortcut_ceiling = {
+        to_xmod_language(code, language_map): facts[code]["hypothesis_only_ceiling"] for code in eval_langs
+    }
+    return datamodule
+
+
+def synthetic_mlm(
+    root: str,
+    languages: Sequence[str],
+    train_langs: Sequence[str],
+    eval_langs: Sequence[str] | None = None,
+    vocab_size: int = 1000,
+    n_train: int = 4000,
+    n_eval: int = 500,
+    n_corpus: int = 2000,
+    seed: int = 0,
+    max_length: int = 64,
+    mlm_probability: float = 0.15,
+    pack: bool = True,
+    alpha: float | None = None,
+    batch_size: int = 32,
+    eval_batch_size: int | None = None,
+    batching: str = "mixed",
+    language_map: Mapping[str, str] | None = None,
+    cache_dir: str | None = None,
+    num_workers: int = 0,
+) -> LanguageModelingDataModule:
+    """Masked-LM pre-training on the synthetic text (held-out validation/test lines per language), with the
+    same generated folder and tokenizer as :func:`synthetic_nli` for the same generation settings."""
+    eval_langs = list(eval_langs) if eval_langs is not None else list(train_langs)
+    _check_languages(train_langs, "languages.train")
+    _check_languages(eval_langs, "languages.eval")
+    folder = prepare_synthetic(root, vocab_size, n_train, n_eval, n_corpus, seed)
+    return LanguageModelingDataModule(
+        source={"path": str(folder / "mlm" / "{lang}" / "{split}.txt")},
+        tokenizer=str(folder / "tokenizer"),
+        languages=languages,
+        train_langs=train_langs,
+        eval_langs=eval_langs,
+        objective="mlm",
+        mlm_probability=mlm_probability,
+        max_length=max_length,
+        pack=pack,
+        holdout=0.0,
+        alpha=alpha,
+        batch_size=batch_size,
+        eval_batch_size=eval_batch_size,
+        batching=batching,
+        language_map={**SYNTHETIC_LANGUAGE_MAP, **(language_map or {})},
         cache_dir=cache_dir,
         num_workers=num_workers,
         seed=seed,

@@ -1,0 +1,108 @@
+"""The default experiment's pre-training stage, the degenerate-run flags, and `make paper` at a toy setting."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.tasks.run_helpers import SHRINK, compose_run, no_hydra
+from xmod_lab import diagnostics, pretraining
+from xmod_lab.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ["data.n_train=48", "data.n_eval=24", "data.n_corpus=60", "data.batch_size=16", "data.eval_batch_size=24"]
+# the default experiment's stage, cut to 2 updates
+QUICK_PRETRAIN = "pretrain.overrides=['task=masked_lm','data=synthetic_mlm','freeze=none','trainer.max_steps=2']"
+
+
+def run(tmp: Path, cache: Path, name: str, *overrides: str):
+    with no_hydra():
+        cfg = compose_run("train", tmp / name, cache, [*SHRINK, *DATA, "trainer.max_steps=2", *overrides])
+    return cfg, train(cfg)
+
+
+def test_pretrain_stage_runs_once_then_fine_tunes_its_export(tmp_path):
+    cache = tmp_path / "cache"
+    cfg, _ = run(tmp_path, cache, "a", QUICK_PRETRAIN)
+    (folder,) = (cache / "pretrained").iterdir()
+    assert cfg.model.pretrained == str(folder) and pretraining.is_complete(folder)
+    pre = pretraining.pretraining_results(folder)
+    # pre-trained by MLM on every adapter language (dataset codes), evaluated on all of them
+    assert pre["task"].endswith("MaskedLMTask") and pre["train_languages"] == ["en", "de", "fr", "ru", "zh"]
+    assert set(pre["test"]) == {"en_XX", "de_DE", "fr_XX", "ru_RU", "zh_CN", "avg"}
+    saved = (tmp_path / "a" / "config.yaml").read_text()
+    assert f"pretrained: {folder}" in saved and "policy: paper" in saved
+    results = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert results["parameters"]["frozen"] > 0  # embeddings and adapters of the pre-trained model
+
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    run(tmp_path, cache, "b", QUICK_PRETRAIN, "languages.eval=[de,fr]")  # fine-tuning settings: same backbone
+    assert [p.name for p in (cache / "pretrained").iterdir()] == [folder.name]
+    assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
+    run(tmp_path, cache, "c", QUICK_PRETRAIN, "model.config.intermediate_size=32")  # the backbone changes
+    assert len(list((cache / "pretrained").iterdir())) == 2
+
+
+def test_pretrain_with_a_given_checkpoint_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="use pretrain=none"):
+        run(tmp_path, tmp_path / "cache", "a", QUICK_PRETRAIN, "model.pretrained=facebook/xmod-base")
+
+
+def test_pretrain_needs_synthetic_languages(tmp_path):
+    with pytest.raises(ValueError, match=r"\['sw_KE'\] have no synthetic language"):
+        run(tmp_path, tmp_path / "cache", "a", QUICK_PRETRAIN, "languages.adapters=[en_XX,sw_KE]",
+            "languages.eval=[en]")
+
+
+@pytest.mark.parametrize(("acc", "predicted", "ceiling", "expected"), [
+    (71.0, {0: 40, 1: 30, 2: 30}, 34.0, []),
+    (71.0, {0: 60, 2: 40}, None, ["predicts 2 of 3 classes"]),
+    (35.1, {0: 40, 1: 30, 2: 30}, None, ["within 3 points of chance (33.3)"]),
+    (77.0, {0: 40, 1: 30, 2: 30}, 75.5, ["not above the shortcut ceiling (75.5) by 3 points"]),
+    (33.4, {1: 100}, 33.0, ["predicts 1 of 3 classes", "within 3 points of chance (33.3)",
+                            "not above the shortcut ceiling (33.0) by 3 points"]),
+])  # fmt: skip
+def test_degenerate_classifiers_are_flagged(acc, predicted, ceiling, expected):
+    assert diagnostics.flags(acc, 3, predicted, ceiling) == expected
+
+
+def test_a_collapsed_run_is_flagged_in_its_results(tmp_path):
+    """A model that cannot learn (learning rate 0) predicts one class: results.json and the log say so."""
+    run(tmp_path, tmp_path / "cache", "a", "pretrain=none", "optimizer.lr=0.0")
+    diag = json.loads((tmp_path / "a" / "results.json").read_text())["diagnostics"]
+    assert diag["chance"] == pytest.approx(33.33, abs=0.01) and set(diag["shortcut_ceiling"]) == set(diag["flags"])
+    for lang, counts in diag["predicted_classes"].items():
+        assert sum(counts.values()) == 24  # every test example of the language counted
+        assert any("chance" in f for f in diag["flags"][lang]), lang
+
+
+@pytest.mark.slow
+def test_paper_study_at_a_toy_setting(tmp_path):
+    """`make paper` end to end (K = 1, 2; 2 updates per run): summary schema, post-hoc changes, outputs."""
+    out = tmp_path / "paper"
+    done = subprocess.run(
+        [sys.executable, "-m", "xmod_lab.paper", "--out", str(out), "--ks", "1,2", "--posthoc-k", "2",
+         "trainer.max_steps=2", *DATA],
+        cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, "XMOD_CACHE": str(tmp_path / "c")},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert [(r["mode"], r["languages"]) for r in summary["curse"]] == [
+        ("shared", 1), ("shared", 2), ("modular", 1), ("modular", 2)]
+    for row in summary["curse"]:
+        assert isinstance(row["probe_mlm_loss"], float) and row["probe_mlm_loss"] > 0
+        assert (row["zero_shot_acc"] is None) == (row["languages"] == 1)  # no other language at K = 1
+        assert row["zero_shot_acc"] is None or 0.0 <= row["zero_shot_acc"] <= 100.0
+    posthoc = {r["mode"]: r for r in summary["posthoc"]}
+    assert set(posthoc) == {"shared", "modular"}
+    assert posthoc["modular"]["old_languages_max_loss_change"] == 0.0  # old adapters and body untouched
+    assert posthoc["shared"]["old_languages_max_loss_change"] > 0.0  # its one adapter serves every language
+    assert set(posthoc["modular"]["old_languages_loss_change"]) == {"en_XX", "de_DE"}
+    assert isinstance(summary["wall_seconds"], float) and summary["wall_seconds"] > 0
+    assert "## Curse of multilinguality" in (out / "README.md").read_text()
+    assert (out / "probe_loss_vs_k.png").stat().st_size > 0 and (out / "mlm" / "sweep_summary.csv").is_file()

@@ -1,0 +1,159 @@
+"""The ``pretrain`` stage of xmod-train: X-MOD's workflow (pre-train, then fine-tune) in one command.
+
+With ``pretrain=synthetic_mlm`` (the default experiment) a run first needs a pre-trained backbone. That
+backbone is made by an ordinary xmod-train run: the config composed from ``pretrain.overrides`` (e.g.
+``task=masked_lm data=synthetic_mlm``) over the same base config, given this run's model, adapter options,
+adapter languages (trained and evaluated on all of them) and synthetic data generation settings, so the
+architecture and tokenizer match by construction. It runs once; its export and run directory are cached
+under ``<paths.cache_dir>/pretrained/<hash of its resolved config>`` and become ``model.pretrained``.
+Change any setting that reaches the pre-training run and it gets its own folder; delete the folder to rerun.
+
+The stage never runs when ``model.pretrained`` is given: pre-training replaces it, so both at once is an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from xmod_lab.data.languages import to_xmod_language
+from xmod_lab.data.synthetic import ALL_LANGUAGES, SYNTHETIC_LANGUAGE_MAP
+
+log = logging.getLogger(__name__)
+
+RUN_SUBDIR = "pretraining_run"  # the pre-training run's directory inside the cached folder
+# data keys copied from the run's data config: the synthetic generation settings (same folder, same tokenizer)
+GENERATION_KEYS = ("root", "vocab_size", "n_train", "n_eval", "n_corpus", "seed")
+# parts of the pre-training config that do not change the weights it produces
+_NOT_IN_KEY = ("paths", "logger", "callbacks", "name", "tags", "export_dir", "torch_threads", "pretrain")
+_TRAINER_NOT_IN_KEY = ("default_root_dir", "enable_progress_bar", "log_every_n_steps", "enable_model_summary")
+_DATA_NOT_IN_KEY = ("root", "cache_dir", "num_workers")
+
+
+def wanted(cfg: DictConfig) -> bool:
+    pretrain = cfg.get("pretrain")
+    return bool(pretrain and pretrain.get("overrides"))
+
+
+@contextlib.contextmanager
+def _hydra() -> Iterator[None]:
+    """Compose with the running app's search path when there is one (xmod-train), else the package's."""
+    if GlobalHydra.instance().is_initialized():
+        yield
+    else:
+        with initialize_config_module("xmod_lab.conf", version_base="1.3"):
+            yield
+
+
+def synthetic_codes(adapters: list[str], language_map: dict | None) -> list[str]:
+    """Dataset codes of the synthetic languages behind X-MOD adapter codes (``en_XX`` -> ``en``)."""
+    mapping = {**SYNTHETIC_LANGUAGE_MAP, **(language_map or {})}
+    by_adapter = {to_xmod_language(code, mapping): code for code in ALL_LANGUAGES}
+    missing = [code for code in adapters if code not in by_adapter]
+    if missing:
+        raise ValueError(
+            f"pretrain: adapters {missing} have no synthetic language to pre-train on (synthetic languages: "
+            f"{list(ALL_LANGUAGES)}); choose languages.adapters among them or use pretrain=none"
+        )
+    return [by_adapter[code] for code in adapters]
+
+
+def pretraining_config(cfg: DictConfig) -> DictConfig:
+    """The resolved config of the pre-training run for ``cfg`` (its output paths not yet set)."""
+    if cfg.model.get("pretrained"):
+        raise ValueError(
+            f"pretrain={cfg.pretrain.overrides} pre-trains a fresh backbone, but model.pretrained="
+            f"{cfg.model.pretrained!r} is given too: use pretrain=none to fine-tune that checkpoint"
+        )
+    adapters = list(cfg.languages.adapters or [])
+    if not adapters:
+        raise ValueError("pretrain: a model pre-trained from scratch needs languages.adapters")
+    with _hydra():
+        pre = compose(config_name="train", overrides=[*cfg.pretrain.overrides, "pretrain=none"])
+    language_map = OmegaConf.to_container(cfg.languages.map, resolve=True) if cfg.languages.get("map") else {}
+    codes = synthetic_codes(adapters, language_map)
+    with open_dict(pre):
+        # key by key: these nodes are structured (xmod_lab/conf/schema.py)
+        for key, value in OmegaConf.to_container(cfg.paths, resolve=True).items():
+            pre.paths[key] = value
+        for key, value in OmegaConf.to_container(cfg.model, resolve=False).items():
+            pre.model[key] = value
+        for key, value in OmegaConf.to_container(cfg.adapter, resolve=True, enum_to_str=True).items():
+            pre.adapter[key] = value
+        languages = {"adapters": adapters, "add": {}, "train": codes, "eval": codes, "map": language_map}
+        for key, value in languages.items():
+            pre.languages[key] = value
+        if "root" in pre.data:
+            if "root" not in cfg.data:
+                raise ValueError(
+                    "pretrain pre-trains on the synthetic languages, but this run's data "
+                    f"({cfg.data.get('_target_')}) is not synthetic, so its tokenizer would differ: "
+                    "use pretrain=none, or data=synthetic_nli"
+                )
+            for key in GENERATION_KEYS:
+                if key in cfg.data:
+                    pre.data[key] = cfg.data[key]
+        pre.torch_threads = cfg.get("torch_threads")
+        pre.test = True
+    return pre
+
+
+def cache_key(pre: DictConfig) -> str:
+    """A hash of everything in the pre-training config that changes the weights it produces."""
+    plain: dict[str, Any] = OmegaConf.to_container(pre, resolve=True, enum_to_str=True)  # type: ignore[assignment]
+    keyed = {k: v for k, v in plain.items() if k not in _NOT_IN_KEY}
+    keyed["trainer"] = {k: v for k, v in keyed.get("trainer", {}).items() if k not in _TRAINER_NOT_IN_KEY}
+    keyed["data"] = {k: v for k, v in keyed.get("data", {}).items() if k not in _DATA_NOT_IN_KEY}
+    stamp = json.dumps(keyed, sort_keys=True, default=str)
+    return hashlib.sha256(stamp.encode()).hexdigest()[:12]
+
+
+def is_complete(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and (folder / RUN_SUBDIR / "run_complete").is_file()
+
+
+def use_pretrained(cfg: DictConfig, run: Callable[[DictConfig], Any]) -> Path:
+    """Set ``cfg.model.pretrained`` to the cached pre-trained export for ``cfg``, running ``run`` (xmod-train's
+    ``train``) on the pre-training config first when it is not cached. Returns the folder."""
+    pre = pretraining_config(cfg)
+    key = cache_key(pre)
+    root = Path(cfg.paths.cache_dir).expanduser() / "pretrained"
+    target = root / key
+    if is_complete(target):
+        log.info("pre-trained backbone: %s (cached; delete the folder to pre-train again)", target)
+    else:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{key}-tmp-"))
+        try:
+            with open_dict(pre):
+                pre.paths.output_dir = str(tmp / RUN_SUBDIR)
+                pre.export_dir = str(tmp)
+            log.info("pre-training the backbone first (%s; cached as %s)", " ".join(cfg.pretrain.overrides), target)
+            run(pre)
+            os.replace(tmp, target)
+        except OSError:
+            if not is_complete(target):
+                raise
+            # a concurrent run finished the same pre-training first
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    with open_dict(cfg):
+        cfg.model.pretrained = str(target)
+    return target
+
+
+def pretraining_results(folder: str | Path) -> dict[str, Any]:
+    """The pre-training run's results.json (held-out MLM loss per language) of a cached folder."""
+    return json.loads((Path(folder) / RUN_SUBDIR / "results.json").read_text())
