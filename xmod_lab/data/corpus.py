@@ -84,8 +84,9 @@ class BlockEncoder:
 
     def _ids(self, texts: list[str]) -> list[list[int]]:
         backend = getattr(self.tokenizer, "backend_tokenizer", None)
-        if backend is not None:  # the Rust tokenizer directly: no BatchEncoding built around it
-            return [e.ids for e in backend.encode_batch(texts, add_special_tokens=False)]
+        if backend is not None:  # the Rust tokenizer directly (no BatchEncoding around it, no offsets tracked)
+            encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+            return [e.ids for e in encode(texts, add_special_tokens=False)]
         return self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
 
     def __call__(self, rows: pa.Table, indices: Sequence[int]) -> pa.Table:
@@ -189,6 +190,22 @@ def _stream_blocks(
         writer.close()
 
 
+class _GroupEncoder:
+    """Encodes whole groups of ``batch_lines`` rows: group g is rows [g * batch_lines, (g + 1) * batch_lines),
+    wherever the worker boundaries fall, so the blocks do not depend on the number of processes."""
+
+    def __init__(self, rows: datasets.Dataset, encoder: BlockEncoder, batch_lines: int) -> None:
+        self.rows, self.encoder, self.batch_lines = rows, encoder, batch_lines
+
+    def __call__(self, batch: Mapping[str, list]) -> pa.Table:
+        tables = []
+        for g in batch["group"]:
+            start = int(g) * self.batch_lines
+            stop = min(start + self.batch_lines, len(self.rows))
+            tables.append(self.encoder(self.rows[start:stop], range(start, stop)))
+        return pa.concat_tables(tables)
+
+
 def _map_blocks(
     rows: datasets.Dataset, encoder: BlockEncoder, path: Path, batch_lines: int, num_proc: int | None, where: str
 ) -> None:
@@ -199,10 +216,12 @@ def _map_blocks(
         )
     rows = rows.select_columns([encoder.spec.text_column]).with_format("arrow")
     procs = _num_proc(num_proc, len(rows), batch_lines)
-    rows.map(
-        encoder, batched=True, batch_size=batch_lines, with_indices=True, num_proc=procs if procs > 1 else None,
-        remove_columns=rows.column_names, features=BLOCK_FEATURES, cache_file_name=str(path),
-        load_from_cache_file=False, writer_batch_size=1000, desc=f"tokenize + pack {where}",
+    # map over group numbers (the rows stay memory-mapped; workers read their groups' rows themselves)
+    groups = datasets.Dataset.from_dict({"group": np.arange(-(-len(rows) // batch_lines))})
+    groups.map(
+        _GroupEncoder(rows, encoder, batch_lines), batched=True, batch_size=1, num_proc=procs if procs > 1 else None,
+        remove_columns=["group"], features=BLOCK_FEATURES, cache_file_name=str(path), load_from_cache_file=False,
+        writer_batch_size=1000, desc=f"tokenize + pack {where}",
     )  # fmt: skip
 
 
