@@ -35,6 +35,18 @@ from xmod_lab.data.sources import SourceSpec
 log = logging.getLogger(__name__)
 
 
+class ResumableLoader(DataLoader):
+    """A DataLoader that tells Lightning it resumes mid-epoch (so it does not warn that it cannot): the data
+    position itself is saved and restored by :meth:`LanguageModelingDataModule.state_dict`, which counts the
+    batches the trainer consumed rather than those the loader prefetched."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        pass
+
+
 class LanguageModelingDataModule(LightningDataModule):
     """``objective``: ``mlm`` (masked, XLM-R/X-MOD pre-training) or ``clm`` (next token). ``alpha``: language
     sampling exponent for training (None: every block once per epoch). ``holdout``: fraction of each
@@ -203,7 +215,7 @@ class LanguageModelingDataModule(LightningDataModule):
             sampler.load_state_dict(self._pending_state)
             self._pending_state = None
         self._train_sampler = sampler
-        return DataLoader(data, batch_sampler=sampler, collate_fn=self._collate(True),
+        return ResumableLoader(data, batch_sampler=sampler, collate_fn=self._collate(True),
                           num_workers=self.spec.num_workers, persistent_workers=self.spec.num_workers > 0)  # fmt: skip
 
     def _eval_loaders(self, split: str) -> list[DataLoader]:

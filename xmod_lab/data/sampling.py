@@ -76,6 +76,30 @@ def language_sampling_probs(counts: Sequence[int], alpha: float) -> np.ndarray:
     return q / q.sum()
 
 
+def _separate_repeats(order: np.ndarray, step_size: int, rng: np.random.Generator) -> np.ndarray:
+    """Swap examples so that no global step holds one twice (up-sampled languages repeat examples; two copies
+    in one step would put the same block on two ranks, or twice in one batch). Leaves the counts unchanged."""
+    order = order.copy()
+    steps = np.arange(len(order)) // step_size
+    key = steps * (int(order.max()) + 1) + order
+    ranked = np.argsort(key, kind="stable")
+    repeats = ranked[1:][key[ranked[1:]] == key[ranked[:-1]]]  # positions holding a second copy within a step
+    n_steps = -(-len(order) // step_size)
+    for pos in repeats:
+        here = int(steps[pos])
+        mine = order[here * step_size : (here + 1) * step_size]
+        for there in rng.integers(0, n_steps, size=64 * n_steps if n_steps > 1 else 0):
+            theirs = order[there * step_size : (there + 1) * step_size]
+            if there == here or order[pos] in theirs:
+                continue
+            free = [j for j, x in enumerate(theirs) if x not in mine]
+            if free:
+                other = int(there) * step_size + free[int(rng.integers(len(free)))]
+                order[pos], order[other] = order[other], order[pos]
+                break
+    return order
+
+
 class _EpochHolder:
     """Stands in for a sampler so that the epoch Lightning sets reaches the batch sampler."""
 
@@ -186,6 +210,8 @@ class LanguageBatchSampler(BatchSampler):
         order = np.concatenate(list(pools.values()))
         if self.shuffle:
             order = rng.permutation(order)
+        if self.alpha is not None:
+            order = _separate_repeats(order, step_size, rng)
         steps = [order[i : i + step_size] for i in range(0, len(order), step_size)]
         if self.drop_last and steps and len(steps[-1]) < step_size:
             steps.pop()
@@ -245,10 +271,12 @@ class LanguageBatchSampler(BatchSampler):
             yield batch.tolist()
 
     def __len__(self) -> int:
-        if self.alpha is None and self.mode != "homogeneous":
-            n, step = len(self.example_langs), self.batch_size * self.num_replicas
-            return n // step if self.drop_last else math.ceil(n / step)
-        return len(self._global_steps())
+        step = self.batch_size * self.num_replicas
+        counts = self.language_counts().values()
+        if self.mode == "homogeneous":  # steps never span two languages
+            return sum(k // step if self.drop_last else -(-k // step) for k in counts)
+        n = sum(counts)
+        return n // step if self.drop_last else math.ceil(n / step)
 
 
 class ShardedEvalSampler(BatchSampler):
