@@ -12,7 +12,8 @@ num_workers=N multiplies the collate figures roughly by N while cores are free).
 ``--corpus`` runs ``LanguageModelingDataModule.setup("fit")`` twice, each in a fresh process: first with an
 empty cache (read, tokenize, pack, write), then from the cache the first wrote. For each: setup wall time, text
 MB/s, tokens/s per tokenizing process, peak RSS (the largest of the main process and of any one worker, and the
-peak of their sum (PSS: pages shared by forked workers counted once) sampled every 50 ms) and the blocks written.
+peak of their sum (PSS: pages shared by forked workers counted once; and its anonymous part, without
+the pages of memory-mapped files) sampled every 50 ms) and the blocks written.
 """
 
 from __future__ import annotations
@@ -98,18 +99,31 @@ def write_corpus(out: Path, megabytes: float, langs: tuple[str, ...] = ("en", "r
     print(f"wrote {len(langs)} x {megabytes} MB of text to {out}")
 
 
+def _pss(pid: int) -> tuple[int, int]:
+    """(PSS, anonymous PSS) in bytes: pages shared by forked workers counted once; the anonymous part leaves
+    out the pages of memory-mapped files (page cache the kernel reclaims under pressure)."""
+    fields = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            name, _, rest = line.partition(":")
+            if name in ("Pss", "Pss_Anon"):
+                fields[name] = int(rest.split()[0]) * 1024
+    return fields.get("Pss", 0), fields.get("Pss_Anon", 0)
+
+
 def _peak_tree_rss(stop: threading.Event, out: list[int]) -> None:
     import psutil
 
     me = psutil.Process()
     while not stop.is_set():
-        total = 0
+        total = anon = 0
         for p in [me, *me.children(recursive=True)]:
             try:
-                total += p.memory_full_info().pss  # shared pages counted once across forked workers
-            except psutil.Error:
-                pass
-        out[0] = max(out[0], total)
+                pss, pss_anon = _pss(p.pid)
+            except OSError:
+                continue
+            total, anon = total + pss, anon + pss_anon
+        out[0], out[1] = max(out[0], total), max(out[1], anon)
         stop.wait(0.05)
 
 
@@ -122,7 +136,7 @@ def setup_once(corpus: Path, langs: list[str], tokenizer: str, cache: str, max_l
         train_langs=langs, max_length=max_length, cache_dir=cache, num_proc=num_proc,
     )  # fmt: skip
     dm.tokenizer  # noqa: B018 (loaded outside the timing)
-    peak, stop = [0], threading.Event()
+    peak, stop = [0, 0], threading.Event()
     sampler = threading.Thread(target=_peak_tree_rss, args=(stop, peak), daemon=True)
     sampler.start()
     start, cpu = time.perf_counter(), time.process_time()
@@ -136,6 +150,7 @@ def setup_once(corpus: Path, langs: list[str], tokenizer: str, cache: str, max_l
         "wall_s": wall, "main_cpu_s": time.process_time() - cpu, "children_cpu_s": children.ru_utime + children.ru_stime,
         "peak_rss_main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_rss_worker_mb": children.ru_maxrss / 1024, "peak_rss_sum_mb": peak[0] / 2**20,
+        "peak_anon_sum_mb": peak[1] / 2**20,
         "blocks": sum(b.blocks for b in blocks), "tokens": sum(b.tokens for b in blocks),
         "built": [b.built for b in blocks], "num_proc": num_proc or len(os.sched_getaffinity(0)),
     }  # fmt: skip
@@ -168,7 +183,8 @@ def bench_corpus(args: argparse.Namespace) -> None:
             print(f"{run}: setup {r['wall_s']:.2f} s, {megabytes / r['wall_s']:.2f} MB text/s, "
                   f"{r['tokens'] / r['wall_s'] / r['num_proc']:,.0f} tokens/s per process ({r['num_proc']} processes), "
                   f"CPU {r['main_cpu_s'] + r['children_cpu_s']:.1f} s, peak RSS {r['peak_rss_main_mb']:.0f} MB main / "
-                  f"{r['peak_rss_worker_mb']:.0f} MB largest worker / {r['peak_rss_sum_mb']:.0f} MB all together, "
+                  f"{r['peak_rss_worker_mb']:.0f} MB largest worker / {r['peak_rss_sum_mb']:.0f} MB all together (PSS; "
+                  f"{r['peak_anon_sum_mb']:.0f} MB of it anonymous, the rest mapped files), "
                   f"{r['blocks']:,} blocks ({r['tokens']:,} tokens), built {r['built']}")  # fmt: skip
 
 

@@ -65,3 +65,19 @@ def test_resume_mid_epoch_sees_the_same_blocks(tmp_path, synthetic_root, tokeniz
     assert len(mix) == 2 and all(abs(a + b - 1) < 1e-6 for a, b in mix)
     langs = [lang for _, _, ids in whole[:per_epoch] for lang in ids]
     assert mix[0][0] == pytest.approx(langs.count(0) / len(langs))
+
+
+def test_global_batch_in_tokens_sets_the_accumulation(tmp_path, synthetic_root, tokenizer_dir):
+    dm = datamodule(synthetic_root, tokenizer_dir, tmp_path / "cache", 0)
+    dm.global_batch_tokens = 5 * 24 * 2 * 3  # batch 5, blocks of 24, 2 processes, 3 steps
+    assert dm.accumulation(world_size=2) == 3
+    with pytest.raises(ValueError, match="not a multiple of data.batch_size"):
+        dm.accumulation(world_size=4)
+    with pytest.raises(ValueError, match="accumulate_grad_batches=2 contradicts"):
+        dm.accumulation(world_size=2, configured=2)
+    dm.global_batch_tokens = 5 * 24 * 4
+    model = Recorder()
+    trainer = L.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, enable_checkpointing=False)  # fmt: skip
+    trainer.fit(model, datamodule=dm)
+    assert trainer.accumulate_grad_batches == 4 and len(model.seen) == 8  # 2 optimizer steps of 4 batches

@@ -54,7 +54,10 @@ class LanguageModelingDataModule(LightningDataModule):
     language); 0 reads the source's own validation/test splits. ``streaming``: read the source lazily
     (``datasets`` streaming) instead of converting it to Arrow first. ``num_proc``: tokenizing processes (None:
     every core). ``batch_lines``: lines tokenized and packed together (each batch ends in one shorter block).
-    ``cache_dir``: where prepared blocks are kept and shared (None: a temporary directory for this process)."""
+    ``cache_dir``: where prepared blocks are kept and shared (None: a temporary directory for this process).
+    ``global_batch_tokens``: the optimizer step's batch in tokens, over every rank: when fitting, the trainer's
+    ``accumulate_grad_batches`` is set to global_batch_tokens / (batch_size * max_length * world size), which
+    must be a whole number (blocks are ``max_length`` tokens; each ``batch_lines`` batch ends in a shorter one)."""
 
     def __init__(
         self,
@@ -82,6 +85,7 @@ class LanguageModelingDataModule(LightningDataModule):
         streaming: bool = False,
         num_proc: int | None = None,
         batch_lines: int = 10_000,
+        global_batch_tokens: int | None = None,
     ) -> None:
         super().__init__()
         if objective not in ("mlm", "clm"):
@@ -108,6 +112,7 @@ class LanguageModelingDataModule(LightningDataModule):
         self.streaming = streaming
         self.num_proc = num_proc
         self.batch_lines = batch_lines
+        self.global_batch_tokens = global_batch_tokens
         self._tokenizer = LazyTokenizer(tokenizer)
         self._data: dict[str, list[Blocks]] = {}
         self._private_cache: str | None = None
@@ -168,6 +173,28 @@ class LanguageModelingDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         for split, langs, _ in self._plan(stage):
             self._data[split] = [self.blocks(lang, split) for lang in langs]
+        trainer = self._trainer_or_none()
+        if self.global_batch_tokens is not None and trainer is not None and stage in (None, "fit"):
+            trainer.accumulate_grad_batches = self.accumulation(trainer.world_size, trainer.accumulate_grad_batches)
+
+    def accumulation(self, world_size: int, configured: int = 1) -> int:
+        """The gradient accumulation that makes an optimizer step ``global_batch_tokens`` tokens."""
+        per_step = self.spec.batch_size * self.max_length * world_size
+        steps, rest = divmod(int(self.global_batch_tokens), per_step)
+        if rest or steps < 1:
+            raise ValueError(
+                f"data.global_batch_tokens={self.global_batch_tokens} is not a multiple of data.batch_size "
+                f"({self.spec.batch_size}) x data.max_length ({self.max_length}) x {world_size} processes = {per_step} "
+                "tokens per step: change one of them."
+            )
+        if configured not in (1, steps):
+            raise ValueError(
+                f"trainer.accumulate_grad_batches={configured} contradicts data.global_batch_tokens, which needs "
+                f"{steps}: set only one of them."
+            )
+        log.info("global batch %d tokens = %d blocks x %d tokens x %d processes x %d accumulated steps",
+                 self.global_batch_tokens, self.spec.batch_size, self.max_length, world_size, steps)  # fmt: skip
+        return steps
 
     def _loaded(self, split: str) -> list[Blocks]:
         if split not in self._data:
