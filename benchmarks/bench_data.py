@@ -3,16 +3,30 @@
     python benchmarks/bench_data.py                      # synthetic data, tokenizer trained on it
     python benchmarks/bench_data.py --tokenizer DIR      # e.g. a local copy of FacebookAI/xlm-roberta-base
     python benchmarks/bench_data.py --n 50000 --batch-size 32
+    python benchmarks/bench_data.py --corpus DIR         # MLM corpus DIR/<lang>.txt: setup cold, then from cache
+    python benchmarks/bench_data.py --write-corpus DIR --megabytes 300   # a synthetic en + ru corpus to try it on
 
 Prints examples/s and tokens/s (non-pad tokens) per stage; single process, no workers (a DataLoader with
 num_workers=N multiplies the collate figures roughly by N while cores are free).
+
+``--corpus`` runs ``LanguageModelingDataModule.setup("fit")`` twice, each in a fresh process: first with an
+empty cache (read, tokenize, pack, write), then from the cache the first wrote. For each: setup wall time, text
+MB/s, tokens/s per tokenizing process, peak RSS (the largest of the main process and of any one worker, and the
+peak of their sum (PSS: pages shared by forked workers counted once; and its anonymous part, without
+the pages of memory-mapped files) sampled every 50 ms) and the blocks written.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import random
+import resource
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -24,14 +38,15 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from xmod_lab.data.collate import MaskedLMCollator, PadCollator  # noqa: E402
 from xmod_lab.data.common import TaggedDataset  # noqa: E402
-from xmod_lab.data.language_modeling import encode_text  # noqa: E402
+from xmod_lab.data.corpus import BlockEncoder, BlockSpec  # noqa: E402
+from xmod_lab.data.language_modeling import LanguageModelingDataModule  # noqa: E402
 from xmod_lab.data.question_answering import encode_qa  # noqa: E402
 from xmod_lab.data.sampling import LanguageBatchSampler  # noqa: E402
 from xmod_lab.data.sentence_pair import XNLI_LABELS, SentencePairDataModule, encode_sentence_pairs  # noqa: E402
 from xmod_lab.data.sources import load_split  # noqa: E402
-from xmod_lab.data.synthetic import prepare_synthetic  # noqa: E402
+from xmod_lab.data.synthetic import corpus_line, make_lexicon, prepare_synthetic  # noqa: E402
 from xmod_lab.data.token_classification import PANX_LABELS, encode_tagged_words  # noqa: E402
-from xmod_lab.data.tokenizer import load_tokenizer  # noqa: E402
+from xmod_lab.data.tokenizer import load_tokenizer, train_tokenizer  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "xtreme-samples"
 
@@ -68,18 +83,139 @@ def bench_collate(
     report(f"collate {name} ({mode}, B={batch_size})", n, tokens, time.perf_counter() - start)
 
 
+def write_corpus(out: Path, megabytes: float, langs: tuple[str, ...] = ("en", "ru"), seed: int = 0) -> None:
+    """``out/<lang>.txt`` of about ``megabytes`` MB each: lines drawn from 20k synthetic sentences per language."""
+    out.mkdir(parents=True, exist_ok=True)
+    for lang in langs:
+        rng = random.Random(f"{seed}:{lang}")
+        lex = make_lexicon(lang, seed)
+        pool = [corpus_line(rng, lex) for _ in range(20_000)]
+        written = 0
+        with open(out / f"{lang}.txt", "w", encoding="utf-8") as f:
+            while written < megabytes * 1e6:
+                chunk = "\n".join(rng.choices(pool, k=5000)) + "\n"
+                f.write(chunk)
+                written += len(chunk.encode())
+    print(f"wrote {len(langs)} x {megabytes} MB of text to {out}")
+
+
+def _pss(pid: int) -> tuple[int, int]:
+    """(PSS, anonymous PSS) in bytes: pages shared by forked workers counted once; the anonymous part leaves
+    out the pages of memory-mapped files (page cache the kernel reclaims under pressure)."""
+    fields = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            name, _, rest = line.partition(":")
+            if name in ("Pss", "Pss_Anon"):
+                fields[name] = int(rest.split()[0]) * 1024
+    return fields.get("Pss", 0), fields.get("Pss_Anon", 0)
+
+
+def _peak_tree_rss(stop: threading.Event, out: list[int]) -> None:
+    import psutil
+
+    me = psutil.Process()
+    while not stop.is_set():
+        total = anon = 0
+        for p in [me, *me.children(recursive=True)]:
+            try:
+                pss, pss_anon = _pss(p.pid)
+            except OSError:
+                continue
+            total, anon = total + pss, anon + pss_anon
+        out[0], out[1] = max(out[0], total), max(out[1], anon)
+        stop.wait(0.05)
+
+
+def setup_once(corpus: Path, langs: list[str], tokenizer: str, cache: str, max_length: int, num_proc: int | None) -> dict:
+    """One ``setup('fit')`` in this process: the figures as a dict (run in a fresh process per measurement)."""
+    datasets.disable_progress_bars()
+    dm = LanguageModelingDataModule(
+        source={"path": str(corpus / "{lang}.txt"), "splits": {"validation": None, "test": None}},
+        tokenizer=tokenizer, languages=[f"{lang}_XX" for lang in langs], language_map={lang: f"{lang}_XX" for lang in langs},
+        train_langs=langs, max_length=max_length, cache_dir=cache, num_proc=num_proc,
+    )  # fmt: skip
+    dm.tokenizer  # noqa: B018 (loaded outside the timing)
+    peak, stop = [0, 0], threading.Event()
+    sampler = threading.Thread(target=_peak_tree_rss, args=(stop, peak), daemon=True)
+    sampler.start()
+    start, cpu = time.perf_counter(), time.process_time()
+    dm.setup("fit")
+    wall = time.perf_counter() - start
+    stop.set()
+    sampler.join()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    blocks = dm._data["train"]
+    return {
+        "wall_s": wall, "main_cpu_s": time.process_time() - cpu, "children_cpu_s": children.ru_utime + children.ru_stime,
+        "peak_rss_main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_worker_mb": children.ru_maxrss / 1024, "peak_rss_sum_mb": peak[0] / 2**20,
+        "peak_anon_sum_mb": peak[1] / 2**20,
+        "blocks": sum(b.blocks for b in blocks), "tokens": sum(b.tokens for b in blocks),
+        "built": [b.built for b in blocks], "num_proc": num_proc or len(os.sched_getaffinity(0)),
+    }  # fmt: skip
+
+
+def bench_corpus(args: argparse.Namespace) -> None:
+    corpus = Path(args.corpus)
+    langs = sorted(p.stem for p in corpus.glob("*.txt"))
+    if not langs:
+        raise SystemExit(f"--corpus {corpus}: no <lang>.txt files there.")
+    megabytes = sum((corpus / f"{lang}.txt").stat().st_size for lang in langs) / 1e6
+    with tempfile.TemporaryDirectory(dir=args.cache_root) as tmp:
+        tokenizer = args.tokenizer
+        if tokenizer is None:
+            sample = []
+            for lang in langs:
+                with open(corpus / f"{lang}.txt", encoding="utf-8") as f:
+                    sample += [line for _, line in zip(range(5000), f, strict=False)]
+            tokenizer = str(Path(tmp) / "tokenizer")
+            train_tokenizer(sample, 4000, tokenizer)
+        print(f"corpus {corpus}: {', '.join(langs)}, {megabytes:.1f} MB of text; tokenizer {tokenizer}; "
+              f"max_length {args.max_length}")  # fmt: skip
+        for run in ("cold (tokenize + pack + write cache)", "warm (read the cache)"):
+            cmd = [sys.executable, __file__, "--_setup-once", json.dumps(
+                [str(corpus), langs, tokenizer, str(Path(tmp) / "cache"), args.max_length, args.num_proc])]  # fmt: skip
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise SystemExit(f"setup failed:\n{done.stderr[-3000:]}")
+            r = json.loads(done.stdout.strip().splitlines()[-1])
+            print(f"{run}: setup {r['wall_s']:.2f} s, {megabytes / r['wall_s']:.2f} MB text/s, "
+                  f"{r['tokens'] / r['wall_s'] / r['num_proc']:,.0f} tokens/s per process ({r['num_proc']} processes), "
+                  f"CPU {r['main_cpu_s'] + r['children_cpu_s']:.1f} s, peak RSS {r['peak_rss_main_mb']:.0f} MB main / "
+                  f"{r['peak_rss_worker_mb']:.0f} MB largest worker / {r['peak_rss_sum_mb']:.0f} MB all together (PSS; "
+                  f"{r['peak_anon_sum_mb']:.0f} MB of it anonymous, the rest mapped files), "
+                  f"{r['blocks']:,} blocks ({r['tokens']:,} tokens), built {r['built']}")  # fmt: skip
+
+
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--_setup-once":
+        print(json.dumps(setup_once(Path(json.loads(sys.argv[2])[0]), *json.loads(sys.argv[2])[1:])))
+        return
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--corpus", default=None, help="directory of <lang>.txt files: benchmark MLM corpus setup")
+    parser.add_argument("--num-proc", type=int, default=None, help="--corpus: tokenizing processes (default: cores)")
+    parser.add_argument("--cache-root", default=None, help="--corpus: where the temporary cache goes (default: TMPDIR)")
+    parser.add_argument("--write-corpus", default=None, help="write a synthetic en + ru corpus to this directory")
+    parser.add_argument("--megabytes", type=float, default=60.0, help="--write-corpus: MB of text per language")
     parser.add_argument("--n", type=int, default=20000, help="synthetic examples per language (2 languages)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--max-length", type=int, default=None, help="tokens per example (default 128; --corpus: 512)")
     parser.add_argument(
         "--tokenizer", default=None, help="tokenizer dir or hub id (default: trained on the data)"
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args()
+    if args.write_corpus:
+        write_corpus(Path(args.write_corpus), args.megabytes)
+        return
+    if args.corpus:
+        args.max_length = args.max_length or 512
+        bench_corpus(args)
+        return
+    args.max_length = args.max_length or 128
     torch.set_num_threads(args.threads)
     datasets.disable_progress_bars()
 
@@ -106,7 +242,8 @@ def main() -> None:
         )
         report("tokenize + align word tags [en]", len(panx), count_tokens(enc_panx), secs)
         corpus = load_split({"path": str(root / "corpus" / "{lang}.txt")}, "en", "train")
-        enc_lm, secs = timed(lambda: encode_text(corpus, tok, "text", args.max_length, True, "en"))
+        encoder = BlockEncoder(tok, BlockSpec("text", args.max_length, True, tok.cls_token_id, tok.sep_token_id))
+        enc_lm, secs = timed(lambda: datasets.Dataset(encoder(corpus.data.table, range(len(corpus)))))
         report("tokenize + pack text lines [en]", len(corpus), count_tokens(enc_lm), secs)
         if SAMPLES.is_dir():
             xquad = load_split(

@@ -37,7 +37,7 @@ def test_mlm_batches_mask_and_tag_languages(synthetic_root, tokenizer_dir, batch
         if batching == "homogeneous":
             assert len(set(batch["lang_ids"].tolist())) == 1
         n_blocks += len(batch["input_ids"])
-    assert vocab_ru and n_blocks == sum(len(d) for d in dm._data["train"])
+    assert vocab_ru and n_blocks == sum(b.blocks for b in dm._data["train"])
     labels = torch.cat([b["labels"].flatten() for b in dm.train_dataloader()])
     assert 0.1 < (labels != IGNORE_INDEX).float().mean() < 0.2
 
@@ -45,11 +45,14 @@ def test_mlm_batches_mask_and_tag_languages(synthetic_root, tokenizer_dir, batch
 def test_holdout_is_disjoint_and_eval_masks_are_stable(synthetic_root, tokenizer_dir):
     dm = make_dm(synthetic_root, tokenizer_dir, pack=False)
     dm.setup("fit")
-    train = {tuple(r["input_ids"]) for r in dm._data["train"][2].parts[0][0]}  # ru
-    val = {tuple(r["input_ids"]) for r in dm._data["validation"][0].parts[0][0]}
-    assert len(val) > 5 and len(train) > 10 * len(val) / 2
+    train = [tuple(r["input_ids"]) for r in dm._data["train"][2].dataset]  # ru
+    val = [tuple(r["input_ids"]) for r in dm._data["validation"][0].dataset]
+    tok = dm.tokenizer
     lines = (synthetic_root / "corpus" / "ru.txt").read_text("utf-8").splitlines()
-    assert len(dm._data["validation"][0]) == round(0.1 * len(lines))
+    every = tok(lines, max_length=32, truncation=True)["input_ids"]
+    # one block per line (pack=False): the holdout and the rest partition the lines, about 10% held out
+    assert sorted(train + val) == sorted(tuple(x) for x in every)
+    assert abs(len(val) - 0.1 * len(lines)) < 3 * (0.1 * 0.9 * len(lines)) ** 0.5
     first = [b["input_ids"] for b in dm.val_dataloader()[0]]
     again = [b["input_ids"] for b in dm.val_dataloader()[0]]
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))

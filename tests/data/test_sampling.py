@@ -108,3 +108,35 @@ def test_lightning_set_epoch_reaches_the_batch_sampler():
     injected = LanguageBatchSampler(LANGS, 8, sampler=DistributedSampler(range(66), num_replicas=2, rank=0))
     _set_sampler_epoch(DataLoader(list(range(66)), batch_sampler=injected), 4)
     assert injected.epoch == 4 and injected.num_replicas == 2
+
+
+@pytest.mark.parametrize("mode", ["mixed", "homogeneous"])
+def test_up_sampled_steps_hold_distinct_examples_and_len_is_exact(mode):
+    langs = np.array([0] * 200 + [1] * 7)  # language 1 is up-sampled several times over
+    for epoch in range(5):
+        per_rank = []
+        for rank in range(2):
+            s = LanguageBatchSampler(langs, 4, mode=mode, alpha=0.2, num_replicas=2, rank=rank, seed=epoch)
+            per_rank.append(list(s))
+            assert len(s) == len(per_rank[-1])
+        for a, b in zip(*per_rank, strict=True):
+            if mode == "mixed":
+                assert len(set(a + b)) == len(a + b)
+
+
+def test_state_dict_resumes_after_the_consumed_batches(caplog):
+    s = LanguageBatchSampler(LANGS, 4, alpha=0.5, seed=2)
+    s.set_epoch(3)
+    full = list(s)
+    it = iter(s)
+    for _ in range(5):
+        next(it)
+    state = s.state_dict()
+    assert state["epoch"] == 3 and state["batches"] == 5
+    resumed = LanguageBatchSampler(LANGS, 4, alpha=0.5, seed=2)
+    resumed.load_state_dict(state)
+    assert resumed.epoch == 3 and list(resumed) == full[5:]
+    assert list(resumed) == full  # the skip applies to the resumed pass only
+    other = LanguageBatchSampler(LANGS[:50], 4, alpha=0.5, seed=2)  # other data: the epoch restarts, loudly
+    other.load_state_dict(state)
+    assert len(list(other)) == len(other) and "restarts from its first batch" in caplog.text

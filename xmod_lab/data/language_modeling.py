@@ -1,74 +1,63 @@
-"""Masked / causal language modelling on per-language text (pre-training, adding a language).
+"""Masked / causal language modelling on per-language text (pre-training, adding a language), at any corpus size.
 
-One source per language: plain text files (one line per row), JSONL/CSV/parquet with a text column, or a
-datasets id, through the same ``source`` spec as every other datamodule. Lines are tokenized without
-specials and, with ``pack=True``, concatenated per language and cut into blocks of ``max_length`` tokens
-(``<s> ... </s>``), so no compute goes to padding; languages are never mixed inside a block. Masking
-(15%, 80/10/10) happens in the collator, so every epoch sees new masks. Training batches can sample
-languages with p_i proportional to (n_i / N)^alpha.
+One source per language: plain text files (one line per row), JSONL/CSV/parquet with a text column, a saved
+dataset, or a datasets id (``streaming=True`` to read it lazily), through the same ``source`` spec as every other
+datamodule. Lines are tokenized without specials and, with ``pack=True``, concatenated per language and cut into
+blocks of ``max_length`` tokens (``<s> ... </s>``), so no compute goes to padding; languages are never mixed
+inside a block. Preparation is parallel and memory-flat, and its result is cached and shared by later runs and
+by every DDP rank (:mod:`xmod_lab.data.corpus`). Masking (15%, 80/10/10) happens in the collator, so every epoch
+sees new masks. Training batches can sample languages with p_i proportional to (n_i / N)^alpha; the realised
+mix of every epoch is logged (``data/mix/<language>``). The data position is part of a Lightning checkpoint
+(:meth:`state_dict`), so a run resumed mid-epoch sees the blocks an uninterrupted run would.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import datasets
-import numpy as np
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from xmod_lab.data.collate import CausalLMCollator, MaskedLMCollator
-from xmod_lab.data.common import (
-    LazyTokenizer,
-    TaggedDataset,
-    cache_key,
-    cached,
-    check_columns,
-    data_setup,
-    eval_loaders,
-    first_rows,
-    tagged_splits,
-    train_loader,
-)
-from xmod_lab.data.sources import SourceSpec, load_split
+from xmod_lab.data.common import LazyTokenizer, cache_key, data_setup
+from xmod_lab.data.corpus import BlockDataset, BlockEncoder, Blocks, BlockSpec, open_rows, prepare_blocks
+from xmod_lab.data.sampling import LanguageBatchSampler, ShardedEvalSampler
+from xmod_lab.data.sources import SourceSpec
 
 log = logging.getLogger(__name__)
 
 
-def encode_text(
-    ds: datasets.Dataset,
-    tokenizer: PreTrainedTokenizerBase,
-    text_column: str,
-    max_length: int,
-    pack: bool,
-    where: str,
-) -> datasets.Dataset:
-    """Token blocks of at most ``max_length`` (specials included); empty lines are dropped (counted)."""
-    check_columns(ds, [text_column], where)
-    texts = [t for t in ds[text_column] if isinstance(t, str) and t.strip()]
-    if len(texts) < len(ds):
-        log.info("%s: dropped %d empty lines", where, len(ds) - len(texts))
-    if not texts:
-        raise ValueError(f"{where}: no non-empty text in column {text_column!r}.")
-    bos, eos = tokenizer.cls_token_id, tokenizer.sep_token_id
-    body = max_length - 2
-    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    if pack:
-        stream = np.fromiter((t for seq in ids for t in seq), dtype=np.int64)
-        blocks = [[bos, *stream[i : i + body].tolist(), eos] for i in range(0, len(stream), body)]
-    else:
-        blocks = [[bos, *seq[:body], eos] for seq in ids if seq]
-    return datasets.Dataset.from_dict({"input_ids": blocks})
+class ResumableLoader(DataLoader):
+    """A DataLoader that tells Lightning it resumes mid-epoch (so it does not warn that it cannot): the data
+    position itself is saved and restored by :meth:`LanguageModelingDataModule.state_dict`, which counts the
+    batches the trainer consumed rather than those the loader prefetched."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        pass
 
 
 class LanguageModelingDataModule(LightningDataModule):
     """``objective``: ``mlm`` (masked, XLM-R/X-MOD pre-training) or ``clm`` (next token). ``alpha``: language
     sampling exponent for training (None: every block once per epoch). ``holdout``: fraction of each
     language's train rows kept for validation/test when the corpus has no such splits (a single file per
-    language); 0 reads the source's own validation/test splits."""
+    language); 0 reads the source's own validation/test splits. ``streaming``: read the source lazily
+    (``datasets`` streaming) instead of converting it to Arrow first. ``num_proc``: tokenizing processes (None:
+    every core). ``batch_lines``: lines tokenized and packed together (each batch ends in one shorter block).
+    ``cache_dir``: where prepared blocks are kept and shared (None: a temporary directory for this process).
+    ``global_batch_tokens``: the optimizer step's batch in tokens, over every rank: when fitting, the trainer's
+    ``accumulate_grad_batches`` is set to global_batch_tokens / (batch_size * max_length * world size), which
+    must be a whole number (blocks are ``max_length`` tokens; each ``batch_lines`` batch ends in a shorter one)."""
 
     def __init__(
         self,
@@ -93,6 +82,10 @@ class LanguageModelingDataModule(LightningDataModule):
         seed: int = 0,
         max_train_examples: int | None = None,
         max_eval_examples: int | None = None,
+        streaming: bool = False,
+        num_proc: int | None = None,
+        batch_lines: int = 10_000,
+        global_batch_tokens: int | None = None,
     ) -> None:
         super().__init__()
         if objective not in ("mlm", "clm"):
@@ -105,6 +98,8 @@ class LanguageModelingDataModule(LightningDataModule):
             raise ValueError(f"holdout must be in [0, 1), got {holdout}.")
         if max_length < 8:
             raise ValueError(f"max_length={max_length} is too short for language modelling blocks.")
+        if batch_lines < 1:
+            raise ValueError(f"batch_lines must be >= 1, got {batch_lines}.")
         self.source = SourceSpec.coerce(source)
         self.train_languages, self.eval_languages = self.spec.train_languages, self.spec.eval_languages
         self.text_column = text_column
@@ -114,8 +109,15 @@ class LanguageModelingDataModule(LightningDataModule):
         self.pack = pack
         self.holdout = holdout
         self.alpha = alpha
+        self.streaming = streaming
+        self.num_proc = num_proc
+        self.batch_lines = batch_lines
+        self.global_batch_tokens = global_batch_tokens
         self._tokenizer = LazyTokenizer(tokenizer)
-        self._data: dict[str, list[TaggedDataset]] = {}
+        self._data: dict[str, list[Blocks]] = {}
+        self._private_cache: str | None = None
+        self._train_sampler: LanguageBatchSampler | None = None
+        self._pending_state: dict[str, Any] | None = None
 
     @property
     def tokenizer(self) -> PreTrainedTokenizerBase:
@@ -125,43 +127,82 @@ class LanguageModelingDataModule(LightningDataModule):
     def vocab_size(self) -> int:
         return len(self.tokenizer)
 
-    def _rows(self, lang: str, split: str) -> datasets.Dataset:
-        if not self.holdout:
-            return load_split(self.source, lang, split)
-        ds = load_split(self.source, lang, "train")
-        order = np.random.default_rng([self.spec.seed, len(ds)]).permutation(len(ds))
-        n_eval = max(1, int(round(self.holdout * len(ds))))
-        if n_eval >= len(ds):
-            raise ValueError(
-                f"{self.source.describe(lang, 'train')}: {len(ds)} rows cannot spare a holdout of {self.holdout}."
-            )
-        keep = order[n_eval:] if split == "train" else order[:n_eval]
-        return ds.select(np.sort(keep).tolist())
+    @property
+    def cache_dir(self) -> str:
+        if self.spec.cache_dir is not None:
+            return self.spec.cache_dir
+        if self._private_cache is None:  # not shared: every process prepares its own copy
+            self._private_cache = tempfile.mkdtemp(prefix="xmod-lm-")
+            atexit.register(shutil.rmtree, self._private_cache, ignore_errors=True)
+            log.info("no data.cache_dir: blocks go to %s for this process only", self._private_cache)
+        return self._private_cache
 
-    def _split(self, lang: str, split: str) -> datasets.Dataset:
-        where = self.source.describe(lang, split)
+    def blocks(self, lang: str, split: str) -> Blocks:
+        """The prepared blocks of one language and split (built on the first call, then read from the cache)."""
+        read = "train" if self.holdout else split
+        where = self.source.describe(lang, read)
         limit = self.spec.limit(split)
-
-        def build() -> datasets.Dataset:
-            ds = first_rows(self._rows(lang, split), limit)
-            return encode_text(ds, self.tokenizer, self.text_column, self.max_length, self.pack, where)
-
+        tok = self.tokenizer
+        keep = ("train" if split == "train" else "holdout") if self.holdout else "all"
+        spec = BlockSpec(self.text_column, self.max_length, self.pack, tok.cls_token_id, tok.sep_token_id,
+                         self.holdout, keep, self.spec.seed)  # fmt: skip
         key = cache_key(
-            self.source, lang, "train" if self.holdout else split, self._tokenizer.fingerprint, task="lm",
-            role=split, column=self.text_column, max_length=self.max_length, pack=self.pack, holdout=self.holdout,
-            seed=self.spec.seed if self.holdout else None, limit=limit,
+            self.source, lang, read, self._tokenizer.fingerprint, task="lm-blocks", role=keep, column=self.text_column,
+            max_length=self.max_length, pack=self.pack, holdout=self.holdout, seed=self.spec.seed if self.holdout
+            else None, limit=limit, streaming=self.streaming, batch_lines=self.batch_lines,
         )  # fmt: skip
-        return cached(build, key, self.spec.cache_dir, where)
+        raw = str(Path(self.cache_dir) / "raw")
+
+        def rows() -> datasets.Dataset | datasets.IterableDataset:
+            return open_rows(self.source, lang, read, raw, self.streaming)
+
+        return prepare_blocks(key, rows, BlockEncoder(tok, spec), self.cache_dir, where, limit, self.batch_lines,
+                              self.num_proc)  # fmt: skip
 
     def _plan(self, stage: str | None) -> list[tuple[str, list[str], list[int]]]:
         return self.spec.stage_splits(stage, lambda split: bool(self.holdout) or self.source.has_split(split))
 
     def prepare_data(self) -> None:
+        # Lightning calls this on one process per node before setup() (the others wait), so the blocks are built
+        # once; the file lock in prepare_blocks covers several nodes or runs sharing one cache_dir.
         if self.spec.cache_dir is not None:
-            tagged_splits(self._plan(None), self._split)
+            for split, langs, _ in self._plan(None):
+                for lang in langs:
+                    self.blocks(lang, split)
 
     def setup(self, stage: str | None = None) -> None:
-        self._data.update(tagged_splits(self._plan(stage), self._split))
+        for split, langs, _ in self._plan(stage):
+            self._data[split] = [self.blocks(lang, split) for lang in langs]
+        trainer = self._trainer_or_none()
+        if self.global_batch_tokens is not None and trainer is not None and stage in (None, "fit"):
+            trainer.accumulate_grad_batches = self.accumulation(trainer.world_size, trainer.accumulate_grad_batches)
+
+    def accumulation(self, world_size: int, configured: int = 1) -> int:
+        """The gradient accumulation that makes an optimizer step ``global_batch_tokens`` tokens."""
+        per_step = self.spec.batch_size * self.max_length * world_size
+        steps, rest = divmod(int(self.global_batch_tokens), per_step)
+        if rest or steps < 1:
+            raise ValueError(
+                f"data.global_batch_tokens={self.global_batch_tokens} is not a multiple of data.batch_size "
+                f"({self.spec.batch_size}) x data.max_length ({self.max_length}) x {world_size} processes = {per_step} "
+                "tokens per step: change one of them."
+            )
+        if configured not in (1, steps):
+            raise ValueError(
+                f"trainer.accumulate_grad_batches={configured} contradicts data.global_batch_tokens, which needs "
+                f"{steps}: set only one of them."
+            )
+        log.info("global batch %d tokens = %d blocks x %d tokens x %d processes x %d accumulated steps",
+                 self.global_batch_tokens, self.spec.batch_size, self.max_length, world_size, steps)  # fmt: skip
+        return steps
+
+    def _loaded(self, split: str) -> list[Blocks]:
+        if split not in self._data:
+            raise RuntimeError(
+                f"No {split!r} data: call setup() for that stage first, or configure a {split!r} split for "
+                f"source {self.source.path!r} (its splits: {self.source.splits})."
+            )
+        return self._data[split]
 
     def _collate(self, train: bool):
         tok = self.tokenizer
@@ -172,11 +213,66 @@ class LanguageModelingDataModule(LightningDataModule):
             seed=None if train else self.spec.seed,
         )  # fmt: skip
 
+    def _log_mix(self, epoch: int, counts: dict[int, int]) -> None:
+        """The epoch's realised language mix (the global plan, all ranks together), to the log and the loggers."""
+        names = self.spec.languages
+        total = sum(counts.values())
+        mix = {names[lid]: k / total for lid, k in counts.items()}
+        trainer = self._trainer_or_none()
+        if trainer is not None and not trainer.is_global_zero:
+            return
+        log.info("epoch %d language mix (blocks): %s", epoch,
+                 ", ".join(f"{lang} {counts[lid]} ({mix[lang]:.1%})" for lid, lang in
+                           ((lid, names[lid]) for lid in sorted(counts))))  # fmt: skip
+        if trainer is not None:
+            for logger in trainer.loggers:
+                logger.log_metrics({f"data/mix/{lang}": share for lang, share in mix.items()}, step=trainer.global_step)
+
+    def _trainer_or_none(self):
+        return getattr(self, "trainer", None)
+
     def train_dataloader(self) -> DataLoader:
-        return train_loader(self._data, self.source, self._collate(True), self.spec, alpha=self.alpha)
+        parts = self._loaded("train")
+        data = BlockDataset([(b.dataset, lid) for b, lid in zip(parts, self.spec.train_lang_ids, strict=True)])
+        sampler = LanguageBatchSampler(
+            data.example_langs, self.spec.batch_size, mode=self.spec.batching, shuffle=True, alpha=self.alpha,
+            seed=self.spec.seed, on_epoch=self._log_mix,
+        )  # fmt: skip
+        if self._pending_state is not None:
+            sampler.load_state_dict(self._pending_state)
+            self._pending_state = None
+        self._train_sampler = sampler
+        return ResumableLoader(data, batch_sampler=sampler, collate_fn=self._collate(True),
+                          num_workers=self.spec.num_workers, persistent_workers=self.spec.num_workers > 0)  # fmt: skip
+
+    def _eval_loaders(self, split: str) -> list[DataLoader]:
+        loaders = []
+        for blocks, lid in zip(self._loaded(split), self.spec.eval_lang_ids, strict=True):
+            data = BlockDataset([(blocks.dataset, lid)])
+            loaders.append(DataLoader(data, batch_sampler=ShardedEvalSampler(len(data), self.spec.eval_batch_size),
+                                      collate_fn=self._collate(False), num_workers=self.spec.num_workers))  # fmt: skip
+        return loaders
 
     def val_dataloader(self) -> list[DataLoader]:
-        return eval_loaders(self._data, "validation", self.source, self._collate(False), self.spec)
+        return self._eval_loaders("validation")
 
     def test_dataloader(self) -> list[DataLoader]:
-        return eval_loaders(self._data, "test", self.source, self._collate(False), self.spec)
+        return self._eval_loaders("test")
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training data position, saved in Lightning checkpoints. Batches are counted as the trainer consumed
+        them (the loader prefetches ahead of it); a finished epoch is recorded as the start of the next one."""
+        sampler = self._train_sampler
+        if sampler is None:
+            return dict(self._pending_state or {})
+        state = sampler.state_dict()
+        trainer = self._trainer_or_none()
+        if trainer is not None and trainer.state.fn == "fit":
+            state["batches"] = int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
+            if state["batches"] >= trainer.num_training_batches:
+                state["epoch"], state["batches"] = state["epoch"] + 1, 0
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # applied to the sampler that train_dataloader() builds next
+        self._pending_state = dict(state_dict) if state_dict else None

@@ -8,9 +8,13 @@ Batching modes (``batching`` in the data configs):
 * ``homogeneous``: every batch holds one language (one adapter call per layer; under DDP all ranks get the
   same language at the same step, so the same adapters get gradients everywhere).
 
-With ``alpha`` set (multilingual MLM), each epoch first draws its examples by language with
-p_i proportional to (n_i / N)^alpha (XLM-R / X-MOD sampling; low-resource languages are up-sampled), then
-batches them by the mode above.
+With ``alpha`` set (multilingual MLM), each epoch first takes its examples by language with
+p_i proportional to (n_i / N)^alpha (XLM-R / X-MOD sampling; low-resource languages are up-sampled): an epoch of
+N examples holds round(p_i * N) of language i (largest remainders, so the realised mix is the configured one to
+one example), each language's pool reshuffled per pass when it is up-sampled; then batches them by the mode above.
+
+Resuming: ``state_dict()`` records the epoch and the batches already consumed; after ``load_state_dict()`` the
+next pass over that epoch skips them, so a resumed run sees the batches an uninterrupted one would.
 
 DDP: every rank builds the same global plan from (seed, epoch) and takes its own share of every global
 step, so ranks see distinct examples and the same number of batches. Without sampling and with
@@ -20,12 +24,16 @@ fewer examples than ranks.
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DistributedSampler, Sampler
+
+log = logging.getLogger(__name__)
 
 BATCHING_MODES = ("mixed", "sorted", "homogeneous")
 
@@ -50,12 +58,46 @@ def distributed_context(
     return num_replicas, rank
 
 
+def apportion(total: int, probs: np.ndarray) -> np.ndarray:
+    """Integer counts summing to ``total``, proportional to ``probs`` (largest-remainder rounding)."""
+    exact = np.asarray(probs, dtype=np.float64) * total
+    counts = np.floor(exact).astype(np.int64)
+    short = int(total - counts.sum())
+    if short > 0:
+        counts[np.argsort(-(exact - counts), kind="stable")[:short]] += 1
+    return counts
+
+
 def language_sampling_probs(counts: Sequence[int], alpha: float) -> np.ndarray:
     """p_i proportional to (n_i / N)^alpha; alpha=1 keeps the natural distribution, alpha=0 is uniform."""
     n = np.asarray(counts, dtype=np.float64)
     q = (n / n.sum()) ** alpha
     q[n == 0] = 0.0
     return q / q.sum()
+
+
+def _separate_repeats(order: np.ndarray, step_size: int, rng: np.random.Generator) -> np.ndarray:
+    """Swap examples so that no global step holds one twice (up-sampled languages repeat examples; two copies
+    in one step would put the same block on two ranks, or twice in one batch). Leaves the counts unchanged."""
+    order = order.copy()
+    steps = np.arange(len(order)) // step_size
+    key = steps * (int(order.max()) + 1) + order
+    ranked = np.argsort(key, kind="stable")
+    repeats = ranked[1:][key[ranked[1:]] == key[ranked[:-1]]]  # positions holding a second copy within a step
+    n_steps = -(-len(order) // step_size)
+    for pos in repeats:
+        here = int(steps[pos])
+        mine = order[here * step_size : (here + 1) * step_size]
+        for there in rng.integers(0, n_steps, size=64 * n_steps if n_steps > 1 else 0):
+            theirs = order[there * step_size : (there + 1) * step_size]
+            if there == here or order[pos] in theirs:
+                continue
+            free = [j for j, x in enumerate(theirs) if x not in mine]
+            if free:
+                other = int(there) * step_size + free[int(rng.integers(len(free)))]
+                order[pos], order[other] = order[other], order[pos]
+                break
+    return order
 
 
 class _EpochHolder:
@@ -87,6 +129,7 @@ class LanguageBatchSampler(BatchSampler):
         num_replicas: int | None = None,
         rank: int | None = None,
         sampler: Sampler | None = None,
+        on_epoch: Callable[[int, dict[int, int]], None] | None = None,
     ) -> None:
         if mode not in BATCHING_MODES:
             raise ValueError(f"Unknown batching mode {mode!r}; choose one of {BATCHING_MODES}.")
@@ -107,6 +150,9 @@ class LanguageBatchSampler(BatchSampler):
         self._by_lang = {
             int(lang): np.flatnonzero(self.example_langs == lang) for lang in np.unique(self.example_langs)
         }
+        self.on_epoch = on_epoch  # called with (epoch, examples per language id) as each pass starts
+        self.yielded = 0  # batches yielded in the current pass (including those a resume skipped)
+        self._resume: tuple[int, int] | None = None
 
     @property
     def epoch(self) -> int:
@@ -125,12 +171,27 @@ class LanguageBatchSampler(BatchSampler):
         }
         if self.alpha is None:
             return pools
-        counts = [len(pools[lang]) for lang in langs]
-        total = sum(counts)
-        probs = language_sampling_probs(counts, self.alpha)
-        drawn = rng.multinomial(total, probs) if self.shuffle else np.round(probs * total).astype(int)
-        # Without replacement while a language lasts, cycling its (shuffled) pool when up-sampled.
-        return {lang: np.resize(pools[lang], int(k)) for lang, k in zip(langs, drawn, strict=True) if k > 0}
+        drawn = self.language_counts()
+        out = {}
+        for lang in langs:
+            k, pool = drawn[lang], pools[lang]
+            if k == 0:
+                continue
+            # Without replacement while a language lasts; an up-sampled one repeats in a fresh order per pass.
+            passes = [pool] + [
+                rng.permutation(pool) if self.shuffle else pool for _ in range(-(-k // len(pool)) - 1)
+            ]
+            out[lang] = np.concatenate(passes)[:k]
+        return out
+
+    def language_counts(self) -> dict[int, int]:
+        """Examples per language id in every epoch's global plan (all ranks together)."""
+        langs = sorted(self._by_lang)
+        sizes = [len(self._by_lang[lang]) for lang in langs]
+        if self.alpha is None:
+            return dict(zip(langs, sizes, strict=True))
+        counts = apportion(sum(sizes), language_sampling_probs(sizes, self.alpha))
+        return {lang: int(k) for lang, k in zip(langs, counts, strict=True)}
 
     def _global_steps(self) -> list[np.ndarray]:
         """The epoch's global steps: each a chunk of up to batch_size * num_replicas indices."""
@@ -149,6 +210,8 @@ class LanguageBatchSampler(BatchSampler):
         order = np.concatenate(list(pools.values()))
         if self.shuffle:
             order = rng.permutation(order)
+        if self.alpha is not None:
+            order = _separate_repeats(order, step_size, rng)
         steps = [order[i : i + step_size] for i in range(0, len(order), step_size)]
         if self.drop_last and steps and len(steps[-1]) < step_size:
             steps.pop()
@@ -160,18 +223,60 @@ class LanguageBatchSampler(BatchSampler):
         bounds = np.linspace(0, len(step), self.num_replicas + 1).round().astype(int)
         return step[bounds[self.rank] : bounds[self.rank + 1]]
 
+    def state_dict(self) -> dict[str, Any]:
+        """The data position: this epoch and the batches of it already yielded, plus what the plan depends on."""
+        return {"epoch": self.epoch, "batches": self.yielded, "step_size": self.batch_size * self.num_replicas,
+                "examples_per_language": {str(k): len(v) for k, v in self._by_lang.items()},
+                "alpha": self.alpha, "mode": self.mode, "seed": self.seed}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state``: the next pass over ``state['epoch']`` skips its first ``batches`` batches.
+        A plan that no longer matches (other data, seed, batching, global batch size) cannot be resumed exactly:
+        that is logged as a warning and the epoch starts over (data) or is skipped approximately (batch size)."""
+        epoch, batches = int(state["epoch"]), int(state["batches"])
+        self.set_epoch(epoch)
+        mine = self.state_dict()
+        changed = [k for k in ("examples_per_language", "alpha", "mode", "seed") if state.get(k) != mine[k]]
+        if changed:
+            log.warning(
+                "The checkpoint's data order was made with other %s (%s, now %s): epoch %d restarts from its first "
+                "batch instead of batch %d.", changed, [state.get(k) for k in changed], [mine[k] for k in changed],
+                epoch, batches,
+            )  # fmt: skip
+            batches = 0
+        elif state["step_size"] != mine["step_size"]:
+            consumed = batches * int(state["step_size"])
+            batches = consumed // mine["step_size"]
+            log.warning(
+                "The checkpoint was written with a global batch of %d examples, this run has %d: resuming epoch %d "
+                "after %d examples is exact only to a step (batch %d).", state["step_size"], mine["step_size"],
+                epoch, consumed, batches,
+            )  # fmt: skip
+        self._resume = (epoch, batches)
+
     def __iter__(self) -> Iterator[list[int]]:
-        for step in self._global_steps():
+        skip = 0
+        if self._resume is not None:
+            if self._resume[0] == self.epoch:
+                skip = self._resume[1]
+            self._resume = None
+        if self.on_epoch is not None:
+            self.on_epoch(self.epoch, self.language_counts())
+        self.yielded = skip
+        for step in self._global_steps()[skip:]:
             batch = self._rank_share(step)
             if self.mode == "sorted":
                 batch = batch[np.argsort(self.example_langs[batch], kind="stable")]
+            self.yielded += 1
             yield batch.tolist()
 
     def __len__(self) -> int:
-        if self.alpha is None and self.mode != "homogeneous":
-            n, step = len(self.example_langs), self.batch_size * self.num_replicas
-            return n // step if self.drop_last else math.ceil(n / step)
-        return len(self._global_steps())
+        step = self.batch_size * self.num_replicas
+        counts = self.language_counts().values()
+        if self.mode == "homogeneous":  # steps never span two languages
+            return sum(k // step if self.drop_last else -(-k // step) for k in counts)
+        n = sum(counts)
+        return n // step if self.drop_last else math.ceil(n / step)
 
 
 class ShardedEvalSampler(BatchSampler):
