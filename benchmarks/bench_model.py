@@ -498,14 +498,14 @@ def data_throughput(seq: int, batch: int, seconds: float = 2.0) -> float:
     import tempfile
 
     from xmod_lab.data.collate import MaskedLMCollator
-    from xmod_lab.data.synthetic import corpus_line, make_lexicon
+    from xmod_lab.data.synthetic import corpus_line, make_language
     from xmod_lab.data.tokenizer import train_tokenizer
 
     rng = random.Random(0)
     lines = []
     for lang in ("en_XX", "de_DE", "sw_KE", "fi_FI"):
-        lex = make_lexicon(lang, seed=1)
-        lines += [" ".join(corpus_line(rng, lex) for _ in range(6)) for _ in range(300)]
+        language = make_language(lang, seed=1)
+        lines += [" ".join(corpus_line(rng, language) for _ in range(6)) for _ in range(300)]
     with tempfile.TemporaryDirectory() as tmp:
         tok = train_tokenizer(lines, vocab_size=800, save_dir=tmp)
     collate = MaskedLMCollator(

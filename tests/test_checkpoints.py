@@ -237,7 +237,9 @@ def test_a_run_config_cannot_name_arbitrary_callables(trained, tmp_path):
     copy = tmp_path / "handed-over"
     shutil.copytree(run_dir, copy)
     config = (copy / "config.yaml").read_text()
-    (copy / "config.yaml").write_text(config.replace("_target_: xmod_lab.data.synthetic_nli", "_target_: os.system"))
+    target = "_target_: xmod_lab.data.synthetic.synthetic_nli"
+    assert target in config  # the test must actually plant the payload
+    (copy / "config.yaml").write_text(config.replace(target, "_target_: os.system"))
     with pytest.raises(ValueError, match=r"data._target_='os.system' is not one of xmod-lab's own options"):
         run_eval(tmp_path, f"ckpt_path={copy / 'checkpoints' / 'last.ckpt'}")
 

@@ -184,14 +184,14 @@ def test_failure_marker_names_the_error_or_the_interruption(tmp_path):
 def test_console_is_quiet_by_default_and_verbose_with_v(tmp_path):
     """Default: the run's own messages (validation scores per epoch) without Lightning's banners and tips,
     data-cache lines or framework deprecation warnings; -v shows them."""
-    quiet = cli("xmod-train", "debug=fdr", "data.n_train=64", "data.n_eval=16", cwd=tmp_path)
+    quiet = cli("xmod-train", "debug=fdr", "pretrain=none", "data.n_train=64", "data.n_eval=16", cwd=tmp_path)
     assert quiet.returncode == 0, quiet.stderr[-3000:]
     text = quiet.stdout + quiet.stderr
     assert "validation acc: en_XX " in text and "test results" in text
     for noise in ("GPU available", "Tip:", "tokenized", "LeafSpec", "INFO: "):
         assert noise not in text, noise
     assert text.count("Total params") == 1  # the model summary printed once, not by two handlers
-    verbose = cli("xmod-train", "-v", "debug=fdr", "data.n_train=64", "data.n_eval=16", cwd=tmp_path)
+    verbose = cli("xmod-train", "-v", "debug=fdr", "pretrain=none", "data.n_train=64", "data.n_eval=16", cwd=tmp_path)
     assert verbose.returncode == 0, verbose.stderr[-3000:]
     text = verbose.stdout + verbose.stderr
     assert "GPU available" in text and "tokenized" in text
