@@ -36,8 +36,10 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from xmod_lab.checkpoints import TOKENIZER_KEY, TokenizerRecord, load_checkpoint
 from xmod_lab.data.common import replace_tokenizer
+from xmod_lab.data.languages import to_xmod_language
 from xmod_lab.data.tokenizer import (
     check_same_tokenizer,
+    check_vocab_size,
     load_tokenizer,
     tokenizer_fingerprint,
     tokenizer_record,
@@ -78,8 +80,6 @@ def build_datamodule(cfg: DictConfig, languages: list[str]):
 
 def check_data_languages(config: DictConfig, languages: list[str]) -> None:
     """Every train/eval dataset language maps to an adapter of the backbone (before any data is read)."""
-    from xmod_lab.data.languages import to_xmod_language
-
     for role in ("train", "eval"):
         codes = {code: to_xmod_language(str(code), config.get("map")) for code in config[role]}
         missing = {code: xmod for code, xmod in codes.items() if xmod not in languages}
@@ -105,8 +105,6 @@ def check_data_languages(config: DictConfig, languages: list[str]) -> None:
 def check_tokenizer_fits(datamodule: Any, model: Any) -> None:
     """The data's tokenizer must not produce ids past the model's embeddings (an index error, or a CUDA
     device assert, deep inside training otherwise)."""
-    from xmod_lab.data.tokenizer import check_vocab_size
-
     tokenizer = getattr(datamodule, "tokenizer", None)
     if tokenizer is None:
         return
@@ -119,8 +117,6 @@ def check_tokenizer_fits(datamodule: Any, model: Any) -> None:
 def default_monitor(task: Any, languages: DictConfig) -> str:
     """The task's main metric on the first training language when it is evaluated (zero-shot model
     selection must not peek at the target languages), else its average over languages."""
-    from xmod_lab.data.languages import to_xmod_language
-
     first = to_xmod_language(str(languages.train[0]), languages.get("map")) if languages.train else None
     if first in task.eval_languages:
         return task.monitor.replace("/avg/", f"/{first}/")
