@@ -52,7 +52,7 @@ def test_help_and_config_errors_never_import_torch(tmp_path):
 
 
 @pytest.mark.parametrize(("args", "expected"), [
-    (["adapter.reduction_factr=4"], "did you mean adapter.reduction_factor=4?"),
+    (["adapter.reduction_factr=4"], "did you mean adapter.adapter_reduction_factor=4?"),
     (["model=tinyy"], "did you mean model=tiny?"),
     (["modle=tiny"], "did you mean model=tiny?"),
     (["trainer.max_epoch=3"], "did you mean trainer.max_epochs=3?"),
@@ -113,7 +113,7 @@ def test_run_that_fails_after_it_started_is_marked_failed(tmp_path):
 
 def test_override_summary_is_short_and_file_name_safe():
     summary = run_dir.override_summary(
-        ["freeze=paper", "adapter.reduction_factor=4", "+languages.add.rm_CH=[de_DE,fr_XX]",
+        ["freeze=paper", "adapter.adapter_reduction_factor=4", "+languages.add.rm_CH=[de_DE,fr_XX]",
          "ckpt_path=/a/b/last.ckpt", "hydra.run.dir=x", "data.source.path='/d/{lang}.jsonl'"])
     assert summary == "freeze-paper+reduction_factor-4+rm_CH-de_DE-fr_XX+1more"  # 60 characters at most
     assert run_dir.override_summary(["data.source.path='/d/{lang}.jsonl'"]) == "path-d-lang-.jsonl"

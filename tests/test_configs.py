@@ -67,8 +67,8 @@ def test_callbacks_and_loggers_instantiate(tmp_path):
 @pytest.mark.parametrize(("override", "error", "needle"), [
     ("freeze.polcy=paper", ConfigCompositionException, "polcy"),
     ("freeze.policy=frozen", ConfigCompositionException, "frozen"),
-    ("adapter.reduction_factor=abc", ConfigCompositionException, "reduction_factor"),
-    ("adapter.mode=modulr", ConfigCompositionException, "modulr"),
+    ("adapter.adapter_reduction_factor=abc", ConfigCompositionException, "reduction_factor"),
+    ("adapter.adapter_mode=modulr", ConfigCompositionException, "modulr"),
     ("languages.train=en", ConfigCompositionException, "languages.train"),
     ("seeed=1", ConfigCompositionException, "seeed"),
     ("model=nonexistent", MissingConfigException, "Available options"),
@@ -81,9 +81,9 @@ def test_schema_rejects_typos_and_wrong_types(tmp_path, override, error, needle)
 
 
 def test_schema_types_values(tmp_path):
-    cfg = compose(tmp_path, "adapter.reduction_factor=2.5", "adapter.layers=[0,1]", "freeze=adapters_only",
+    cfg = compose(tmp_path, "adapter.adapter_reduction_factor=2.5", "adapter.adapter_layers=[0,1]", "freeze=adapters_only",
                   "freeze.languages=[de_DE]")
-    assert cfg.adapter.reduction_factor == 2.5 and list(cfg.adapter.layers) == [0, 1]
+    assert cfg.adapter.adapter_reduction_factor == 2.5 and list(cfg.adapter.adapter_layers) == [0, 1]
     with pytest.raises((ValidationError, ConfigKeyError)):
         cfg.freeze.policy = "everything"
 

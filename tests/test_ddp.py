@@ -73,7 +73,7 @@ def test_two_processes_match_one_process_and_write_once(tmp_path):
 @pytest.mark.slow
 def test_ddp_inside_multirun_trains_each_sweep_point_on_both_ranks(tmp_path):
     done = run_train(
-        "-m", "adapter.reduction_factor=2,8", "trainer=ddp_cpu", "data.batch_size=8", *TINY,
+        "-m", "adapter.adapter_reduction_factor=2,8", "trainer=ddp_cpu", "data.batch_size=8", *TINY,
         env=outputs_in(tmp_path),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -85,7 +85,7 @@ def test_ddp_inside_multirun_trains_each_sweep_point_on_both_ranks(tmp_path):
         # what each rank wrote: the overrides it ran with and the size of the model it built
         for rank, log_file in ((0, rank0), (1, rank1)):
             text = log_file.read_text()
-            assert f"rank {rank} of 2 runs the job with overrides ['adapter.reduction_factor={rf}'," in text
+            assert f"rank {rank} of 2 runs the job with overrides ['adapter.adapter_reduction_factor={rf}'," in text
         assert parameter_count(rank0) == parameter_count(rank1)
         counts[rf] = parameter_count(rank0)
         assert read_results(job)["global_step"] == 2
@@ -105,7 +105,7 @@ def test_extra_ranks_re_enter_the_job_not_the_sweep(tmp_path, monkeypatch):
     import xmod_lab.conf.schema  # noqa: F401  (registers train_schema, as train.py does)
     from xmod_lab.sweep import hydra_job_command
 
-    job = ["adapter.reduction_factor=4", "optimizer.lr=0.0123", "hparams_search=optuna", "trainer=ddp_cpu"]
+    job = ["adapter.adapter_reduction_factor=4", "optimizer.lr=0.0123", "hparams_search=optuna", "trainer=ddp_cpu"]
     with initialize_config_module("xmod_lab.conf", version_base="1.3"):
         cfg = compose("train", overrides=job, return_hydra_config=True)
         with open_dict(cfg):
@@ -129,4 +129,4 @@ def test_extra_ranks_re_enter_the_job_not_the_sweep(tmp_path, monkeypatch):
         # composed again as rank 1 will: the same job config, as a single run
         rank1 = compose("train", overrides=command[4:], return_hydra_config=True)
         assert rank1.hydra.mode.name == "RUN"
-        assert rank1.optimizer.lr == 0.0123 and rank1.adapter.reduction_factor == 4
+        assert rank1.optimizer.lr == 0.0123 and rank1.adapter.adapter_reduction_factor == 4

@@ -80,7 +80,7 @@ def test_readme_block_works_pasted_into_bash(tmp_path, index):
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "last.ckpt").touch()
     make_run(tmp_path / "outputs" / "default" / "multiruns" / "2026-11-29_11-00-00", 0,
-             ["adapter.reduction_factor=2"], [80.0, 60.0, 55.0], val=81.0)
+             ["adapter.adapter_reduction_factor=2"], [80.0, 60.0, 55.0], val=81.0)
     env = {**os.environ, "BIN": str(BIN), "ROOT": str(ROOT), "XMOD_CACHE": str(tmp_path / "cache"),
            "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
     env.pop("XMOD_ROOT", None)

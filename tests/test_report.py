@@ -24,7 +24,7 @@ def make_run(
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
     (run / "config.yaml").write_text(
-        "task:\n  _target_: xmod_lab.tasks.SequenceClassificationTask\n  num_labels: 3\n")
+        "task:\n  _target_: xmod_lab.tasks.SequenceClassificationTask\n  label_names: [a, b, c]\n")
     if accs is not None:
         table = {lang: {"acc": acc, "loss": 1.0 - acc / 100} for lang, acc in zip(LANGS, accs, strict=True)}
         table["avg"] = {"acc": sum(accs) / len(accs), "loss": sum(1.0 - a / 100 for a in accs) / len(accs)}
@@ -44,8 +44,8 @@ def sweep(tmp_path) -> Path:
     for num, (rf, accs, val) in enumerate(
         [(2, [80.0, 60.0, 55.0], 82.0), (4, [78.0, 64.0, 58.0], 79.0), (8, [75.0, 50.0, 49.0], 70.0)]
     ):
-        make_run(sweep, num, [f"adapter.reduction_factor={rf}", "trainer.max_steps=4"], accs, val=val)
-    make_run(sweep, 3, ["adapter.reduction_factor=16", "trainer.max_steps=4"], None, "ValueError: boom")
+        make_run(sweep, num, [f"adapter.adapter_reduction_factor={rf}", "trainer.max_steps=4"], accs, val=val)
+    make_run(sweep, 3, ["adapter.adapter_reduction_factor=16", "trainer.max_steps=4"], None, "ValueError: boom")
     return sweep
 
 
@@ -54,7 +54,7 @@ def test_collect_sweep_rows_metrics_and_failed_runs(sweep):
     assert [r["run"] for r in summary["runs"]] == ["0", "1", "2", "3"]
     assert summary["failed"] == ["3"]
     first = summary["runs"][0]
-    assert first["overrides"] == {"adapter.reduction_factor": "2", "trainer.max_steps": "4"}
+    assert first["overrides"] == {"adapter.adapter_reduction_factor": "2", "trainer.max_steps": "4"}
     assert first["metrics"]["de_DE"]["acc"] == 60.0
     assert first["metrics"]["avg"]["acc"] == pytest.approx(65.0)
     assert summary["runs"][3]["status"] == "failed" and summary["runs"][3]["error"] == "ValueError: boom"
@@ -66,7 +66,7 @@ def test_write_summary_csv_and_json(sweep):
     report.write_summary(sweep)
     lines = (sweep / "sweep_summary.csv").read_text().splitlines()
     header = lines[0].split(",")
-    assert header[:4] == ["run", "status", "adapter.reduction_factor", "trainer.max_steps"]
+    assert header[:4] == ["run", "status", "adapter.adapter_reduction_factor", "trainer.max_steps"]
     assert {"en_XX/acc", "de_DE/acc", "avg/acc", "avg/loss"} <= set(header) and header[-1] == "error"
     assert lines[2].startswith("1,completed,4,4,78.0,")
     assert lines[4].startswith("3,failed,16,4,") and lines[4].endswith("ValueError: boom")
@@ -75,7 +75,7 @@ def test_write_summary_csv_and_json(sweep):
 
 def test_format_table_shows_varying_overrides_only(sweep):
     text = report.format_table(report.collect_sweep(sweep))
-    assert "reduction_factor" in text and "max_steps" not in text
+    assert "adapter_reduction_factor" in text and "max_steps" not in text
     row = next(line for line in text.splitlines() if line.startswith("1 "))
     # languages, zero-shot average (de, fr), overall average, validation score: all with two decimals
     assert row.split()[:8] == ["1", "4", "78.00", "64.00", "58.00", "61.00", "66.67", "79.00"]
@@ -157,7 +157,7 @@ def test_zero_shot_legend_never_covers_a_bar(tmp_path, runs):
     """Bars as high as the axes go (100%) in every group: a legend inside the axes would cover some."""
     sweep = tmp_path / "sweep"
     for num in range(runs):
-        make_run(sweep, num, [f"adapter.reduction_factor={num + 1}"], [100.0, 99.0, 98.0 - num], val=50.0)
+        make_run(sweep, num, [f"adapter.adapter_reduction_factor={num + 1}"], [100.0, 99.0, 98.0 - num], val=50.0)
     fig = report.plot_zero_shot(report.collect_sweep(sweep), "acc")
     fig.canvas.draw()
     ax = fig.axes[0]
@@ -188,4 +188,4 @@ def test_console_script_is_installed(sweep):
     script = Path(sys.executable).with_name("xmod-report")
     done = subprocess.run([str(script), str(sweep)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "reduction_factor" in done.stdout and (sweep / "heatmap_acc.png").is_file()
+    assert "adapter_reduction_factor" in done.stdout and (sweep / "heatmap_acc.png").is_file()

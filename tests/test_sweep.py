@@ -50,12 +50,12 @@ def the_sweep_dir(root: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """`xmod-train -m adapter.reduction_factor=2,4,8,0` with W&B offline: three runs finish, the 4th fails
+    """`xmod-train -m adapter.adapter_reduction_factor=2,4,8,0` with W&B offline: three runs finish, the 4th fails
     (a reduction factor must be positive). The sweep goes where a user's would (no hydra.sweep.dir)."""
     if not _SWEEP:  # test_notebooks imports this fixture: one sweep per session for both modules
         root = tmp_path_factory.mktemp("checkout")
         done = run_train(
-            "-m", "adapter.reduction_factor=2,4,8,0", "logger=[csv,wandb]", *TINY,
+            "-m", "adapter.adapter_reduction_factor=2,4,8,0", "logger=[csv,wandb]", *TINY,
             "trainer.limit_train_batches=2",  # the 2 steps are an epoch: validated, checkpoint chosen on it
             env={**outputs_in(root), "WANDB_MODE": "offline"},
         )  # fmt: skip
@@ -82,7 +82,7 @@ def test_sweep_summary_keeps_finished_runs_and_names_failed_ones(tiny_sweep):
     sizes = []
     for num, rf in (("0", "2"), ("1", "4"), ("2", "8")):
         run = runs[f"{num}_reduction_factor-{rf}"]
-        assert run["status"] == "completed" and run["overrides"]["adapter.reduction_factor"] == rf
+        assert run["status"] == "completed" and run["overrides"]["adapter.adapter_reduction_factor"] == rf
         assert sorted(run["metrics"]) == sorted([*languages, "zs_avg", "avg"])
         accs = [run["metrics"][lang]["acc"] for lang in languages]
         assert run["metrics"]["avg"]["acc"] == pytest.approx(sum(accs) / 5, abs=1e-3)
@@ -93,7 +93,7 @@ def test_sweep_summary_keeps_finished_runs_and_names_failed_ones(tiny_sweep):
     assert sizes[0] > sizes[1] > sizes[2]
     with (sweep / "sweep_summary.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert [(r["run"], r["status"], r["adapter.reduction_factor"]) for r in rows] == [
+    assert [(r["run"], r["status"], r["adapter.adapter_reduction_factor"]) for r in rows] == [
         (names[0], "completed", "2"),
         (names[1], "completed", "4"),
         (names[2], "completed", "8"),
@@ -117,7 +117,7 @@ def test_sweep_runs_share_one_wandb_group(tiny_sweep):
         run = records["run"][0].run
         groups.add(run.run_group)
         names.append(run.display_name)
-        assert list(run.tags) == [f"adapter.reduction_factor={rf}"]  # filter a sweep by its overrides
+        assert list(run.tags) == [f"adapter.adapter_reduction_factor={rf}"]  # filter a sweep by its overrides
         config = {item.key: json.loads(item.value_json) for item in run.config.update}
         for record in records.get("config", []):  # later updates (Lightning's hyper-parameters) on top
             config.update({item.key: json.loads(item.value_json) for item in record.config.update})
@@ -126,8 +126,8 @@ def test_sweep_runs_share_one_wandb_group(tiny_sweep):
     (group,) = groups
     assert group.endswith(sweep.name) and len(group) <= 128
     # named by what the sweep varies; the resolved job config logged at creation
-    assert names == [f"adapter.reduction_factor={rf}" for rf in (2, 4, 8)]
-    assert [c["adapter"]["reduction_factor"] for c in configs] == [2, 4, 8]
+    assert names == [f"adapter.adapter_reduction_factor={rf}" for rf in (2, 4, 8)]
+    assert [c["adapter"]["adapter_reduction_factor"] for c in configs] == [2, 4, 8]
     assert all(c["trainer"]["max_steps"] == 2 and "${" not in json.dumps(c) for c in configs)
 
 
@@ -136,7 +136,7 @@ def test_report_on_the_real_sweep(tiny_sweep, tmp_path, capsys):
     sweep, _ = tiny_sweep
     assert report.main([str(sweep), "--out", str(tmp_path)]) == 0
     text = capsys.readouterr().out
-    assert "adapter.reduction_factor" in text and "failed" in text
+    assert "adapter.adapter_reduction_factor" in text and "failed" in text
     assert (tmp_path / "heatmap_acc.png").stat().st_size > 5000
     assert (tmp_path / "zero_shot_acc.png").stat().st_size > 5000
 
@@ -156,7 +156,7 @@ def test_optuna_preset_optimises_the_chosen_metric(tmp_path):
     sweep = the_sweep_dir(tmp_path)
     best = _read_yaml(sweep / "optimization_results.yaml")
     assert best["name"] == "optuna" and set(best["best_params"]) == {
-        "adapter.reduction_factor",
+        "adapter.adapter_reduction_factor",
         "optimizer.lr",
         "optimizer.weight_decay",
     }

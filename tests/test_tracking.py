@@ -68,7 +68,7 @@ def test_offline_run_logs_config_metrics_table_and_parameter_counts(tmp_path, no
             group="sweep-a",
             name="rf=4",
             tags=["ablation"],
-            config={"adapter": {"reduction_factor": 4}, "seed": 1},
+            config={"adapter": {"adapter_reduction_factor": 4}, "seed": 1},
         )
     assert isinstance(logger, tracking.ResultsTableWandbLogger)
     (run_dir,) = offline_runs(save_dir)
@@ -89,7 +89,7 @@ def test_offline_run_logs_config_metrics_table_and_parameter_counts(tmp_path, no
     assert (run.project, run.run_group, run.display_name) == ("xmod-test", "sweep-a", "rf=4")
     assert list(run.tags) == ["ablation"]
     config = {item.key: json.loads(item.value_json) for item in run.config.update}
-    assert config["adapter"] == {"reduction_factor": 4} and config["seed"] == 1
+    assert config["adapter"] == {"adapter_reduction_factor": 4} and config["seed"] == 1
 
     summary = {}
     for record in records["summary"]:
@@ -192,7 +192,7 @@ def test_training_run_config_stays_nested_with_numbers_and_prints_validation_sco
     run = tmp_path / "run"
     with no_hydra():
         cfg = compose_run("train", run, tmp_path / "cache", [
-            *SHRINK, *SYNTHETIC, "logger=wandb", "adapter.reduction_factor=4", "trainer.max_epochs=2",
+            *SHRINK, *SYNTHETIC, "logger=wandb", "adapter.adapter_reduction_factor=4", "trainer.max_epochs=2",
             "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "tags=[rf4]"])
         with read_write(HydraConfig.instance().cfg.hydra):  # what Hydra sets in a real run
             HydraConfig.instance().cfg.hydra.runtime.output_dir = str(run)
@@ -205,7 +205,7 @@ def test_training_run_config_stays_nested_with_numbers_and_prints_validation_sco
     config = {item.key: json.loads(item.value_json) for item in records["run"][0].run.config.update}
     for record in records.get("config", []):  # later updates, in order: what the W&B UI shows at the end
         config.update({item.key: json.loads(item.value_json) for item in record.config.update})
-    assert config["adapter"]["reduction_factor"] == 4 and isinstance(config["adapter"]["reduction_factor"], int)
+    assert config["adapter"]["adapter_reduction_factor"] == 4 and isinstance(config["adapter"]["adapter_reduction_factor"], int)
     for group in ("model", "languages", "adapter", "freeze", "optimizer", "scheduler"):
         assert isinstance(config[group], dict), (group, config[group])
     assert config["optimizer"]["lr"] == pytest.approx(1e-3) and config["languages"]["train"] == ["en"]

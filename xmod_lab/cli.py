@@ -209,7 +209,7 @@ def suggestion(err: BaseException, argv: list[str], command: str) -> str | None:
 
 
 def _closest_key(bad: str, argv: list[str], command: str) -> str | None:
-    """``adapter.reduction_factor`` for ``adapter.reduction_factr``: a key of the config composed from the
+    """``adapter.adapter_reduction_factor`` for ``adapter.reduction_factr``: a key of the config composed from the
     other overrides, or a config group."""
     others = [a for a in argv if not a.startswith("-") and "=" in a and a.split("=", 1)[0].lstrip("+~") != bad]
     try:

@@ -1,6 +1,6 @@
 """Degenerate classifiers, flagged wherever results are shown (results table, sweep summary, xmod-report).
 
-A classifier is marked when, on a language's test set, it
+A classifier is marked when, on an evaluation set, it
 
 * predicts only one or two classes (of three or more): it collapsed, whatever its accuracy;
 * scores within ``margin`` points of chance (100 / number of classes);
@@ -8,7 +8,7 @@ A classifier is marked when, on a language's test set, it
   only the hypothesis can reach; the synthetic data records it per language), when the data knows one.
 
 ``PredictedClasses`` (a Lightning callback in ``callbacks/default.yaml``) counts the test predictions per
-language; ``assess`` turns them and the per-language accuracies into ``{"chance", "shortcut_ceiling",
+evaluation set; ``assess`` turns them and the per-set accuracies into ``{"chance", "shortcut_ceiling",
 "predicted_classes", "flags"}``, which xmod-train stores in ``results.json`` under ``diagnostics``;
 ``run_flags`` reads them back for tables. Accuracies are percentages, as in the results tables.
 """
@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 from lightning import Callback, LightningModule, Trainer
+
+from xmod_lab.results import AVERAGES
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ def flags(acc: float, num_classes: int, predicted: Mapping[Any, int] | None = No
 
 
 class PredictedClasses(Callback):
-    """Counts test-set predictions per language and class (classification tasks only; others are left alone).
+    """Counts test-set predictions per evaluation set and class (classification tasks only; others are left alone).
 
     Predictions are recomputed from the batch (one extra forward pass over the test set), so every task
     keeps its own step code."""
@@ -63,9 +65,8 @@ class PredictedClasses(Callback):
         logits = pl_module(**batch).logits
         if logits.dim() != 2:
             return
-        languages = pl_module.model.config.languages
-        for lang_id, pred in zip(batch["lang_ids"].tolist(), logits.argmax(-1).tolist(), strict=True):
-            slot = self.counts.setdefault(languages[lang_id], {})
+        slot = self.counts.setdefault(pl_module.eval_sets[dataloader_idx], {})  # one dataloader per set
+        for pred in logits.argmax(-1).tolist():
             slot[pred] = slot.get(pred, 0) + 1
 
 
@@ -87,7 +88,7 @@ def assess(table: Mapping[str, Mapping[str, float]], trainer: Trainer, datamodul
     if ceilings:
         out["shortcut_ceiling_max"] = max(ceilings.values())
     for lang, row in table.items():
-        if lang == "avg" or metric not in row:
+        if lang in AVERAGES or metric not in row:
             continue
         found = flags(row[metric], num_classes, predicted.get(lang) if counter is not None else None,
                       ceilings.get(lang))

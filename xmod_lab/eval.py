@@ -25,9 +25,9 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import xmod_lab.conf.schema  # noqa: F401  (registers eval_schema)
-from xmod_lab import runs
+from xmod_lab import results, runs
 from xmod_lab.checkpoints import safe_loading, unsafe_checkpoint_message
-from xmod_lab.tasks.common import backbone_languages, plain
+from xmod_lab.tasks.common import plain
 
 log = logging.getLogger("xmod_lab.eval")
 
@@ -120,18 +120,12 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     L.seed_everything(cfg.seed, workers=True)
-    if cfg.ckpt_path:
-        with no_freezing_report():
-            task = load_task(cfg)
-        datamodule = runs.build_datamodule(cfg, list(task.model.config.languages))
-    else:  # model.pretrained: an exported directory or a hub id, used as is
-        datamodule = runs.build_datamodule(cfg, backbone_languages(cfg.model, cfg.languages))
-        with no_freezing_report():
-            task = runs.build(cfg.task)
+    with no_freezing_report():  # a checkpoint, or model.pretrained (an exported directory or a hub id) as is
+        task = load_task(cfg) if cfg.ckpt_path else runs.build(cfg.task)
+    datamodule = runs.build_datamodule(cfg, task.model.config.languages)
     runs.use_model_tokenizer(datamodule, out, cfg.ckpt_path, cfg.model.get("pretrained"),
                              explicit=runs.overridden(overrides, "data.tokenizer"))
-    if sorted(datamodule.eval_languages) != sorted(task.eval_languages):
-        raise ValueError(f"data evaluates {datamodule.eval_languages} but the task expects {task.eval_languages}")
+    runs.check_eval_sets(datamodule, task)
     runs.check_tokenizer_fits(datamodule, task.model)
     runs.start_run(out, cfg)
 
@@ -148,9 +142,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         raise ValueError(f"split={cfg.split!r}; choose test or validation")
     split = "test" if cfg.split == "test" else "val"
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    runs.finish_run(out, split, runs.table_from_metrics(metrics, split), {
+    runs.finish_run(out, split, results.table_from_metrics(metrics, split), datamodule.spec.eval_adapters, {
         "task": cfg.task._target_, "checkpoint": cfg.ckpt_path or cfg.model.pretrained,
-        "eval_languages": task.eval_languages,
+        "train_languages": list(task.train_sets), "eval_sets": task.eval_sets,
     })
     return metrics
 

@@ -7,7 +7,7 @@ Three Hydra multiruns of xmod-train with the ``paper_*`` presets (each one a com
 hand), then a summary. Nothing here trains: it launches, waits and reads the runs' results.json.
 
 1. The curse of multilinguality (``experiment=paper_mlm``): MLM pre-training on K = 1, 2, 4, 8, 16 synthetic
-   languages, ``adapter.mode=shared`` and ``modular`` (the same per-language capacity), the same number of
+   languages, ``adapter.adapter_mode=shared`` and ``modular`` (the same per-language capacity), the same number of
    updates per language; held-out MLM loss on the probe language (English, present at every K).
 2. Zero-shot transfer (``experiment=paper_nli``): each export fine-tuned on English NLI with embeddings and
    adapters frozen, tested on every pre-trained language; ``zero_shot_acc`` is German's accuracy (the probe
@@ -37,12 +37,13 @@ from typing import Any
 
 from xmod_lab import report
 from xmod_lab.data.synthetic import SYNTHETIC_LANGUAGES
+from xmod_lab.results import AVERAGES, parse_metric_key
 
 MODES = ("shared", "modular")
 KS = (1, 2, 4, 8, 16)
 POSTHOC_K = 8
-PROBE, ZERO_SHOT_PROBE, NEW_LANGUAGE = "en_XX", "de_DE", "rm_CH"
-SUBDIR = "${adapter.mode}_${hydra.runtime.choices.languages}"
+PROBE, ZERO_SHOT_PROBE, NEW_LANGUAGE = "en", "de", "rm"  # evaluation sets (dataset codes)
+SUBDIR = "${adapter.adapter_mode}_${hydra.runtime.choices.languages}"
 
 
 def _launch(args: Sequence[str], log_file: Path) -> subprocess.Popen:
@@ -106,7 +107,7 @@ def curse_rows(out: Path, ks: Sequence[int]) -> list[dict[str, Any]]:
             mlm = _results(out / "mlm" / name)["test"]
             nli = _results(out / "nli" / name)
             table = nli["test"]
-            others = [lang for lang in table if lang not in (PROBE, "avg")]
+            others = [lang for lang in table if lang not in (PROBE, *AVERAGES)]
             zero_shot = table[ZERO_SHOT_PROBE]["acc"] if ZERO_SHOT_PROBE in table else None
             rows.append({
                 "mode": mode,
@@ -128,7 +129,8 @@ def posthoc_rows(out: Path, k: int) -> list[dict[str, Any]]:
         after = test_metrics(out / "posthoc" / f"{mode}_k{k}_trainTrue")
         before = test_metrics(out / "posthoc" / f"{mode}_k{k}_trainFalse")
         old = sorted(
-            k.split("/")[1] for k in after if k.endswith("/loss") and k.split("/")[1] not in (NEW_LANGUAGE, "avg")
+            parsed[1] for parsed in map(parse_metric_key, after)
+            if parsed and parsed[2] == "loss" and parsed[1] not in (NEW_LANGUAGE, *AVERAGES)
         )
         changes = {lang: after[f"test/{lang}/loss"] - before[f"test/{lang}/loss"] for lang in old}
         rows.append({
@@ -167,7 +169,7 @@ def readme(summary: dict[str, Any]) -> str:
            if summary["runs_reused"] else "."), "",
         "## Curse of multilinguality", "",
         f"Held-out MLM loss of the probe language ({PROBE}, lower is better) after pre-training on K languages with "
-        "the same updates per language; zero-shot NLI accuracy on de_DE after fine-tuning on English with "
+        "the same updates per language; zero-shot NLI accuracy on de after fine-tuning on English with "
         f"embeddings and adapters frozen (chance {summary['chance']:.1f}, hypothesis-only ceiling "
         f"{summary['shortcut_ceiling']:.1f}).", "",
         "| mode | K | probe MLM loss | zero-shot acc (de) | zero-shot avg | en acc | flags |",
@@ -243,20 +245,20 @@ def main(argv: list[str] | None = None) -> int:
             ks_left = missing(out / step, mode, ks)
             if ks_left:
                 languages = "languages=" + ",".join(f"synthetic{k}" for k in ks_left)
-                todo.append((["-m", *extra, languages, f"adapter.mode={mode}", f"hydra.sweep.dir={out / step}",
+                todo.append((["-m", *extra, languages, f"adapter.adapter_mode={mode}", f"hydra.sweep.dir={out / step}",
                               f"hydra.sweep.subdir={SUBDIR}", *args.overrides], out / "logs" / f"{step}_{mode}.log"))
         return todo
 
     run_parallel(sweeps("mlm", "experiment=paper_mlm"), args.jobs)
     # the job's own config sees Hydra's node through the hydra: resolver
-    pretrained = f"model.pretrained={out / 'mlm'}/${{adapter.mode}}_${{hydra:runtime.choices.languages}}/export"
+    pretrained = f"model.pretrained={out / 'mlm'}/${{adapter.adapter_mode}}_${{hydra:runtime.choices.languages}}/export"
     run_parallel(sweeps("nli", "experiment=paper_nli", pretrained), args.jobs)
     old = list(SYNTHETIC_LANGUAGES[: args.posthoc_k])
     posthoc = [f"languages=synthetic{args.posthoc_k}", f"languages.eval=[{','.join([*old, 'rm'])}]",
-               f"model.pretrained={out / 'mlm'}/${{adapter.mode}}_synthetic{args.posthoc_k}/export"]  # fmt: skip
+               f"model.pretrained={out / 'mlm'}/${{adapter.adapter_mode}}_synthetic{args.posthoc_k}/export"]  # fmt: skip
     run_parallel([(["-m", f"experiment=paper_posthoc_{mode}", "train=true,false", *posthoc,
                     f"hydra.sweep.dir={out / 'posthoc'}",
-                    f"hydra.sweep.subdir=${{adapter.mode}}_k{args.posthoc_k}_train${{train}}",
+                    f"hydra.sweep.subdir=${{adapter.adapter_mode}}_k{args.posthoc_k}_train${{train}}",
                     *args.overrides], out / "logs" / f"posthoc_{mode}.log") for mode in MODES
                   if not all((out / "posthoc" / f"{mode}_k{args.posthoc_k}_train{t}" / "run_complete").is_file()
                              for t in (True, False))], args.jobs)  # fmt: skip

@@ -28,8 +28,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from xmod_lab.data.languages import to_xmod_language
-from xmod_lab.data.synthetic import ALL_LANGUAGES, SYNTHETIC_LANGUAGE_MAP
+from xmod_lab.data.synthetic import synthetic_codes
 
 log = logging.getLogger(__name__)
 
@@ -55,19 +54,6 @@ def _hydra() -> Iterator[None]:
     else:
         with initialize_config_module("xmod_lab.conf", version_base="1.3"):
             yield
-
-
-def synthetic_codes(adapters: list[str], language_map: dict | None) -> list[str]:
-    """Dataset codes of the synthetic languages behind X-MOD adapter codes (``en_XX`` -> ``en``)."""
-    mapping = {**SYNTHETIC_LANGUAGE_MAP, **(language_map or {})}
-    by_adapter = {to_xmod_language(code, mapping): code for code in ALL_LANGUAGES}
-    missing = [code for code in adapters if code not in by_adapter]
-    if missing:
-        raise ValueError(
-            f"pretrain: adapters {missing} have no synthetic language to pre-train on (synthetic languages: "
-            f"{list(ALL_LANGUAGES)}); choose languages.adapters among them or use pretrain=none"
-        )
-    return [by_adapter[code] for code in adapters]
 
 
 def pretraining_config(cfg: DictConfig) -> DictConfig:
@@ -124,9 +110,9 @@ def is_complete(folder: Path) -> bool:
     return (folder / "config.json").is_file() and (folder / RUN_SUBDIR / "run_complete").is_file()
 
 
-def use_pretrained(cfg: DictConfig, run: Callable[[DictConfig], Any]) -> Path:
-    """Set ``cfg.model.pretrained`` to the cached pre-trained export for ``cfg``, running ``run`` (xmod-train's
-    ``train``) on the pre-training config first when it is not cached. Returns the folder."""
+def use_pretrained(cfg: DictConfig, run: Callable[[DictConfig], Any]) -> DictConfig:
+    """A copy of ``cfg`` whose ``model.pretrained`` is the cached pre-trained export for ``cfg``, running ``run``
+    (xmod-train's ``train``) on the pre-training config first when it is not cached."""
     pre = pretraining_config(cfg)
     key = cache_key(pre)
     root = Path(cfg.paths.cache_dir).expanduser() / "pretrained"
@@ -149,9 +135,9 @@ def use_pretrained(cfg: DictConfig, run: Callable[[DictConfig], Any]) -> Path:
             # a concurrent run finished the same pre-training first
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    with open_dict(cfg):
-        cfg.model.pretrained = str(target)
-    return target
+    out = OmegaConf.merge(cfg, {"model": {"pretrained": str(target)}})
+    assert isinstance(out, DictConfig)
+    return out
 
 
 def pretraining_results(folder: str | Path) -> dict[str, Any]:

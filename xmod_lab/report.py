@@ -25,20 +25,21 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from xmod_lab.results import AVG, ZERO_SHOT_AVG, parse_metric_key
+
 SUMMARY_CSV = "sweep_summary.csv"
 SUMMARY_JSON = "sweep_summary.json"
 JOB_STATUS = "job_status.json"
 RESULTS = "results.json"
 CONFIG = "config.yaml"
-ZERO_SHOT_AVG, AVG = "zs_avg", "avg"
 NUMBER = "{:.2f}"
 
 
 def per_language_metrics(results: Any) -> dict[str, dict[str, float]]:
     """``{language: {metric: value}}`` (``avg`` included) from a run's ``results.json``.
 
-    xmod-train writes ``{"split": "test", "test": {"de_DE": {"acc": 71.2}, ..., "avg": {..}}, ...}``;
-    a flat dict of logged metrics (``{"test/de_DE/acc": 71.2}``) is read too.
+    xmod-train writes ``{"split": "test", "test": {"de": {"acc": 71.2}, ..., "avg": {..}}, ...}`` (one row
+    per evaluation set); a flat dict of logged metrics (``{"test/de/acc": 71.2}``) is read too.
     """
     if not isinstance(results, dict):
         raise ValueError(f"results.json must hold a JSON object, got {type(results).__name__}")
@@ -51,9 +52,9 @@ def per_language_metrics(results: Any) -> dict[str, dict[str, float]]:
         }
     by_split: dict[str, dict[str, dict[str, float]]] = {}
     for key, value in results.items():
-        parts = str(key).split("/")
-        if len(parts) == 3 and _is_number(value):
-            by_split.setdefault(parts[0], {}).setdefault(parts[1], {})[parts[2]] = float(value)
+        parsed = parse_metric_key(key)
+        if parsed and _is_number(value):
+            by_split.setdefault(parsed[0], {}).setdefault(parsed[1], {})[parsed[2]] = float(value)
     for name in ("test", "val"):
         if name in by_split:
             return by_split[name]
@@ -78,7 +79,8 @@ def _with_average(metrics: dict[str, dict[str, float]]) -> dict[str, dict[str, f
 
 
 def _is_trained(language: str, trained: list[str]) -> bool:
-    """``results.json`` lists dataset codes (``en``) while the tables use adapter codes (``en_XX``)."""
+    """Rows are evaluation sets, named by dataset codes as ``train_languages`` are; results.json files of
+    xmod-lab before evaluation sets keyed rows by adapter code (``en_XX``), which the prefix still matches."""
     return language in trained or language.split("_")[0] in trained
 
 
@@ -97,14 +99,15 @@ def _with_zero_shot_average(metrics: dict[str, dict[str, float]], trained: list[
 
 
 def chance_levels(config_file: Path) -> dict[str, float]:
-    """``{"acc": 33.33}`` for a classification run (``task.num_labels`` classes, or the choices of a
+    """``{"acc": 33.33}`` for a classification run (``task.label_names`` classes, or the choices of a
     multiple-choice task); empty when the run's config does not say (F1, EM, losses have no such line)."""
     if not config_file.is_file():
         return {}
     cfg = OmegaConf.load(config_file)
     target = str(OmegaConf.select(cfg, "task._target_", default="") or "")
     if target.endswith("SequenceClassificationTask"):
-        n = OmegaConf.select(cfg, "task.num_labels", default=None)
+        names = OmegaConf.select(cfg, "task.label_names", default=None)
+        n = len(names) if names is not None else OmegaConf.select(cfg, "task.num_labels", default=None)
     elif target.endswith("MultipleChoiceTask"):
         n = len(OmegaConf.select(cfg, "data.choices_columns", default=None) or [])
     else:
@@ -113,7 +116,7 @@ def chance_levels(config_file: Path) -> dict[str, float]:
 
 
 def _validation_score(results: dict[str, Any]) -> dict[str, Any] | None:
-    """The score the run's checkpoint was chosen on: ``{"metric": "val/en_XX/acc", "value": .., "mode": "max"}``."""
+    """The score the run's checkpoint was chosen on: ``{"metric": "val/en/acc", "value": .., "mode": "max"}``."""
     value, monitor = results.get("best_score"), results.get("monitor")
     if not _is_number(value) or not monitor:
         return None
@@ -367,7 +370,6 @@ def metric_matrix(summary: dict[str, Any], metric: str) -> tuple[list[str], list
 def train_languages(summary: dict[str, Any]) -> list[str]:
     """The evaluated languages the runs were trained on, to tell the zero-shot ones apart.
 
-    ``results.json`` lists dataset codes (``en``) while the tables use adapter codes (``en_XX``).
     """
     trained = [code for r in summary["runs"] for code in r.get("train_languages", [])]
     return [lang for lang in _languages(summary) if lang not in (ZERO_SHOT_AVG, AVG) and _is_trained(lang, trained)]
@@ -441,7 +443,7 @@ def _save(fig: Any, path: str | os.PathLike | None) -> None:
 
 def plot_against_languages(summary: dict[str, Any], metric: str, path: str | os.PathLike | None = None) -> Any:
     """``metric`` on the languages every run evaluates against the number of training languages, one line per
-    setting of the other varying overrides (e.g. ``adapter.mode``): the curse-of-multilinguality figure."""
+    setting of the other varying overrides (e.g. ``adapter.adapter_mode``): the curse-of-multilinguality figure."""
     import matplotlib.pyplot as plt
 
     runs = [r for r in summary["runs"] if r["metrics"] and r["train_languages"]]

@@ -3,8 +3,8 @@
 Names (conf/hydra/default.yaml)::
 
     outputs/<name>/runs/<time>_<overrides>            xmod-train freeze=paper  ->  ..._freeze-paper
-    outputs/<name>/multiruns/<time>/<n>_<swept>       xmod-train -m adapter.reduction_factor=2,4
-                                                      ->  .../0_reduction_factor-2, 1_reduction_factor-4
+    outputs/<name>/multiruns/<time>/<n>_<swept>       xmod-train -m adapter.adapter_reduction_factor=2,4
+                                                      ->  .../0_adapter_reduction_factor-2, 1_adapter_reduction_factor-4
 
 A run directory is claimed with an exclusive ``mkdir``: two runs started in the same second get
 ``<time>_<overrides>`` and ``<time>_<overrides>-2``, never one shared directory.
@@ -41,7 +41,7 @@ def override_summary(overrides: Iterable[str], keys: set[str] | None = None, max
     """``freeze-paper+reduction_factor-4``: the overrides (of ``keys`` if given), short and safe both as a
     file name and inside a Hydra override (``ckpt_path=<run>/...`` needs no quotes: no ``=`` or ``,``).
 
-    Each override keeps its last key component (``adapter.reduction_factor=4`` -> ``reduction_factor-4``);
+    Each override keeps its last key component (``adapter.adapter_reduction_factor=4`` -> ``adapter_reduction_factor-4``);
     paths and output settings are left out; too long a summary ends in ``+<n>more``.
     """
     parts = []

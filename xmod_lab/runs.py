@@ -8,7 +8,7 @@ A run directory (Hydra's output dir) ends up holding::
     <job>.log             the log
     tokenizer/            the tokenizer the model was trained with (also inside every checkpoint)
     checkpoints/          Lightning checkpoints (train), each written to a temporary name and renamed
-    results.json, .csv    per-language metrics, written at the very end
+    results.json, .csv    metrics per evaluation set (and the adapter that scored it), written at the very end
     run_complete          written last: a run without it did not finish
     run_failed            the error of a run that failed (xmod_lab.run_dir)
 
@@ -32,11 +32,10 @@ from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from xmod_lab.checkpoints import TOKENIZER_KEY, TokenizerRecord, load_checkpoint
 from xmod_lab.data.common import replace_tokenizer
-from xmod_lab.data.languages import to_xmod_language
 from xmod_lab.data.tokenizer import (
     check_same_tokenizer,
     check_vocab_size,
@@ -45,6 +44,7 @@ from xmod_lab.data.tokenizer import (
     tokenizer_record,
     write_tokenizer_files,
 )
+from xmod_lab.results import AVG, csv_rows, format_table, metric_key
 from xmod_lab.run_dir import FAILED
 
 log = logging.getLogger(__name__)
@@ -63,43 +63,19 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
         raise
 
 
-def build_datamodule(cfg: DictConfig, languages: list[str]):
-    """The datamodule for a backbone with `languages` (its adapter list, in index order).
-
-    The task's label set comes from the data (defined once): `???` values of `task.num_labels` /
-    `task.label_names` are filled from the datamodule.
-    """
-    check_data_languages(cfg.languages, languages)
-    datamodule = build(cfg.data, languages=list(languages))
-    with open_dict(cfg):
-        for key in ("num_labels", "label_names"):
-            if key in cfg.task.keys() and OmegaConf.is_missing(cfg.task, key):
-                cfg.task[key] = OmegaConf.create({"v": getattr(datamodule, key)}).v
-    return datamodule
+def build_datamodule(cfg: DictConfig, languages: list[str]) -> Any:
+    """The datamodule for a backbone whose adapters are `languages` (the built model's `config.languages`,
+    in index order: the one list `lang_ids` index into)."""
+    return build(cfg.data, languages=list(languages))
 
 
-def check_data_languages(config: DictConfig, languages: list[str]) -> None:
-    """Every train/eval dataset language maps to an adapter of the backbone (before any data is read)."""
-    for role in ("train", "eval"):
-        codes = {code: to_xmod_language(str(code), config.get("map")) for code in config[role]}
-        missing = {code: xmod for code, xmod in codes.items() if xmod not in languages}
-        if missing:
-            raise ValueError(
-                f"languages.{role}: {missing} (dataset code: adapter) have no adapter in the backbone, which has "
-                f"{list(languages)}. Pick languages it has, map them to one with languages.map, or add one with "
-                "+languages.add.<code>=<init_from_language>."
-            )
-    # Metrics are keyed by adapter: two evaluation sets on one adapter would be averaged into one row.
-    shared: dict[str, list[str]] = {}
-    for code in config["eval"]:
-        shared.setdefault(to_xmod_language(str(code), config.get("map")), []).append(str(code))
-    merged = {adapter: codes for adapter, codes in shared.items() if len(codes) > 1}
-    if merged:
-        raise ValueError(
-            f"languages.eval: {merged} (adapter: evaluation sets) would be scored as one row per adapter, "
-            "averaging different evaluation sets. Evaluate each of these sets in its own run "
-            "(e.g. xmod-eval ... 'languages.eval=[en-ar]')."
-        )
+def check_eval_sets(datamodule: Any, task: Any) -> None:
+    """The datamodule's val/test dataloaders and the task's metrics name the same evaluation sets, in order
+    (dataloader i is scored as set i)."""
+    data_sets = list(datamodule.spec.eval_langs)
+    if data_sets != list(task.eval_sets):
+        raise ValueError(f"data evaluates {data_sets} but the task scores {task.eval_sets} (in this order); both "
+                         "take languages.eval")
 
 
 def check_tokenizer_fits(datamodule: Any, model: Any) -> None:
@@ -115,12 +91,18 @@ def check_tokenizer_fits(datamodule: Any, model: Any) -> None:
 
 
 def default_monitor(task: Any, languages: DictConfig) -> str:
-    """The task's main metric on the first training language when it is evaluated (zero-shot model
-    selection must not peek at the target languages), else its average over languages."""
-    first = to_xmod_language(str(languages.train[0]), languages.get("map")) if languages.train else None
-    if first in task.eval_languages:
-        return task.monitor.replace("/avg/", f"/{first}/")
-    return task.monitor
+    """The task's main metric on the first training language when it is an evaluation set (zero-shot model
+    selection must not peek at the target languages), else its average over evaluation sets."""
+    first = str(languages.train[0]) if languages.train else None
+    return metric_key("val", first if first in task.eval_sets else AVG, task.main_metric)
+
+
+def with_run_values(cfg: DictConfig, **values: Any) -> DictConfig:
+    """A copy of ``cfg`` with top-level ``values`` filled in (what the run decided, e.g. its monitor), so
+    the config.yaml it saves is the config it ran; the composed config itself is never changed."""
+    out = OmegaConf.merge(cfg, values)
+    assert isinstance(out, DictConfig)
+    return out
 
 
 # What a `_target_` in a config.yaml handed over with a checkpoint may name: xmod-lab's own datamodules,
@@ -270,43 +252,16 @@ def check_config_unchanged(out: Path) -> str | None:
     return digest
 
 
-def table_from_metrics(metrics: Mapping[str, Any], split: str) -> dict[str, dict[str, float]]:
-    """{'test/de_DE/acc': 71.2, ...} -> {'de_DE': {'acc': 71.2}, ..., 'avg': {...}} (avg last)."""
-    table: dict[str, dict[str, float]] = {}
-    for key, value in metrics.items():
-        parts = key.split("/")
-        if len(parts) == 3 and parts[0] == split:
-            table.setdefault(parts[1], {})[parts[2]] = round(float(value), 4)
-    if "avg" in table:
-        table["avg"] = table.pop("avg")
-    return table
-
-
-def format_table(table: Mapping[str, Mapping[str, float]], title: str) -> str:
-    """Plain-text table (also what the log gets)."""
-    names = sorted({m for row in table.values() for m in row})
-    header = ["language", *names]
-    rows = [[lang, *(f"{row[m]:.2f}" if m in row else "-" for m in names)] for lang, row in table.items()]
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = "  ".join(f"{h:<{w}}" if i == 0 else f"{h:>{w}}" for i, (h, w) in enumerate(zip(header, widths, strict=True)))
-    body = ["  ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-            for r in rows]
-    return "\n".join([title, line, "-" * len(line), *body])
-
-
 @rank_zero_only
 def finish_run(out_dir: str | Path, split: str, table: Mapping[str, Mapping[str, float]],
-               info: Mapping[str, Any]) -> None:
-    """results.json / results.csv, the printed table, then the completion marker (last)."""
+               adapters: Mapping[str, str], info: Mapping[str, Any]) -> None:
+    """results.json / results.csv (one row per evaluation set, with its adapter), the printed table, then
+    the completion marker (last)."""
     out = Path(out_dir)
     digest = check_config_unchanged(out)
-    payload = {**info, "split": split, split: table, "config_sha256": digest}
+    payload = {**info, "split": split, split: table, "adapters": dict(adapters), "config_sha256": digest}
     (out / RESULTS_JSON).write_text(json.dumps(payload, indent=2) + "\n")
-    names = sorted({m for row in table.values() for m in row})
     with (out / RESULTS_CSV).open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["language", *names])
-        for lang, row in table.items():
-            writer.writerow([lang, *(row.get(m, "") for m in names)])
-    log.info("\n%s", format_table(table, f"{split} results ({out})"))
+        csv.writer(f).writerows(csv_rows(table, adapters))
+    log.info("\n%s", format_table(table, f"{split} results ({out})", adapters))
     (out / COMPLETE).write_text("ok\n")

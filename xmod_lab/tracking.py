@@ -6,7 +6,7 @@
   (``WANDB_API_KEY`` or ``wandb login``); without them the run goes offline and the log says how to
   ``wandb sync`` it. Offline runs live in the run directory (``<run>/wandb/offline-run-*``).
 - project, group, tags and name come from config; under ``-m`` the group defaults to the sweep directory,
-  so a sweep's runs are grouped, and the name to the job's overrides (``adapter.reduction_factor=4``).
+  so a sweep's runs are grouped, and the name to the job's overrides (``adapter.adapter_reduction_factor=4``).
 - the resolved config is logged when the run is created; at fit start the trainable and frozen parameter
   counts; every ``<stage>/<language>/<metric>`` the task logs is also gathered into a per-language
   ``wandb.Table`` per stage (``test/results``).
@@ -15,7 +15,7 @@
 - the resolved config is the run's config, logged once, nested, numbers as numbers: Lightning's own
   hyper-parameter logging (the task's ``save_hyperparameters``) adds only keys the config lacks, as plain
   values, never a ``repr`` string over a config group. Under ``-m`` the job's swept overrides are also its
-  tags (``adapter.reduction_factor=4``), so a sweep can be filtered and grouped by them.
+  tags (``adapter.adapter_reduction_factor=4``), so a sweep can be filtered and grouped by them.
 - wandb not installed or misconfigured (bad mode, entity, ...): a warning and a CSV logger instead.
 
 ``ValidationScores`` (conf/callbacks/default.yaml) prints the main validation metric per language and its
@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import netrc
 import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,14 +37,13 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import OmegaConf
 
+from xmod_lab.results import AVERAGES, csv_rows, parse_metric_key, scores_by_set
 from xmod_lab.run_dir import swept_keys
 from xmod_lab.tasks.common import plain
 
 log = logging.getLogger(__name__)
 
 RUN_ID_FILE = "wandb_run_id.txt"
-# a per-language metric as logged by the tasks: val/de_DE/acc, test/avg/f1
-_PER_LANGUAGE = re.compile(r"^(?P<stage>val|test)/(?P<language>[^/]+)/(?P<metric>[^/]+)$")
 
 
 def has_credentials() -> bool:
@@ -207,29 +205,28 @@ class ValidationScores(Callback):
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        name = str(getattr(pl_module, "monitor", "val/avg/acc")).rsplit("/", 1)[-1]
-        scores = {}
-        for key, value in trainer.callback_metrics.items():
-            match = _PER_LANGUAGE.match(key)
-            if match and match["stage"] == "val" and match["metric"] == name:
-                scores[match["language"]] = float(value)
+        name = str(getattr(pl_module, "main_metric", "acc"))
+        scores = scores_by_set({k: float(v) for k, v in trainer.callback_metrics.items()}, "val", name)
         if not scores:
             return
-        average = scores.pop("avg", None)
-        cells = [f"{lang} {value:.2f}" for lang, value in scores.items()]
-        if average is not None:
-            cells.append(f"avg {average:.2f}")
+        cells = [f"{eval_set} {value:.2f}" for eval_set, value in scores.items() if eval_set not in AVERAGES]
+        cells += [f"{average} {scores[average]:.2f}" for average in AVERAGES if average in scores]
         epochs = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
         log.info("epoch %d%s (step %d) validation %s: %s", trainer.current_epoch + 1, epochs, trainer.global_step,
                  name, " | ".join(cells))
 
 
+def _columns_and_rows(rows: list[list[Any]]) -> tuple[list[str], list[list[Any]]]:
+    return [str(c) for c in rows[0]], [[None if c == "" else c for c in row] for row in rows[1:]]
+
+
 class ResultsTableWandbLogger(WandbLogger):
-    """WandbLogger that also records parameter counts and per-language results tables."""
+    """WandbLogger that also records parameter counts and a results table per stage (one row per evaluation set,
+    with the adapter that scored it)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._per_language: dict[str, dict[str, dict[str, float]]] = {}
+        self._per_set: dict[str, dict[str, dict[str, float]]] = {}
         self._changed: set[str] = set()
 
     @rank_zero_only
@@ -256,27 +253,21 @@ class ResultsTableWandbLogger(WandbLogger):
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         super().log_metrics(metrics, step)
         for key, value in metrics.items():
-            match = _PER_LANGUAGE.match(key)
-            if match:
-                stage = match["stage"]
-                self._per_language.setdefault(stage, {}).setdefault(match["language"], {})[
-                    match["metric"]
-                ] = float(value)
+            parsed = parse_metric_key(key)
+            if parsed:
+                stage, eval_set, metric = parsed
+                self._per_set.setdefault(stage, {}).setdefault(eval_set, {})[metric] = float(value)
                 self._changed.add(stage)
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
-        # end of fit / validate / test: the latest value of every per-language metric, one row per language
+        # end of fit / validate / test: the latest value of every metric, one row per evaluation set
         import wandb
 
+        adapters = dict(self.experiment.config.get("eval_adapters") or {})
         for stage in sorted(self._changed):
-            rows = self._per_language[stage]
-            metrics = sorted({m for row in rows.values() for m in row})
-            languages = sorted(lang for lang in rows if lang != "avg") + (["avg"] if "avg" in rows else [])
-            table = wandb.Table(
-                columns=["language", *metrics],
-                data=[[lang, *(rows[lang].get(m) for m in metrics)] for lang in languages],
-            )
+            rows = self._per_set[stage]
+            table = wandb.Table(*_columns_and_rows(csv_rows(rows, adapters)))
             self.experiment.log({f"{stage}/results": table})
         self._changed.clear()
         super().finalize(status)

@@ -2,11 +2,11 @@
 
     xmod-train                                   # the default experiment (tiny model, synthetic data, CPU)
     xmod-train experiment=xnli_zero_shot trainer=gpu
-    xmod-train freeze=adapters_only languages=xmod13 adapter.reduction_factor=4 ...
+    xmod-train freeze=adapters_only languages=xmod13 adapter.adapter_reduction_factor=4 ...
     python -m xmod_lab.train --help              # groups and options
 
 Instantiates data, task, callbacks, loggers and trainer once each from the composed config
-(conf/train.yaml), fits, tests on every evaluation language, writes the results table.
+(conf/train.yaml), fits, tests on every evaluation set, writes the results table.
 """
 
 from __future__ import annotations
@@ -20,36 +20,34 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 import xmod_lab.conf.schema  # noqa: F401  (registers train_schema)
-from xmod_lab import diagnostics, pretraining, runs
+from xmod_lab import diagnostics, pretraining, results, runs
 from xmod_lab.checkpoints import safe_loading
-from xmod_lab.tasks.common import backbone_languages
 
 log = logging.getLogger("xmod_lab.train")
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit + test; returns every logged metric (`test/de_DE/acc`, `val/avg/acc`, ...)."""
+    """Fit + test; returns every logged metric (`test/de/acc`, `val/avg/acc`, ...)."""
     out = Path(cfg.paths.output_dir)
     runs.check_ckpt_path(cfg.ckpt_path)
     if pretraining.wanted(cfg):  # the `pretrain` stage: an MLM run (cached) whose export becomes model.pretrained
-        pretraining.use_pretrained(cfg, train)
+        cfg = pretraining.use_pretrained(cfg, train)
     L.seed_everything(cfg.seed, workers=True)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
-    datamodule = runs.build_datamodule(cfg, backbone_languages(cfg.model, cfg.languages))
+    task = runs.build(cfg.task)  # the backbone first: its config.languages is what lang_ids index
+    datamodule = runs.build_datamodule(cfg, task.model.config.languages)
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     runs.use_model_tokenizer(datamodule, out, cfg.ckpt_path, cfg.model.get("pretrained"),
                              explicit=runs.overridden(overrides, "data.tokenizer"))
-    task = runs.build(cfg.task)
-    if sorted(datamodule.eval_languages) != sorted(task.eval_languages):
-        raise ValueError(f"data evaluates {datamodule.eval_languages} but the task expects {task.eval_languages}")
+    runs.check_eval_sets(datamodule, task)
     runs.check_tokenizer_fits(datamodule, task.model)
-    with open_dict(cfg):  # the task names its main metric (checkpoint selection); config may override it
-        cfg.monitor = cfg.monitor or runs.default_monitor(task, cfg.languages)
-        cfg.monitor_mode = cfg.monitor_mode or task.monitor_mode
+    # the task names its main metric (checkpoint selection) unless the config does; saved with the config
+    cfg = runs.with_run_values(cfg, monitor=cfg.monitor or runs.default_monitor(task, cfg.languages),
+                               monitor_mode=cfg.monitor_mode or task.monitor_mode)
     runs.start_run(out, cfg)
     counts = task.parameter_counts
     log.info("parameters: %s trainable, %s frozen (freeze.policy=%s)", f"{counts['trainable']:,}",
@@ -59,8 +57,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     loggers = [instantiate(c) for c in (cfg.logger or {}).values()]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     runs.check_precision(trainer)
+    adapters = datamodule.spec.eval_adapters
     for logger in trainer.loggers:
-        logger.log_hyperparams({"parameters/trainable": counts["trainable"], "parameters/frozen": counts["frozen"]})
+        logger.log_hyperparams({"parameters/trainable": counts["trainable"], "parameters/frozen": counts["frozen"],
+                                "eval_adapters": adapters})
 
     if cfg.train:
         with safe_loading():
@@ -76,14 +76,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
         else:
             trainer.validate(task, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    table = runs.table_from_metrics(metrics, split)
+    table = results.table_from_metrics(metrics, split)
 
     if cfg.export_dir and trainer.is_global_zero:
         export(task, datamodule, cfg.export_dir)
     diagnosis = diagnostics.assess(table, trainer, datamodule)  # degenerate classifiers, flagged
-    runs.finish_run(out, split, table, {
+    runs.finish_run(out, split, table, adapters, {
         "task": cfg.task._target_, "checkpoint": best, "train_languages": list(cfg.languages.train),
-        "eval_languages": task.eval_languages, "parameters": counts, "global_step": trainer.global_step,
+        "eval_sets": task.eval_sets, "parameters": counts, "global_step": trainer.global_step,
         **selection_score(checkpoint, cfg),
         "diagnostics": diagnosis,
     })

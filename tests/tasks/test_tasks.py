@@ -1,4 +1,4 @@
-"""Each task module: trains a step, evaluates per language, logs `<stage>/<lang>/<metric>` + `avg`, reloads."""
+"""Each task module: trains a step, evaluates per evaluation set, logs `<stage>/<eval set>/<metric>` + averages, reloads."""
 
 import lightning as L
 import pytest
@@ -46,7 +46,7 @@ def batch(kind: str, b: int = 4, t: int = 7, seed: int = 0) -> dict:
 
 
 CASES = [
-    (SequenceClassificationTask, {"num_labels": 3}, "seq", ["acc"]),
+    (SequenceClassificationTask, {"label_names": ["a", "b", "c"]}, "seq", ["acc"]),
     (TokenClassificationTask, {"label_names": NER}, "token", ["acc", "f1"]),
     (MultipleChoiceTask, {}, "mc", ["acc"]),
     (MaskedLMTask, {}, "mlm", ["loss", "ppl"]),
@@ -54,8 +54,8 @@ CASES = [
 ]
 
 
-def loader(kind, n=2):
-    return DataLoader([batch(kind, seed=i) for i in range(n)], batch_size=None)
+def loader(kind, n=2, seed=0):
+    return DataLoader([batch(kind, seed=seed + i) for i in range(n)], batch_size=None)
 
 
 def trainer(**kw):
@@ -64,20 +64,21 @@ def trainer(**kw):
 
 
 @pytest.mark.parametrize(("cls", "extra", "kind", "metrics"), CASES, ids=[c[0].__name__ for c in CASES])
-def test_task_trains_evaluates_per_language_and_reloads(cls, extra, kind, metrics, tmp_path):
+def test_task_trains_evaluates_per_eval_set_and_reloads(cls, extra, kind, metrics, tmp_path):
     torch.manual_seed(0)
     task = cls(**COMMON, **extra)
     before = {n: p.detach().clone() for n, p in task.named_parameters()}
     tr = trainer(max_steps=2, limit_val_batches=2, default_root_dir=tmp_path)
-    tr.fit(task, train_dataloaders=loader(kind), val_dataloaders=[loader(kind)])
+    tr.fit(task, train_dataloaders=loader(kind), val_dataloaders=[loader(kind), loader(kind, seed=5)])
     assert any(not torch.equal(before[n], p) for n, p in task.named_parameters()), "no parameter moved"
     logged = tr.callback_metrics
-    for lang in ("en_XX", "de_DE", "avg"):
+    for name in ("en", "de", "avg", "zs_avg"):
         for m in metrics:
-            assert f"val/{lang}/{m}" in logged, sorted(logged)
-    for m in metrics:  # avg = unweighted mean of the languages
-        mean = (float(logged[f"val/en_XX/{m}"]) + float(logged[f"val/de_DE/{m}"])) / 2
+            assert f"val/{name}/{m}" in logged, sorted(logged)
+    for m in metrics:  # avg = unweighted mean of the sets; zs_avg = the sets that are not training languages
+        mean = (float(logged[f"val/en/{m}"]) + float(logged[f"val/de/{m}"])) / 2
         assert float(logged[f"val/avg/{m}"]) == pytest.approx(mean, rel=1e-5)
+        assert float(logged[f"val/zs_avg/{m}"]) == pytest.approx(float(logged[f"val/de/{m}"]), rel=1e-5)
 
     tr.save_checkpoint(tmp_path / "task.ckpt")
     again = cls.load_from_checkpoint(tmp_path / "task.ckpt", weights_only=False)
@@ -96,43 +97,51 @@ def _only_plain(value) -> bool:
     return value is None or type(value) in (str, int, float, bool)
 
 
-def test_accuracy_is_split_by_the_language_of_each_example():
+def test_five_evaluation_sets_on_one_adapter_are_five_rows():
+    """MLQA's pairs en-ar ... en-vi all scored with the en_XX adapter: each set keeps its own score (keyed by
+    the dataloader that served it, not by the adapter in its lang_ids)."""
+    sets = ["en-ar", "en-zh", "en-hi", "en-es", "en-vi"]
     torch.manual_seed(0)
-    task = SequenceClassificationTask(**COMMON, num_labels=3).eval()
-    b = batch("seq", b=8)
-    with torch.no_grad():
-        pred = task.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], lang_ids=b["lang_ids"]).logits.argmax(-1)
-    is_en = b["lang_ids"] == 0
-    b["labels"] = torch.where(is_en, pred, (pred + 1) % 3)  # en rows right, de rows wrong
+    task = SequenceClassificationTask(**{**COMMON, "languages": {**LANGS, "train": ["en-ar"], "eval": sets}},
+                                      label_names=["a", "b", "c"]).eval()
+    loaders = []
+    for i in range(5):
+        b = batch("seq", b=10, seed=i)
+        b["lang_ids"] = torch.zeros(10, dtype=torch.long)  # every set on adapter 0 (en_XX)
+        with torch.no_grad():
+            pred = task.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                              lang_ids=b["lang_ids"]).logits.argmax(-1)
+        right = torch.arange(10) < 2 * i  # set i: 2i of 10 right
+        b["labels"] = torch.where(right, pred, (pred + 1) % 3)
+        loaders.append(DataLoader([b], batch_size=None))
     tr = trainer(max_epochs=1)
-    tr.validate(task, dataloaders=[DataLoader([b], batch_size=None)], verbose=False)
+    tr.test(task, dataloaders=loaders, verbose=False)
     m = tr.callback_metrics
-    assert float(m["val/en_XX/acc"]) == 100.0 and float(m["val/de_DE/acc"]) == 0.0
-    assert float(m["val/avg/acc"]) == 50.0
+    assert [float(m[f"test/{name}/acc"]) for name in sets] == pytest.approx([0.0, 20.0, 40.0, 60.0, 80.0])
+    assert float(m["test/avg/acc"]) == pytest.approx(40.0) and float(m["test/zs_avg/acc"]) == pytest.approx(50.0)
 
 
-def test_language_outside_eval_languages_is_a_clear_error():
-    task = SequenceClassificationTask(**COMMON, num_labels=3)
-    b = batch("seq")
-    b["lang_ids"] = torch.tensor([2, 2, 0, 0])  # fr_XX is not evaluated
-    with pytest.raises(ValueError, match=r"language 'fr_XX', which is not in languages.eval"):
-        trainer(max_epochs=1).validate(task, dataloaders=[DataLoader([b], batch_size=None)], verbose=False)
+def test_a_dataloader_without_an_evaluation_set_is_a_clear_error():
+    task = SequenceClassificationTask(**COMMON, label_names=["a", "b", "c"])
+    with pytest.raises(ValueError, match=r"evaluation dataloader 2 has no evaluation set: the task evaluates \['en', 'de'\]"):
+        trainer(max_epochs=1).validate(task, dataloaders=[loader("seq")] * 3, verbose=False)
 
 
-def test_eval_language_without_adapter_is_rejected():
-    with pytest.raises(ValueError, match=r"languages.eval \['sw_KE'\] have no adapter"):
-        SequenceClassificationTask(**{**COMMON, "languages": {**LANGS, "eval": ["en", "sw"]}}, num_labels=3)
+def test_evaluation_set_names_are_checked():
+    for sets, error in ((["en", "en"], "listed twice"), (["en", "avg"], "name of an average"), (["a/b"], "'/'")):
+        with pytest.raises(ValueError, match=error):
+            SequenceClassificationTask(**{**COMMON, "languages": {**LANGS, "eval": sets}}, label_names=["a", "b", "c"])
 
 
 def test_freeze_policy_applies_and_nothing_trainable_is_an_error():
-    task = SequenceClassificationTask(**{**COMMON, "freeze": {"policy": "paper"}}, num_labels=3)
+    task = SequenceClassificationTask(**{**COMMON, "freeze": {"policy": "paper"}}, label_names=["a", "b", "c"])
     frozen = {n for n, p in task.model.named_parameters() if not p.requires_grad}
     assert "roberta.embeddings.word_embeddings.weight" in frozen
     assert "roberta.encoder.layer.0.output.adapter_modules.en_XX.dense1.weight" in frozen
     assert "classifier.out_proj.weight" not in frozen
     assert task.parameter_counts["frozen"] == sum(p.numel() for n, p in task.model.named_parameters() if n in frozen)
     with pytest.raises(ValueError, match="no trainable parameter"):
-        SequenceClassificationTask(**{**COMMON, "freeze": {"policy": "custom", "exclude": ["."]}}, num_labels=3)
+        SequenceClassificationTask(**{**COMMON, "freeze": {"policy": "custom", "exclude": ["."]}}, label_names=["a", "b", "c"])
 
 
 def test_seqeval_f1_matches_seqeval_on_word_level_tags():
@@ -151,7 +160,7 @@ def test_seqeval_f1_matches_seqeval_on_word_level_tags():
 def test_configure_optimizers_uses_config_and_schedule(tmp_path):
     task = SequenceClassificationTask(**{**COMMON, "optimizer": {"lr": 0.5, "betas": [0.8, 0.9], "eps": 1e-5,
                                                                  "weight_decay": 0.1},
-                                         "scheduler": {"name": "constant", "warmup_steps": 2}}, num_labels=3)
+                                         "scheduler": {"name": "constant", "warmup_steps": 2}}, label_names=["a", "b", "c"])
     tr = trainer(max_steps=1, default_root_dir=tmp_path)
     tr.fit(task, train_dataloaders=loader("seq", n=1))
     opt = tr.optimizers[0]
@@ -160,50 +169,42 @@ def test_configure_optimizers_uses_config_and_schedule(tmp_path):
     assert opt.param_groups[0]["lr"] == pytest.approx(0.5 * 1.0)  # after 1 step of a 2-step warmup
 
 
-class _StubQAData(L.LightningDataModule):
-    """Two eval languages; score() records what the task hands over and returns fixed numbers."""
-
-    eval_languages = ["en_XX", "de_DE"]
-
-    def __init__(self):
-        super().__init__()
-        self.calls = []
-
-    def _batch(self, train: bool) -> dict:
-        b = batch("qa", b=4, t=9)
-        b["attention_mask"][:, 7:] = 0  # two padding positions
-        if train:
-            b["start_positions"], b["end_positions"] = torch.tensor([1, 2, 3, 0]), torch.tensor([2, 2, 4, 0])
-        else:
-            b["lang_ids"] = torch.zeros(4, dtype=torch.long)
-            b["example_id"] = ["q1", "q1", "q2", "q3"]  # q1 spans two features
-            b["offset_mapping"] = [[[-1, -1]] + [[i, i + 1] for i in range(6)]] * 4
-        return b
-
-    def train_dataloader(self):
-        return DataLoader([self._batch(True)], batch_size=None)
-
-    def val_dataloader(self):
-        return [DataLoader([self._batch(False)], batch_size=None) for _ in self.eval_languages]
-
-    def score(self, split, index, example_ids, offsets, start_logits, end_logits, only_seen=False):
-        self.calls.append((split, index, list(example_ids), [len(s) for s in start_logits], only_seen))
-        return {"exact_match": 50.0 + index, "f1": 60.0 + index}
+def _qa_eval_batch(context: str, gold: str, language) -> dict:
+    b = batch("qa", b=4, t=9)
+    b["attention_mask"][:, 7:] = 0  # two padding positions
+    b["lang_ids"] = torch.zeros(4, dtype=torch.long)
+    b["example_id"] = ["q1", "q1", "q2", "q3"]  # q1 spans two features
+    b["offset_mapping"] = [[[-1, -1]] + [[i, i + 1] for i in range(6)]] * 4
+    b["context"], b["answers"], b["answer_language"] = [context] * 4, [[gold]] * 4, [language] * 4
+    return b
 
 
-def test_question_answering_scores_text_answers_through_the_datamodule(tmp_path):
+def test_question_answering_scores_text_answers_from_its_batches(tmp_path, monkeypatch):
+    """Each evaluation set is scored by the task's own scorer, from what its batches carry; padding never
+    holds an answer; the rules follow the batch's answer language."""
     from xmod_lab.tasks import QuestionAnsweringTask
+    from xmod_lab.tasks import qa_scoring
 
     task = QuestionAnsweringTask(**COMMON)
-    data = _StubQAData()
+    seen = []
+    real = qa_scoring.postprocess_predictions
+
+    def spy(contexts, ids, offsets, starts, ends, *args):
+        seen.append(([len(s) for s in starts], list(dict.fromkeys(ids))))
+        return {i: "a" for i in dict.fromkeys(ids)}  # predict "a" everywhere
+
+    monkeypatch.setattr(qa_scoring, "postprocess_predictions", spy)
+    train = batch("qa", b=4, t=9)
+    train["start_positions"], train["end_positions"] = torch.tensor([1, 2, 3, 0]), torch.tensor([2, 2, 4, 0])
+    # set en: gold "the a" (SQuAD rules drop English articles: exact); set de: gold "der a" under MLQA's German rules
+    val = [DataLoader([_qa_eval_batch("abcdef", "the a", None)], batch_size=None),
+           DataLoader([_qa_eval_batch("abcdef", "die a", "de")], batch_size=None)]
     tr = trainer(max_steps=1, default_root_dir=tmp_path)
-    tr.fit(task, datamodule=data)
-    assert [c[:2] for c in data.calls] == [("validation", 0), ("validation", 1)]
-    assert data.calls[0][2] == ["q1", "q1", "q2", "q3"] and data.calls[0][3] == [7, 7, 7, 7]  # padding cut
-    assert data.calls[0][4] is False  # one process: every example is scored
+    tr.fit(task, train_dataloaders=DataLoader([train], batch_size=None), val_dataloaders=val)
+    assert seen == [([7, 7, 7, 7], ["q1", "q2", "q3"])] * 2
     m = tr.callback_metrics
-    assert float(m["val/en_XX/f1"]) == 60.0 and float(m["val/de_DE/exact_match"]) == 51.0
-    assert float(m["val/avg/f1"]) == 60.5 and task.monitor == "val/avg/f1"
+    assert float(m["val/en/exact_match"]) == 100.0 and float(m["val/de/exact_match"]) == 100.0
+    assert real is not spy and task.main_metric == "f1"
 
 
 def test_mlm_training_step_uses_masked_logits_only_with_the_full_head_loss(monkeypatch):

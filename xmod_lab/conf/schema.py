@@ -2,7 +2,7 @@
 
 Registered in Hydra's ConfigStore as `train_schema` / `eval_schema` and listed first in the
 defaults of train.yaml / eval.yaml, so a misspelt key (`freeze.polcy=...`) or a wrong type
-(`adapter.reduction_factor=abc`, `freeze.policy=frozen`) fails at composition with the key and
+(`adapter.adapter_reduction_factor=abc`, `freeze.policy=frozen`) fails at composition with the key and
 the allowed values. Groups whose keys are the arguments of a `_target_` (task, data, trainer,
 logger, callbacks) are typed `Any`: instantiation itself rejects an unknown argument.
 """
@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any, Optional, Union
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 # OmegaConf reads the annotations at runtime: keep typing.Optional/Union (no `X | None` strings).
 # ruff: noqa: UP007, UP045
@@ -60,15 +60,16 @@ class LanguagesConf:
 
 @dataclass
 class AdapterConf:
-    """Adapter architecture (models built from scratch); null keeps the XmodConfig/checkpoint value."""
+    """XmodConfig's adapter fields, under their own names (models built from scratch); null keeps the
+    XmodConfig/checkpoint value."""
 
-    reduction_factor: Optional[Union[int, float]] = None
-    layer_norm: Optional[bool] = None
-    reuse_layer_norm: Optional[bool] = None
-    ln_before: Optional[bool] = None
-    mode: Optional[AdapterMode] = None
-    layers: Optional[list[int]] = None
-    activation: Optional[str] = None
+    adapter_reduction_factor: Optional[Union[int, float]] = None
+    adapter_layer_norm: Optional[bool] = None
+    adapter_reuse_layer_norm: Optional[bool] = None
+    ln_before_adapter: Optional[bool] = None
+    adapter_mode: Optional[AdapterMode] = None
+    adapter_layers: Optional[list[int]] = None
+    adapter_activation: Optional[str] = None
 
 
 @dataclass
@@ -91,19 +92,20 @@ class PathsConf:
     output_dir: str = MISSING
 
 
+# Types only: the values (one default each) are in conf/train.yaml, and the experiment presets override them.
 @dataclass
 class OptimizerConf:
-    lr: float = 2e-5
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    weight_decay: float = 0.01
+    lr: float = MISSING
+    betas: list[float] = MISSING
+    eps: float = MISSING
+    weight_decay: float = MISSING
 
 
 @dataclass
 class SchedulerConf:
-    name: Schedule = Schedule.linear
-    warmup_steps: int = 0
-    warmup_ratio: float = 0.0
+    name: Schedule = MISSING
+    warmup_steps: int = MISSING
+    warmup_ratio: float = MISSING
 
 
 @dataclass
@@ -142,11 +144,22 @@ class TrainConf(_RunConf):
 class EvalConf(_RunConf):
     split: str = "test"  # "test" or "validation"
     freeze: FreezeConf = field(default_factory=lambda: FreezeConf(policy=FreezePolicy.none))
-    optimizer: OptimizerConf = field(default_factory=OptimizerConf)
-    scheduler: SchedulerConf = field(default_factory=SchedulerConf)
+
+
+def published_languages(checkpoint: str) -> list[str]:
+    """``${xmod_languages:facebook/xmod-base}``: the adapter list of a published checkpoint family, read from
+    its one home, ``xmod_lab.models.configuration.PUBLISHED_LANGUAGES``."""
+    # imported when a config asks (not at module import): `xmod-train --help` must not load torch
+    from xmod_lab.models.configuration import PUBLISHED_LANGUAGES
+
+    if checkpoint not in PUBLISHED_LANGUAGES:
+        raise ValueError(f"xmod_languages:{checkpoint}: no published language list; known: {sorted(PUBLISHED_LANGUAGES)}")
+    return list(PUBLISHED_LANGUAGES[checkpoint])
 
 
 def register() -> None:
+    if not OmegaConf.has_resolver("xmod_languages"):
+        OmegaConf.register_new_resolver("xmod_languages", published_languages)
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConf)
     cs.store(name="eval_schema", node=EvalConf)

@@ -22,11 +22,7 @@ from xmod_lab.data.collate import IGNORE_INDEX, CausalLMCollator, MaskedLMCollat
 from xmod_lab.data.language_modeling import LanguageModelingDataModule
 from xmod_lab.data.languages import DEFAULT_LANGUAGE_MAP, language_ids, to_xmod_language
 from xmod_lab.data.multiple_choice import MultipleChoiceDataModule
-from xmod_lab.data.question_answering import (
-    QuestionAnsweringDataModule,
-    postprocess_predictions,
-    squad_scores,
-)
+from xmod_lab.data.question_answering import QuestionAnsweringDataModule
 from xmod_lab.data.sampling import (
     BATCHING_MODES,
     LanguageBatchSampler,
@@ -64,9 +60,7 @@ __all__ = [
     "load_split",
     "load_tokenizer",
     "model_inputs",
-    "postprocess_predictions",
     "prepare_synthetic",
-    "squad_scores",
     "synthetic_nli",
     "to_xmod_language",
     "train_tokenizer",

@@ -2,7 +2,7 @@
 
 Every batch holds ``input_ids`` [B, T] (multiple choice: [B, C, T]), ``attention_mask`` like it, ``lang_ids`` [B]
 (one adapter index per example) and, when the examples have them, ``labels``, ``start_positions`` and
-``end_positions``. Evaluation metadata (``example_id``, ``offset_mapping``) stays a python list so it never
+``end_positions``. Evaluation metadata (QA: ``example_id``, ``offset_mapping``, ``context``, ``answers``, ``answer_language``) stays a python list so it never
 reaches the model: pass ``model_inputs(batch)`` to the model.
 """
 
@@ -17,6 +17,8 @@ import torch
 IGNORE_INDEX = -100  # the label that cross-entropy ignores (padding, non-first subwords, unmasked MLM tokens)
 MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "lang_ids", "labels", "start_positions", "end_positions")
 _TENSOR_SCALARS = ("lang_ids", "start_positions", "end_positions")
+# QA evaluation: what turns logits back into answer text and scores it (xmod_lab.tasks.qa_scoring)
+EVAL_METADATA = ("example_id", "offset_mapping", "context", "answers", "answer_language")
 
 
 def model_inputs(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -69,7 +71,7 @@ class PadCollator:
         for key in _TENSOR_SCALARS:
             if key in first:
                 batch[key] = torch.tensor([ex[key] for ex in examples], dtype=torch.long)
-        for key in ("example_id", "offset_mapping"):
+        for key in EVAL_METADATA:
             if key in first:
                 batch[key] = [ex[key] for ex in examples]
         return batch

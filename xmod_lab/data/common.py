@@ -20,10 +20,11 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase
 
-from xmod_lab.data.languages import language_ids, to_xmod_language
+from xmod_lab.data.languages import language_ids, script_mismatch, to_xmod_language
 from xmod_lab.data.sampling import BATCHING_MODES, LanguageBatchSampler, ShardedEvalSampler
 from xmod_lab.data.sources import SourceSpec, source_fingerprint
 from xmod_lab.data.tokenizer import load_tokenizer, tokenizer_fingerprint
+from xmod_lab.results import check_eval_set_names
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,11 @@ class DataSetup:
     max_train_examples: int | None
     max_eval_examples: int | None
 
+    @property
+    def eval_adapters(self) -> dict[str, str]:
+        """{evaluation set (dataset code): the adapter code that scores it}."""
+        return dict(zip(self.eval_langs, self.eval_languages, strict=True))
+
     def limit(self, split: str) -> int | None:
         return self.max_train_examples if split == "train" else self.max_eval_examples
 
@@ -103,6 +109,7 @@ def data_setup(
     language_map = dict(language_map) if language_map else None
     train = [str(x) for x in train_langs]
     evals = [str(x) for x in (eval_langs if eval_langs is not None else train_langs)]
+    check_eval_set_names(evals, "eval_langs")
     train_languages, train_lang_ids = resolve_languages(train, languages, language_map, "train")
     eval_languages, eval_lang_ids = resolve_languages(evals, languages, language_map, "eval")
     return DataSetup(
@@ -303,13 +310,41 @@ def loaded(data: Mapping[str, list[TaggedDataset]], split: str, source: SourceSp
 
 
 def tagged_splits(
-    plan: Sequence[tuple[str, Sequence[str], Sequence[int]]], encoded: Callable[[str, str], datasets.Dataset]
+    plan: Sequence[tuple[str, Sequence[str], Sequence[int]]],
+    encoded: Callable[[str, str], datasets.Dataset],
+    check: tuple[DataSetup, PreTrainedTokenizerBase] | None = None,
 ) -> dict[str, list[TaggedDataset]]:
-    """One :class:`TaggedDataset` per language for each planned split; ``encoded(lang, split)`` builds one."""
-    return {
-        split: [TaggedDataset([(encoded(lang, split), lid)]) for lang, lid in zip(langs, ids, strict=True)]
-        for split, langs, ids in plan
-    }
+    """One :class:`TaggedDataset` per language for each planned split; ``encoded(lang, split)`` builds one.
+    ``check``: (setup, tokenizer) to warn about text in another script than its adapter's (:func:`check_script`)."""
+    out = {}
+    for split, langs, ids in plan:
+        out[split] = []
+        for lang, lid in zip(langs, ids, strict=True):
+            ds = encoded(lang, split)
+            if check is not None:
+                check_script(ds, lang, lid, *check)
+            out[split].append(TaggedDataset([(ds, lid)]))
+    return out
+
+
+_SCRIPT_WARNED: set[tuple[str, str]] = set()
+
+
+def check_script(ds: datasets.Dataset, code: str, lang_id: int, setup: DataSetup,
+                 tokenizer: PreTrainedTokenizerBase, rows: int = 200) -> None:
+    """Warn (once per dataset code and adapter) when the text of dataset language ``code`` is in another
+    script than its adapter's (``zh`` of UD-POS is Traditional; the default map gives it ``zh_CN``). Reads
+    the tokenized rows back, so a cached dataset is checked too."""
+    adapter = setup.languages[lang_id]
+    if not adapter.startswith("zh_") or (code, adapter) in _SCRIPT_WARNED or "input_ids" not in ds.column_names:
+        return
+    sample = ds.select(range(min(rows, len(ds))))["input_ids"]
+    text = "".join(tokenizer.batch_decode([ids if not ids or isinstance(ids[0], int) else ids[0] for ids in sample],
+                                          skip_special_tokens=True))
+    warning = script_mismatch(text, code, adapter, setup.languages)
+    if warning:
+        _SCRIPT_WARNED.add((code, adapter))
+        log.warning(warning)
 
 
 class ResumableBatchSampler(LanguageBatchSampler):

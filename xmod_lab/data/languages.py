@@ -11,18 +11,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-# ISO 639-1 prefix -> X-MOD code for every adapter of the released checkpoints (81 + the extras of the
-# controlled 60/75-language models). Chinese defaults to simplified (zh_CN), as XNLI/MLQA/PAWS-X `zh` are.
+from xmod_lab.models.configuration import PUBLISHED_LANGUAGES
+
+# ISO 639-1 prefix -> X-MOD code for every adapter of the published checkpoints. Chinese defaults to
+# simplified (zh_CN), as XNLI/MLQA/PAWS-X `zh` are (a Traditional dataset is warned about: script_mismatch).
 _ISO_TO_XMOD = {
     code.split("_")[0]: code
-    for code in (
-        "en_XX id_ID vi_VN ru_RU fa_IR sv_SE ja_XX fr_XX de_DE ro_RO ko_KR hu_HU es_XX fi_FI uk_UA da_DK "
-        "pt_XX no_XX th_TH pl_PL bg_BG nl_XX zh_CN he_IL el_GR it_IT sk_SK hr_HR tr_TR ar_AR cs_CZ lt_LT "
-        "hi_IN ca_ES ms_MY sl_SI lv_LV ta_IN bn_IN et_EE az_AZ sq_AL sr_RS kk_KZ ka_GE tl_XX ur_PK is_IS "
-        "hy_AM ml_IN mk_MK be_BY la_VA te_IN eu_ES gl_ES mn_MN kn_IN ne_NP sw_KE si_LK mr_IN af_ZA gu_IN "
-        "cy_GB eo_EO km_KH ky_KG uz_UZ ps_AF pa_IN ga_IE ha_NG am_ET lo_LA ku_TR so_SO my_MM or_IN sa_IN "
-        "sd_PK as_IN br_FR bs_BA fy_NL gd_GB jv_ID mg_MG om_KE su_ID xh_ZA yi_DE"
-    ).split()
+    for codes in PUBLISHED_LANGUAGES.values()
+    for code in codes
+    if code != "zh_TW"
 }
 
 # Aliases seen in XTREME-family datasets: script/region variants, old ISO codes, romanised corpora
@@ -71,7 +68,44 @@ def language_ids(codes: Sequence[str], languages: Sequence[str], *, role: str = 
     if missing:
         raise ValueError(
             f"{role} language(s) {missing} have no adapter in the model, whose languages are {list(languages)}. "
-            "Drop them from the datamodule's languages, map them to an existing adapter with `language_map`, "
-            "or add an adapter first (model.add_language(code, init_from=...))."
+            "Pick languages the backbone has, map the dataset code to one of its adapters with languages.map "
+            "(e.g. '+languages.map={en-ar:ar_AR}'), or add an adapter with +languages.add.<code>=<init_from_language>."
         )
     return [index[c] for c in codes]
+
+
+# Frequent characters written differently in the two Chinese scripts (Simplified, Traditional): enough of
+# them occur in any paragraph to tell the script of a dataset, which its code (`zh`) often does not say.
+_SIMPLIFIED = "们这个来说时国会为学对后过还发经现与从开关长问见当实种点动无么里头边东车门书马鸟龙电话语读请谢"
+_TRADITIONAL = "們這個來說時國會為學對後過還發經現與從開關長問見當實種點動無麼裡頭邊東車門書馬鳥龍電話語讀請謝"
+_CHINESE_ADAPTERS = {"simplified": "zh_CN", "traditional": "zh_TW"}
+
+
+def chinese_script(text: str) -> str | None:
+    """``simplified`` / ``traditional`` when the text clearly uses one script (at least 5 marker
+    characters, 4 of 5 of them of that script), else None."""
+    simplified = sum(text.count(ch) for ch in _SIMPLIFIED)
+    traditional = sum(text.count(ch) for ch in _TRADITIONAL)
+    if simplified + traditional < 5:
+        return None
+    if traditional >= 4 * simplified:
+        return "traditional"
+    if simplified >= 4 * traditional:
+        return "simplified"
+    return None
+
+
+def script_mismatch(text: str, code: str, adapter: str, languages: Sequence[str]) -> str | None:
+    """A warning when dataset language ``code``, mapped to Chinese adapter ``adapter``, is written in the
+    other script (UD-POS's `zh` is Traditional, the default map sends `zh` to the Simplified `zh_CN`), with
+    the map entry that fixes it; None when the script matches or cannot be told."""
+    if adapter not in _CHINESE_ADAPTERS.values():
+        return None
+    script = chinese_script(text)
+    if script is None or _CHINESE_ADAPTERS[script] == adapter:
+        return None
+    right = _CHINESE_ADAPTERS[script]
+    fix = (f"map it to the backbone's {right} adapter: +languages.map={{{code}:{right}}} (or languages.map.{code}={right})"
+           if right in languages else f"the backbone has no {right} adapter; add one with +languages.add.{right}={adapter} "
+           f"and +languages.map={{{code}:{right}}}")
+    return f"dataset language {code!r} is written in {script} Chinese but is scored with the {adapter} adapter; {fix}"

@@ -149,7 +149,7 @@ class MultipleChoiceDataModule(LightningDataModule):
             tagged_splits(self._plan(None), self._split)
 
     def setup(self, stage: str | None = None) -> None:
-        self._data.update(tagged_splits(self._plan(stage), self._split))
+        self._data.update(tagged_splits(self._plan(stage), self._split, (self.spec, self.tokenizer)))
 
     def _collate(self) -> PadCollator:
         return PadCollator(self.tokenizer.pad_token_id)

@@ -2,23 +2,20 @@
 
 Training features: ``<s> question </s></s> context-window </s>`` with ``start_positions``/``end_positions``
 (0, the ``<s>`` index, when the answer is not inside the window). Evaluation features also keep
-``example_id`` and ``offset_mapping`` (character span of each context token, (-1, -1) elsewhere), so
-:func:`postprocess_predictions` maps start/end logits back to answer strings, and :func:`squad_scores`
-computes EM/F1 (SQuAD's normalisation; MLQA's language-aware one when ``lang`` is given).
+``example_id`` and ``offset_mapping`` (character span of each context token, (-1, -1) elsewhere) and carry
+what scoring needs: the context, the gold answer texts and the answer language whose normalisation applies
+(``scoring``: ``squad`` for SQuAD/XQuAD/TyDiQA as XTREME scores them, ``mlqa`` for MLQA). The task turns
+logits back into answer strings and scores them (``xmod_lab.tasks.qa_scoring``).
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import re
-import string
-import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import datasets
-import numpy as np
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
@@ -30,6 +27,7 @@ from xmod_lab.data.common import (
     cache_key,
     cached,
     check_columns,
+    check_script,
     check_values,
     data_setup,
     eval_loaders,
@@ -157,97 +155,46 @@ def encode_qa(
     return datasets.Dataset.from_dict(out)
 
 
-def postprocess_predictions(
-    contexts: Mapping[str, str],
-    example_ids: Sequence[str],
-    offset_mappings: Sequence[Sequence[Sequence[int]]],
-    start_logits: Sequence[np.ndarray],
-    end_logits: Sequence[np.ndarray],
-    n_best: int = 20,
-    max_answer_length: int = 30,
-) -> dict[str, str]:
-    """The best-scoring valid span (start <= end, within the context, <= max_answer_length tokens) over all
-    features of each example, as text; examples without a valid span get ``""``."""
-    best: dict[str, tuple[float, str]] = {}
-    for ex_id, offsets, s_log, e_log in zip(
-        example_ids, offset_mappings, start_logits, end_logits, strict=True
-    ):
-        s_log, e_log = np.asarray(s_log), np.asarray(e_log)
-        n = min(len(offsets), len(s_log))
-        context = contexts[ex_id]
-        starts = np.argsort(s_log[:n])[::-1][:n_best]
-        ends = np.argsort(e_log[:n])[::-1][:n_best]
-        for s in starts:
-            if offsets[s][0] < 0:
-                continue
-            for e in ends:
-                if offsets[e][0] < 0 or e < s or e - s + 1 > max_answer_length:
-                    continue
-                score = float(s_log[s] + e_log[e])
-                if ex_id not in best or score > best[ex_id][0]:
-                    best[ex_id] = (score, context[offsets[s][0] : offsets[e][1]])
-    return {ex_id: best.get(ex_id, (0.0, ""))[1] for ex_id in dict.fromkeys(example_ids)}
+# MLQA's languages take its own normalisation; other codes name no rule set and are refused with scoring=mlqa.
+_ISO = re.compile(r"^(?P<lang>[a-z]{2,3})(?:[-_][A-Za-z]+)?$")
+_PAIR = re.compile(r"^(?P<context>[a-z]{2,3})-(?P<question>[a-z]{2,3})$")
+SCORING_RULES = ("squad", "mlqa")
 
 
-# MLQA's evaluation script: articles per language, all Unicode punctuation, CJK split into characters.
-_ARTICLES = {
-    "en": r"\b(a|an|the)\b",
-    "es": r"\b(un|una|unos|unas|el|la|los|las)\b",
-    "vi": r"\b(của|là|cái|chiếc|những)\b",
-    "de": r"\b(ein|eine|einen|einem|eines|einer|der|die|das|den|dem|des)\b",
-    "ar": r"\sال^|ال",
-}
-_ASCII_PUNCT = frozenset(string.punctuation)
-_CJK = re.compile(r"([\u4e00-\u9fff\u3400-\u4dbf\u3040-\u30ff\uac00-\ud7af])")
-
-
-def normalize_answer(text: str, lang: str | None = None) -> list[str]:
-    """Lower-case, drop punctuation and articles, split into tokens (SQuAD; MLQA rules when ``lang`` is set)."""
-    text = text.lower()
-    if lang is None:
-        text = "".join(ch for ch in text if ch not in _ASCII_PUNCT)
-        text = re.sub(_ARTICLES["en"], " ", text)
-        return text.split()
-    text = "".join(
-        ch for ch in text if ch not in _ASCII_PUNCT and not unicodedata.category(ch).startswith("P")
+def answer_language(eval_set: str) -> str:
+    """The language of an evaluation set's answers, for MLQA's normalisation: the context language of a
+    cross-lingual pair (``en-ar``: context en, question ar), else the set's own language (``de``, ``zh-Hans``)."""
+    pair = _PAIR.match(eval_set)
+    if pair:
+        return pair["context"]
+    single = _ISO.match(eval_set)
+    if single:
+        return single["lang"]
+    raise ValueError(
+        f"scoring=mlqa normalises answers by their language, but evaluation set {eval_set!r} is not an ISO code "
+        "(de) or a context-question pair (en-ar); name the set by its language or use scoring=squad"
     )
-    if lang in _ARTICLES:
-        text = re.sub(_ARTICLES[lang], " ", text)
-    if lang in ("zh", "ja", "ko"):  # no spaces between words: compare characters
-        text = _CJK.sub(r" \1 ", text)
-    return text.split()
 
 
-def _f1(pred: list[str], gold: list[str]) -> float:
-    common = collections.Counter(pred) & collections.Counter(gold)
-    same = sum(common.values())
-    if not pred or not gold:
-        return float(pred == gold)
-    if same == 0:
-        return 0.0
-    precision, recall = same / len(pred), same / len(gold)
-    return 2 * precision * recall / (precision + recall)
-
-
-def squad_scores(
-    predictions: Mapping[str, str], references: Mapping[str, Iterable[str]], lang: str | None = None
-) -> dict[str, float]:
-    """Exact match and F1 (0-100), max over the gold answers, averaged over ``references``; a missing
-    prediction counts as wrong. ``lang``: an ISO code for MLQA's normalisation, None for SQuAD's."""
-    em = f1 = 0.0
-    for ex_id, golds in references.items():
-        pred = normalize_answer(predictions.get(ex_id, ""), lang)
-        golds = [normalize_answer(g, lang) for g in golds] or [[]]
-        em += max(float(pred == g) for g in golds)
-        f1 += max(_f1(pred, g) for g in golds)
-    n = max(1, len(references))
-    return {"exact_match": 100.0 * em / n, "f1": 100.0 * f1 / n}
+def with_references(features: datasets.Dataset, raw: datasets.Dataset, columns: Mapping[str, str],
+                    language: str | None) -> datasets.Dataset:
+    """Evaluation features with what scoring needs beside the logits: each feature's context, its example's
+    gold answer texts, and the language whose normalisation applies (None: SQuAD's)."""
+    ids = [str(i) for i in raw[columns["id"]]]
+    contexts = dict(zip(ids, raw[columns["context"]], strict=True))
+    answers = {i: [str(t) for t in a["text"]] for i, a in zip(ids, raw[columns["answers"]], strict=True)}
+    feature_ids = features["example_id"]
+    return (features.add_column("context", [contexts[i] for i in feature_ids])
+            .add_column("answers", [answers[i] for i in feature_ids])
+            .add_column("answer_language", [language] * len(feature_ids)))
 
 
 class QuestionAnsweringDataModule(LightningDataModule):
-    """Extractive QA with one eval dataloader per language. Evaluation batches carry ``example_id`` and
-    ``offset_mapping`` (not model inputs); :meth:`references` gives each eval language's contexts and gold
-    answers for :func:`postprocess_predictions` and :func:`squad_scores`."""
+    """Extractive QA with one eval dataloader per evaluation set. Evaluation batches carry ``example_id``,
+    ``offset_mapping``, ``context``, ``answers`` and ``answer_language`` (not model inputs).
+
+    ``scoring``: the benchmark's answer normalisation, ``squad`` (SQuAD v1.1's script: XQuAD and TyDiQA-GoldP
+    in XTREME) or ``mlqa`` (MLQA's, by the answer's language: the context language of a pair ``en-ar``)."""
 
     def __init__(
         self,
@@ -262,8 +209,7 @@ class QuestionAnsweringDataModule(LightningDataModule):
         id_column: str = "id",
         max_length: int = 384,
         doc_stride: int = 128,
-        n_best: int = 20,
-        max_answer_length: int = 30,
+        scoring: str = "squad",
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         batching: str = "mixed",
@@ -289,11 +235,11 @@ class QuestionAnsweringDataModule(LightningDataModule):
                         "id": id_column}  # fmt: skip
         self.max_length = max_length
         self.doc_stride = doc_stride
-        self.n_best = n_best
-        self.max_answer_length = max_answer_length
+        if scoring not in SCORING_RULES:
+            raise ValueError(f"scoring={scoring!r}; choose one of {SCORING_RULES} (the benchmark's answer normalisation)")
+        self.answer_languages = [answer_language(code) if scoring == "mlqa" else None for code in self.spec.eval_langs]
         self._tokenizer = LazyTokenizer(tokenizer)
         self._data: dict[str, list[TaggedDataset]] = {}
-        self._raw: dict[str, list[datasets.Dataset]] = {}
 
     @property
     def tokenizer(self) -> PreTrainedTokenizerBase:
@@ -328,50 +274,19 @@ class QuestionAnsweringDataModule(LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         for split, langs, ids in self._plan(stage):
-            parts, raws = [], []
-            for lang, lid in zip(langs, ids, strict=True):
-                raw = None if split == "train" else self._raw_split(lang, split)
-                parts.append(TaggedDataset([(self._features(lang, split, raw), lid)]))
-                raws.append(raw)
+            parts = []
+            for i, (lang, lid) in enumerate(zip(langs, ids, strict=True)):
+                if split == "train":
+                    features = self._features(lang, split)
+                    check_script(features, lang, lid, self.spec, self.tokenizer)
+                    parts.append(TaggedDataset([(features, lid)]))
+                else:
+                    raw = self._raw_split(lang, split)
+                    features = with_references(self._features(lang, split, raw), raw, self.columns,
+                                               self.answer_languages[i])
+                    check_script(features, lang, lid, self.spec, self.tokenizer)
+                    parts.append(TaggedDataset([(features, lid)]))
             self._data[split] = parts
-            if split != "train":
-                self._raw[split] = raws
-
-    def references(self, split: str, index: int) -> tuple[dict[str, str], dict[str, list[str]]]:
-        """(contexts, gold answer texts) by example id for eval language ``index`` (``eval_languages`` order)."""
-        raw = self._raw[split][index]
-        c = self.columns
-        ids = [str(i) for i in raw[c["id"]]]
-        contexts = dict(zip(ids, raw[c["context"]], strict=True))
-        answers = {i: list(a["text"]) for i, a in zip(ids, raw[c["answers"]], strict=True)}
-        return contexts, answers
-
-    def score(
-        self,
-        split: str,
-        index: int,
-        example_ids: Sequence[str],
-        offset_mappings: Sequence[Sequence[Sequence[int]]],
-        start_logits: Sequence[np.ndarray],
-        end_logits: Sequence[np.ndarray],
-        only_seen: bool = False,
-    ) -> dict[str, float]:
-        """EM/F1 of eval language ``index`` from features' logits. ``only_seen``: score only the examples
-        present in ``example_ids`` (one DDP rank's shard; every example's features sit on one rank)."""
-        contexts, answers = self.references(split, index)
-        preds = postprocess_predictions(
-            contexts,
-            example_ids,
-            offset_mappings,
-            start_logits,
-            end_logits,
-            self.n_best,
-            self.max_answer_length,
-        )
-        if only_seen:
-            answers = {i: answers[i] for i in preds}
-        iso = self.eval_languages[index].split("_")[0]
-        return squad_scores(preds, answers, lang=iso if iso != "en" else None)
 
     def _collate(self) -> PadCollator:
         return PadCollator(self.tokenizer.pad_token_id)

@@ -51,7 +51,7 @@ from typing import Any
 
 from xmod_lab.data.language_modeling import LanguageModelingDataModule
 from xmod_lab.data.languages import to_xmod_language
-from xmod_lab.data.sentence_pair import SentencePairDataModule
+from xmod_lab.data.sentence_pair import XNLI_LABELS, SentencePairDataModule
 from xmod_lab.data.tokenizer import train_tokenizer
 
 # Pre-training languages, in the order the paper study adds them (K = 1, 2, 4, 8, 16 takes a prefix):
@@ -390,6 +390,19 @@ def synthetic_info(folder: str | Path) -> dict[str, Any]:
     return json.loads((Path(folder) / SETTINGS_FILE).read_text())
 
 
+def synthetic_codes(adapters: Sequence[str], language_map: Mapping[str, str] | None) -> list[str]:
+    """Dataset codes of the synthetic languages behind X-MOD adapter codes (``en_XX`` -> ``en``)."""
+    mapping = {**SYNTHETIC_LANGUAGE_MAP, **(language_map or {})}
+    by_adapter = {to_xmod_language(code, mapping): code for code in ALL_LANGUAGES}
+    missing = [code for code in adapters if code not in by_adapter]
+    if missing:
+        raise ValueError(
+            f"pretrain: adapters {missing} have no synthetic language to pre-train on (synthetic languages: "
+            f"{list(ALL_LANGUAGES)}); choose languages.adapters among them or use pretrain=none"
+        )
+    return [by_adapter[code] for code in adapters]
+
+
 def _check_languages(codes: Sequence[str], role: str) -> None:
     unknown = [c for c in codes if c not in ALL_LANGUAGES]
     if unknown:
@@ -416,6 +429,7 @@ def synthetic_nli(
     language_map: Mapping[str, str] | None = None,
     cache_dir: str | None = None,
     num_workers: int = 0,
+    label_names: Sequence[str] = XNLI_LABELS,
 ) -> SentencePairDataModule:
     """The default experiment's datamodule: generates the data and tokenizer under ``root`` if needed and
     returns a :class:`SentencePairDataModule` over them. ``languages`` is the model's adapter list."""
@@ -438,12 +452,11 @@ def synthetic_nli(
         cache_dir=cache_dir,
         num_workers=num_workers,
         seed=seed,
+        label_names=label_names,
     )
-    # test accuracy a hypothesis-only model reaches, per evaluation language (xmod_lab.diagnostics reads it)
+    # test accuracy a hypothesis-only model reaches, per evaluation set (xmod_lab.diagnostics reads it)
     facts = synthetic_info(folder)["languages_info"]
-    datamodule.shortcut_ceiling = {
-        to_xmod_language(code, language_map): facts[code]["hypothesis_only_ceiling"] for code in eval_langs
-    }
+    datamodule.shortcut_ceiling = {code: facts[code]["hypothesis_only_ceiling"] for code in eval_langs}
     return datamodule
 
 

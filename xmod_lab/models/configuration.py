@@ -30,6 +30,38 @@ XMOD_LANGUAGES_81: tuple[str, ...] = tuple(
     "sa_IN".split()
 )
 
+
+def _codes(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+# The adapter list (in index order) of every published X-MOD checkpoint family: the one copy in the code base.
+# The controlled models of the paper's section 3 list their languages alphabetically.
+PUBLISHED_LANGUAGES: dict[str, tuple[str, ...]] = {
+    "facebook/xmod-base": XMOD_LANGUAGES_81,
+    "facebook/xmod-large-prenorm": XMOD_LANGUAGES_81,
+    "facebook/xmod-base-13": _codes(
+        "ar_AR en_XX fi_FI fr_XX hi_IN id_ID ka_GE ko_KR ru_RU sw_KE ta_IN th_TH vi_VN"
+    ),
+    "facebook/xmod-base-30": _codes(
+        "ar_AR cs_CZ en_XX eu_ES fi_FI fr_XX hi_IN hr_HR hu_HU hy_AM id_ID it_IT ka_GE ko_KR lt_LT ml_IN "
+        "mn_MN ms_MY pl_PL ro_RO ru_RU si_LK sk_SK sq_AL sv_SE sw_KE ta_IN th_TH tl_XX vi_VN"
+    ),
+    "facebook/xmod-base-60": _codes(
+        "af_ZA am_ET ar_AR be_BY bn_IN ca_ES cs_CZ cy_GB da_DK en_XX eo_EO et_EE eu_ES fa_IR fi_FI fr_XX "
+        "ga_IE gl_ES gu_IN ha_NG hi_IN hr_HR hu_HU hy_AM id_ID is_IS it_IT ka_GE ko_KR ku_TR la_VA lt_LT "
+        "lv_LV mk_MK ml_IN mn_MN ms_MY ne_NP nl_XX no_XX pl_PL ps_AF pt_XX ro_RO ru_RU sa_IN sd_PK si_LK "
+        "sk_SK sl_SI so_SO sq_AL sr_RS sv_SE sw_KE ta_IN te_IN th_TH tl_XX vi_VN"
+    ),
+    "facebook/xmod-base-75": _codes(
+        "af_ZA am_ET ar_AR as_IN be_BY bn_IN br_FR bs_BA ca_ES cs_CZ cy_GB da_DK en_XX eo_EO et_EE eu_ES "
+        "fa_IR fi_FI fr_XX fy_NL ga_IE gd_GB gl_ES gu_IN ha_NG hi_IN hr_HR hu_HU hy_AM id_ID is_IS it_IT "
+        "jv_ID ka_GE kn_IN ko_KR ku_TR la_VA lt_LT lv_LV mg_MG mk_MK ml_IN mn_MN mr_IN ms_MY ne_NP nl_XX "
+        "no_XX om_KE or_IN pa_IN pl_PL ps_AF pt_XX ro_RO ru_RU sa_IN sd_PK si_LK sk_SK sl_SI so_SO sq_AL "
+        "sr_RS su_ID sv_SE sw_KE ta_IN te_IN th_TH tl_XX vi_VN xh_ZA yi_DE"
+    ),
+}
+
 ADAPTER_MODES = ("modular", "shared", "none")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 POSITION_EMBEDDING_TYPES = ("absolute", "relative_key", "relative_key_query")

@@ -1,8 +1,10 @@
 """What the task modules share, as plain functions (no base class, see docs: torchtune style).
 
-Every task builds its backbone + head with `build_model`, freezes with `freeze`, groups its
-parameters with `parameter_groups`, builds AdamW + schedule with `configure_adamw`, and logs
-per-language metrics with `log_per_language`.
+Every task's ``__init__`` saves its arguments and calls :func:`setup_task` (backbone + head, freezing,
+evaluation sets); it builds AdamW + schedule with :func:`configure_adamw` and logs its scores per evaluation
+set with :func:`log_eval_scores`. Evaluation sets are the dataset's codes (``languages.eval``: ``de``,
+``en-ar``), one val/test dataloader each, in that order: a score is keyed by the set it was computed on
+(``xmod_lab.results``), never by the adapter that scored it, so sets that share an adapter stay apart.
 """
 
 from __future__ import annotations
@@ -17,31 +19,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning import LightningModule
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 from torchmetrics import MeanMetric
 
-from xmod_lab.data.languages import to_xmod_language
 from xmod_lab.models import XmodConfig
 from xmod_lab.models.freezing import apply_freeze_policy, parameter_report
+from xmod_lab.results import check_eval_set_names, metric_key, with_averages
 
 log = logging.getLogger(__name__)
 
-# Lightning asks for sync_dist=True on every epoch-level value under DDP; log_per_language's values come
+# Lightning asks for sync_dist=True on every epoch-level value under DDP; log_eval_scores' values come
 # from torchmetrics' compute(), which already synced them: the warning is false for those keys only.
 SYNCED_METRIC_WARNING = r"It is recommended to use `self.log\('(val|test)/[^/']+/[^/']+', \.\.\., sync_dist=True\)`"
 warnings.filterwarnings("ignore", message=SYNCED_METRIC_WARNING)
 
-# Config fields of the `adapter` group -> XmodConfig fields (names from the paper / transformers).
-ADAPTER_FIELDS = {
-    "reduction_factor": "adapter_reduction_factor",
-    "layer_norm": "adapter_layer_norm",
-    "reuse_layer_norm": "adapter_reuse_layer_norm",
-    "ln_before": "ln_before_adapter",
-    "mode": "adapter_mode",
-    "layers": "adapter_layers",
-    "activation": "adapter_activation",
-}
+# The `adapter` group's keys: XmodConfig's adapter fields, under their own names.
+ADAPTER_FIELDS = ("adapter_reduction_factor", "adapter_layer_norm", "adapter_reuse_layer_norm", "ln_before_adapter",
+                  "adapter_mode", "adapter_layers", "adapter_activation")
 
 
 def plain(value: Any) -> Any:
@@ -61,9 +57,8 @@ def _adapter_overrides(adapter: Mapping[str, Any] | None) -> dict[str, Any]:
     adapter = dict(adapter or {})
     unknown = set(adapter) - set(ADAPTER_FIELDS)
     if unknown:
-        raise ValueError(f"unknown adapter option(s) {sorted(unknown)}; known: {sorted(ADAPTER_FIELDS)}")
-    # null = keep the model's (or XmodConfig's) value
-    return {ADAPTER_FIELDS[k]: v for k, v in adapter.items() if v is not None}
+        raise ValueError(f"unknown adapter option(s) {sorted(unknown)}; known (XmodConfig fields): {ADAPTER_FIELDS}")
+    return {k: v for k, v in adapter.items() if v is not None}  # null = keep the model's (or XmodConfig's) value
 
 
 def build_model(
@@ -82,6 +77,7 @@ def build_model(
     languages: {adapters: list | None, add: {code: init_from | list | None}, ...}.
     model_config: the final XmodConfig as a dict; given when restoring a Lightning checkpoint, so
     nothing is downloaded and the architecture (languages added/pruned) is rebuilt exactly.
+    The built model's ``config.languages`` is the one list of adapters (index order) everything else reads.
     """
     if model_config is not None:
         return head_cls(XmodConfig.from_dict(dict(model_config)))
@@ -141,39 +137,28 @@ def _check_pretrained_source(source: str) -> None:
         )
 
 
-def backbone_languages(model: Mapping[str, Any], languages: Mapping[str, Any]) -> list[str]:
-    """The adapter languages (in index order) that `build_model` will produce, read without building it.
-
-    The datamodule needs them for `lang_ids` before the task builds the model; only a checkpoint's
-    config.json is read.
-    """
-    wanted, to_add = languages.get("adapters"), list((languages.get("add") or {}).keys())
-    if model.get("pretrained"):
-        _check_pretrained_source(model["pretrained"])
-        have = list(XmodConfig.from_pretrained(model["pretrained"]).languages)
-        _check_available(model["pretrained"], have, wanted, to_add)
-        base = have if wanted is None else [code for code in have if code in wanted]
-    else:
-        base = [code for code in (wanted or []) if code not in to_add]
-    return base + [code for code in to_add if code not in base]
+def setup_task(module: LightningModule, head_cls: type, head_config: Mapping[str, Any] | None = None) -> None:
+    """What every task's ``__init__`` does after ``save_hyperparameters()``: plain hyper-parameters, the
+    backbone + head (``module.model``, its config saved so a checkpoint rebuilds it), the evaluation sets
+    (``module.eval_sets``, ``module.train_sets``) and the freezing policy (``module.parameter_counts``)."""
+    module.hparams.update({k: plain(v) for k, v in module.hparams.items()})
+    hp = module.hparams
+    module.model = build_model(head_cls, hp.model, hp.languages, hp.adapter, head_config, hp.get("model_config"))
+    module.hparams["model_config"] = module.model.config.to_dict()
+    module.eval_sets = [str(code) for code in hp.languages.get("eval") or []]
+    module.train_sets = [str(code) for code in hp.languages.get("train") or []]
+    check_eval_set_names(module.eval_sets)
+    module.parameter_counts = apply_freeze(module.model, **(hp.freeze or {}))
 
 
-def eval_languages(languages: Mapping[str, Any]) -> list[str]:
-    """X-MOD codes of the evaluation languages (the config lists dataset codes: en, de, ...)."""
-    return [to_xmod_language(str(code), languages.get("map")) for code in languages.get("eval") or []]
-
-
-def check_languages(net: nn.Module, codes: Sequence[str], what: str) -> None:
-    """Every code in `codes` must have an adapter in the backbone."""
-    have = list(net.config.languages)
-    if getattr(net.config, "adapter_mode", "modular") != "modular":
-        return  # shared/none: one (or no) adapter serves every language listed in config.languages
-    missing = [code for code in codes if code not in have]
-    if missing:
+def eval_set(module: Any, dataloader_idx: int) -> int:
+    """The index of the evaluation set a val/test dataloader serves (one dataloader per set, in order)."""
+    if not 0 <= dataloader_idx < len(module.eval_sets):
         raise ValueError(
-            f"{what} {missing} have no adapter in the backbone (it has {have}); "
-            "choose languages the model has, or add them with +languages.add.<code>=<init_from_language>"
+            f"evaluation dataloader {dataloader_idx} has no evaluation set: the task evaluates {module.eval_sets} "
+            "(languages.eval); the datamodule and the task must get the same evaluation sets, in the same order"
         )
+    return dataloader_idx
 
 
 def apply_freeze(net: nn.Module, policy: str = "paper", languages: Sequence[str] | None = None,
@@ -215,8 +200,14 @@ def lr_lambda(name: str, warmup_steps: int, total_steps: int):
     return factor
 
 
-def configure_adamw(module, optimizer: Mapping[str, Any], scheduler: Mapping[str, Any]) -> dict[str, Any]:
-    """AdamW over the trainable parameters of `module.model` + a per-step LambdaLR."""
+def configure_adamw(module: LightningModule, optimizer: Mapping[str, Any] | None,
+                    scheduler: Mapping[str, Any] | None) -> dict[str, Any]:
+    """AdamW over the trainable parameters of `module.model` + a per-step LambdaLR. The values come from the
+    run's config (conf/train.yaml holds the one default); a task built without them cannot train."""
+    if not optimizer or optimizer.get("lr") is None:
+        raise ValueError(f"{type(module).__name__} was built without optimizer settings (optimizer.lr, ...); "
+                         "xmod-train passes the run's `optimizer` group")
+    scheduler = scheduler or {}
     opt = torch.optim.AdamW(
         parameter_groups(module.model, optimizer.get("weight_decay", 0.0)),
         lr=optimizer["lr"], betas=tuple(optimizer.get("betas", (0.9, 0.999))), eps=optimizer.get("eps", 1e-8),
@@ -237,21 +228,6 @@ def model_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
     return {k: batch[k] for k in MODEL_INPUTS if k in batch}
 
 
-def split_by_language(lang_ids: torch.Tensor, codes: Sequence[str]) -> dict[str, torch.Tensor]:
-    """{language: boolean mask over the batch} for the languages present."""
-    return {codes[int(i)]: lang_ids == i for i in torch.unique(lang_ids).tolist()}
-
-
-def language_metric(metrics: nn.ModuleDict, lang: str):
-    """The metric of one evaluation language; a clear error for a language the task was not told about."""
-    if lang not in metrics:
-        raise ValueError(
-            f"evaluation batch has language {lang!r}, which is not in languages.eval={list(metrics)}; "
-            "the datamodule and the task must get the same evaluation languages"
-        )
-    return metrics[lang]
-
-
 class FloatMean(MeanMetric):
     """A MeanMetric that accumulates in float32 whatever the module is cast to: precision=bf16-true casts
     the whole LightningModule, and a bf16 sum keeps 8 significant bits (an accuracy of 0.734 read 73.44)."""
@@ -268,9 +244,10 @@ class FloatMean(MeanMetric):
         return super()._apply(keep_float32, exclude_state)
 
 
-def per_language_means(languages: Sequence[str], stages: Sequence[str] = ("val", "test")) -> nn.ModuleDict:
-    """{stage: {language: FloatMean}}: the per-language metric states of a task."""
-    return nn.ModuleDict({stage: nn.ModuleDict({lang: FloatMean() for lang in languages}) for stage in stages})
+def per_set_means(n_sets: int, stages: Sequence[str] = ("val", "test")) -> nn.ModuleDict:
+    """{stage: {set index: FloatMean}}: a task's metric state per evaluation set (keys are indices: a
+    dataset code such as ``PAN-X.de`` is not a valid module name)."""
+    return nn.ModuleDict({stage: nn.ModuleDict({str(i): FloatMean() for i in range(n_sets)}) for stage in stages})
 
 
 def check_finite_loss(module: Any, loss: torch.Tensor) -> None:
@@ -288,33 +265,26 @@ def check_finite_loss(module: Any, loss: torch.Tensor) -> None:
         )
 
 
-def compute_means(metrics: nn.ModuleDict) -> dict[str, float]:
-    """compute() + reset() of per-language MeanMetrics, dropping languages that saw no example.
-
-    Every rank computes every language (compute() syncs across ranks, so skipping one would hang).
-    """
+def compute_means(metrics: nn.ModuleDict, names: Sequence[str]) -> dict[str, float]:
+    """{evaluation set name: value}: compute() + reset() of per-set metrics (keyed by set index), dropping
+    sets that saw no example. Every rank computes every set (compute() syncs across ranks, so skipping one
+    would hang)."""
     out = {}
-    for lang, metric in metrics.items():
+    for index, metric in metrics.items():
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "compute before update" for a language without batches
+            warnings.simplefilter("ignore")  # "compute before update" for a set without batches
             value = float(metric.compute())
         metric.reset()
         if not math.isnan(value):
-            out[lang] = value
+            out[names[int(index)]] = value
     return out
 
 
-def log_per_language(module, stage: str, scores: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
-    """Log `{stage}/{lang}/{metric}` and the unweighted mean over languages `{stage}/avg/{metric}`."""
-    logs: dict[str, float] = {}
-    per_metric: dict[str, list[float]] = {}
-    for lang, metrics in scores.items():
-        for name, value in metrics.items():
-            value = float(value)
-            logs[f"{stage}/{lang}/{name}"] = value
-            per_metric.setdefault(name, []).append(value)
-    for name, values in per_metric.items():
-        logs[f"{stage}/avg/{name}"] = sum(values) / len(values)
+def log_eval_scores(module: Any, stage: str, scores: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """Log ``{stage}/{eval set}/{metric}`` and the averages over evaluation sets (``avg``, and ``zs_avg``
+    over the sets that are not training languages)."""
+    table = with_averages(scores, module.train_sets)
+    logs = {metric_key(stage, name, metric): float(value) for name, row in table.items() for metric, value in row.items()}
     # values are already synced across ranks by torchmetrics (SYNCED_METRIC_WARNING); no dataloader suffix
     module.log_dict(logs, add_dataloader_idx=False, sync_dist=False)
     return logs

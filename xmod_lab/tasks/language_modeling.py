@@ -1,4 +1,4 @@
-"""Masked LM (pre-training, adding a language) and causal LM: loss and perplexity per language.
+"""Masked LM (pre-training, adding a language) and causal LM: loss and perplexity per evaluation set.
 
 Two LightningModules that differ only in the head class and in how labels line up with logits;
 the collator builds the labels (MLM: masked positions, -100 elsewhere; CLM: the input ids, -100
@@ -18,19 +18,14 @@ from torch import nn
 
 from xmod_lab.models import XmodForCausalLM, XmodForMaskedLM
 from xmod_lab.tasks.common import (
-    apply_freeze,
-    build_model,
     check_finite_loss,
-    check_languages,
     compute_means,
     configure_adamw,
-    eval_languages,
-    language_metric,
-    log_per_language,
+    eval_set,
+    log_eval_scores,
     model_inputs,
-    per_language_means,
-    plain,
-    split_by_language,
+    per_set_means,
+    setup_task,
 )
 
 
@@ -42,18 +37,18 @@ def _token_losses(logits: torch.Tensor, labels: torch.Tensor, causal: bool) -> t
     return losses.view(labels.shape), labels != -100
 
 
-def _lm_scores(metrics: nn.ModuleDict) -> dict[str, dict[str, float]]:
-    return {lang: {"loss": loss, "ppl": math.exp(min(loss, 50.0))} for lang, loss in compute_means(metrics).items()}
+def _lm_scores(metrics: nn.ModuleDict, names: list[str]) -> dict[str, dict[str, float]]:
+    return {name: {"loss": loss, "ppl": math.exp(min(loss, 50.0))} for name, loss in compute_means(metrics, names).items()}
 
 
 class MaskedLMTask(LightningModule):
-    """X-MOD + MLM head; logs `{val,test}/<lang>/loss` and `/ppl` (token-weighted within a language).
+    """X-MOD + MLM head; logs `{val,test}/<eval set>/loss` and `/ppl` (token-weighted within a language).
 
     The arguments are those of `SequenceClassificationTask` (no labels: the vocabulary is the label set).
     For adding a language use `+languages.add.<new>=<init_from>` and `freeze.policy=adapters_only`.
     """
 
-    monitor, monitor_mode = "val/avg/loss", "min"
+    main_metric, monitor_mode = "loss", "min"
     causal = False
 
     def __init__(
@@ -68,14 +63,8 @@ class MaskedLMTask(LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.hparams.update({k: plain(v) for k, v in self.hparams.items()})
-        hp = self.hparams
-        self.model = build_model(XmodForMaskedLM, hp.model, hp.languages, hp.adapter, None, model_config)
-        self.hparams["model_config"] = self.model.config.to_dict()
-        self.eval_languages = eval_languages(hp.languages)
-        check_languages(self.model, self.eval_languages, "languages.eval")
-        self.parameter_counts = apply_freeze(self.model, **(hp.freeze or {}))
-        self.losses = per_language_means(self.eval_languages)
+        setup_task(self, XmodForMaskedLM)
+        self.losses = per_set_means(len(self.eval_sets))
 
     def forward(self, **batch: Any):
         return self.model(**model_inputs(batch))
@@ -89,32 +78,31 @@ class MaskedLMTask(LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         return loss
 
-    def _eval_step(self, batch: Mapping[str, Any], stage: str) -> None:
+    def _eval_step(self, batch: Mapping[str, Any], stage: str, dataloader_idx: int) -> None:
         logits = self(**{k: v for k, v in batch.items() if k != "labels"}).logits
         losses, counted = _token_losses(logits, batch["labels"], self.causal)
-        for lang, mask in split_by_language(batch["lang_ids"], self.model.config.languages).items():
-            language_metric(self.losses[stage], lang).update(losses[mask][counted[mask]])
+        self.losses[stage][str(eval_set(self, dataloader_idx))].update(losses[counted])
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, "val")
+        self._eval_step(batch, "val", dataloader_idx)
 
     def test_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, "test")
+        self._eval_step(batch, "test", dataloader_idx)
 
     def on_validation_epoch_end(self) -> None:
-        log_per_language(self, "val", _lm_scores(self.losses["val"]))
+        log_eval_scores(self, "val", _lm_scores(self.losses["val"], self.eval_sets))
 
     def on_test_epoch_end(self) -> None:
-        log_per_language(self, "test", _lm_scores(self.losses["test"]))
+        log_eval_scores(self, "test", _lm_scores(self.losses["test"], self.eval_sets))
 
     def configure_optimizers(self):
-        return configure_adamw(self, self.hparams.optimizer or {"lr": 5e-5}, self.hparams.scheduler or {})
+        return configure_adamw(self, self.hparams.optimizer, self.hparams.scheduler)
 
 
 class CausalLMTask(LightningModule):
-    """X-MOD as a decoder (`is_decoder=True`) + LM head; logs `{val,test}/<lang>/loss` and `/ppl`."""
+    """X-MOD as a decoder (`is_decoder=True`) + LM head; logs `{val,test}/<eval set>/loss` and `/ppl`."""
 
-    monitor, monitor_mode = "val/avg/loss", "min"
+    main_metric, monitor_mode = "loss", "min"
     causal = True
 
     def __init__(
@@ -129,15 +117,8 @@ class CausalLMTask(LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.hparams.update({k: plain(v) for k, v in self.hparams.items()})
-        hp = self.hparams
-        self.model = build_model(XmodForCausalLM, hp.model, hp.languages, hp.adapter, {"is_decoder": True},
-                                 model_config)
-        self.hparams["model_config"] = self.model.config.to_dict()
-        self.eval_languages = eval_languages(hp.languages)
-        check_languages(self.model, self.eval_languages, "languages.eval")
-        self.parameter_counts = apply_freeze(self.model, **(hp.freeze or {}))
-        self.losses = per_language_means(self.eval_languages)
+        setup_task(self, XmodForCausalLM, {"is_decoder": True})
+        self.losses = per_set_means(len(self.eval_sets))
 
     forward = MaskedLMTask.forward
     training_step = MaskedLMTask.training_step

@@ -8,26 +8,19 @@ from typing import Any
 from lightning import LightningModule
 
 from xmod_lab.models import XmodForMultipleChoice
-from xmod_lab.tasks.common import (
-    apply_freeze,
-    build_model,
-    check_languages,
-    eval_languages,
-    per_language_means,
-    plain,
-)
+from xmod_lab.tasks.common import per_set_means, setup_task
 from xmod_lab.tasks.sequence_classification import SequenceClassificationTask
 
 
 class MultipleChoiceTask(LightningModule):
     """X-MOD + multiple-choice head; batches hold input_ids (B, C, T) and one lang_id per question (B).
 
-    Logs `{val,test}/<lang>/acc` and `{val,test}/avg/acc`.
+    Logs `{val,test}/<eval set>/acc` and the averages `avg`, `zs_avg`.
 
     Args:
         model: {pretrained, config} (conf/model), see `build_model`.
         languages: {adapters, add, train, eval} (conf/languages).
-        adapter: adapter architecture options (conf/adapter).
+        adapter: XmodConfig adapter fields (conf/adapter).
         freeze: arguments of `xmod_lab.models.freezing.apply_freeze_policy` (conf/freeze).
         optimizer: {lr, betas, eps, weight_decay} for AdamW.
         scheduler: {name: constant|linear, warmup_steps, warmup_ratio}.
@@ -35,7 +28,7 @@ class MultipleChoiceTask(LightningModule):
             rebuilds the exact architecture without downloading anything.
     """
 
-    monitor, monitor_mode = "val/avg/acc", "max"
+    main_metric, monitor_mode = "acc", "max"
 
     def __init__(
         self,
@@ -49,15 +42,8 @@ class MultipleChoiceTask(LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.hparams.update({k: plain(v) for k, v in self.hparams.items()})
-        hp = self.hparams
-        self.model = build_model(XmodForMultipleChoice, hp.model, hp.languages, hp.adapter,
-                                 None, model_config)
-        self.hparams["model_config"] = self.model.config.to_dict()
-        self.eval_languages = eval_languages(hp.languages)
-        check_languages(self.model, self.eval_languages, "languages.eval")
-        self.parameter_counts = apply_freeze(self.model, **(hp.freeze or {}))
-        self.metrics = per_language_means(self.eval_languages)
+        setup_task(self, XmodForMultipleChoice)
+        self.metrics = per_set_means(len(self.eval_sets))
 
     # Choices are scored like single sequences (the head flattens (B, C, T) and reshapes the logits to (B, C)),
     # so steps, metrics and the optimizer are SequenceClassificationTask's, reused rather than repeated.

@@ -1,8 +1,9 @@
-"""Extractive QA (SQuAD -> XQuAD / MLQA / TyDiQA-GoldP): SQuAD exact match and F1 per language.
+"""Extractive QA (SQuAD -> XQuAD / MLQA / TyDiQA-GoldP): exact match and F1 per evaluation set.
 
-Scores are computed on text answers: the task keeps each evaluation feature's start/end logits and
-offsets, and at the end of the epoch the datamodule (which holds contexts and gold answers) turns
-them into answer strings and scores them (`QuestionAnsweringDataModule.score`).
+Scores are computed on text answers: the task keeps each evaluation feature's start/end logits with the
+metadata its batch carries (offsets, context, gold answers, answer language), and at the end of the epoch
+its :class:`~xmod_lab.tasks.qa_scoring.QAScorer` turns them into answer strings and scores them by the
+benchmark's rules.
 """
 
 from __future__ import annotations
@@ -17,31 +18,35 @@ from torch import nn
 from xmod_lab.models import XmodForQuestionAnswering
 from xmod_lab.tasks.common import (
     FloatMean,
-    apply_freeze,
-    build_model,
     check_finite_loss,
-    check_languages,
-    compute_means,
     configure_adamw,
-    eval_languages,
-    log_per_language,
+    eval_set,
+    log_eval_scores,
     model_inputs,
-    plain,
+    setup_task,
 )
+from xmod_lab.tasks.qa_scoring import QAScorer
+
+SCORES = ("exact_match", "f1")
 
 
 class QuestionAnsweringTask(LightningModule):
-    """X-MOD + span head; logs `{val,test}/<lang>/exact_match` and `/f1`, and their averages.
+    """X-MOD + span head; logs `{val,test}/<eval set>/exact_match` and `/f1`, and their averages.
 
-    The arguments are those of `SequenceClassificationTask` (no label set: spans are positions).
+    Args:
+        n_best: start and end candidates per feature when choosing the answer span.
+        max_answer_length: the longest answer span, in tokens.
+        The other arguments are those of `SequenceClassificationTask` (no label set: spans are positions).
     """
 
-    monitor, monitor_mode = "val/avg/f1", "max"
+    main_metric, monitor_mode = "f1", "max"
 
     def __init__(
         self,
         model: Mapping[str, Any],
         languages: Mapping[str, Any],
+        n_best: int = 20,
+        max_answer_length: int = 30,
         adapter: Mapping[str, Any] | None = None,
         freeze: Mapping[str, Any] | None = None,
         optimizer: Mapping[str, Any] | None = None,
@@ -50,20 +55,13 @@ class QuestionAnsweringTask(LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.hparams.update({k: plain(v) for k, v in self.hparams.items()})
-        hp = self.hparams
-        self.model = build_model(XmodForQuestionAnswering, hp.model, hp.languages, hp.adapter, None, model_config)
-        self.hparams["model_config"] = self.model.config.to_dict()
-        self.eval_languages = eval_languages(hp.languages)
-        check_languages(self.model, self.eval_languages, "languages.eval")
-        self.parameter_counts = apply_freeze(self.model, **(hp.freeze or {}))
+        setup_task(self, XmodForQuestionAnswering)
+        # the per-rank scores, weighted by the rank's examples: their cross-rank mean is the set's score
         self.scores = nn.ModuleDict({
-            stage: nn.ModuleDict({
-                f"{lang}-{name}": FloatMean() for lang in self.eval_languages for name in ("exact_match", "f1")
-            })
+            stage: nn.ModuleDict({f"{i}-{name}": FloatMean() for i in range(len(self.eval_sets)) for name in SCORES})
             for stage in ("val", "test")
         })
-        self._features: dict[int, dict[str, list]] = {}
+        self.scorers = [QAScorer(n_best, max_answer_length) for _ in self.eval_sets]
 
     def forward(self, **batch: Any):
         return self.model(**model_inputs(batch))
@@ -77,13 +75,12 @@ class QuestionAnsweringTask(LightningModule):
     def _eval_step(self, batch: Mapping[str, Any], dataloader_idx: int) -> None:
         inputs = {k: v for k, v in batch.items() if k not in ("start_positions", "end_positions")}
         out = self(**inputs)
-        lengths = batch["attention_mask"].sum(-1).tolist()
-        store = self._features.setdefault(dataloader_idx, {"ids": [], "offsets": [], "start": [], "end": []})
-        store["ids"] += list(batch["example_id"])
-        store["offsets"] += list(batch["offset_mapping"])
-        for i, n in enumerate(lengths):  # padding positions never hold an answer
-            store["start"].append(out.start_logits[i, :n].float().cpu().numpy())
-            store["end"].append(out.end_logits[i, :n].float().cpu().numpy())
+        lengths = batch["attention_mask"].sum(-1).tolist()  # padding positions never hold an answer
+        self.scorers[eval_set(self, dataloader_idx)].add(
+            batch,
+            [out.start_logits[i, :n].float().cpu().numpy() for i, n in enumerate(lengths)],
+            [out.end_logits[i, :n].float().cpu().numpy() for i, n in enumerate(lengths)],
+        )
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step(batch, dataloader_idx)
@@ -92,25 +89,20 @@ class QuestionAnsweringTask(LightningModule):
         self._eval_step(batch, dataloader_idx)
 
     def _log_epoch(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if not hasattr(datamodule, "score"):
-            raise TypeError("QuestionAnsweringTask scores text answers through its datamodule's score() "
-                            "(xmod_lab.data.QuestionAnsweringDataModule); fit/test it with datamodule=...")
-        split = "validation" if stage == "val" else "test"
         metrics = self.scores[stage]
-        for idx, feats in sorted(self._features.items()):
-            lang = datamodule.eval_languages[idx]
-            scores = datamodule.score(split, idx, feats["ids"], feats["offsets"], feats["start"], feats["end"],
-                                      only_seen=self.trainer.world_size > 1)
-            n = len(set(feats["ids"]))  # examples of this rank's shard: weights the cross-rank mean
-            for name in ("exact_match", "f1"):
-                metrics[f"{lang}-{name}"].update(torch.tensor(scores[name]), weight=n)
-        self._features = {}
-        by_lang: dict[str, dict[str, float]] = {}
-        for key, value in compute_means(metrics).items():
-            lang, name = key.rsplit("-", 1)
-            by_lang.setdefault(lang, {})[name] = value
-        log_per_language(self, stage, by_lang)
+        for i, scorer in enumerate(self.scorers):
+            scores, n = scorer.scores()
+            for name in SCORES:  # every rank updates every set (compute() syncs), a rank without examples by 0
+                value = torch.tensor(scores.get(name, 0.0))
+                metrics[f"{i}-{name}"].update(value, weight=n)
+        by_set: dict[str, dict[str, float]] = {}
+        for key, metric in metrics.items():
+            index, name = key.split("-", 1)
+            value = float(metric.compute())
+            metric.reset()
+            if value == value:  # NaN: no example of this set was seen
+                by_set.setdefault(self.eval_sets[int(index)], {})[name] = value
+        log_eval_scores(self, stage, by_set)
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
@@ -119,4 +111,4 @@ class QuestionAnsweringTask(LightningModule):
         self._log_epoch("test")
 
     def configure_optimizers(self):
-        return configure_adamw(self, self.hparams.optimizer or {"lr": 3e-5}, self.hparams.scheduler or {})
+        return configure_adamw(self, self.hparams.optimizer, self.hparams.scheduler)

@@ -1,8 +1,8 @@
-"""Sentence(-pair) classification (XNLI, PAWS-X): accuracy per evaluation language."""
+"""Sentence(-pair) classification (XNLI, PAWS-X): accuracy per evaluation set."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -10,44 +10,47 @@ from lightning import LightningModule
 
 from xmod_lab.models import XmodForSequenceClassification
 from xmod_lab.tasks.common import (
-    apply_freeze,
-    build_model,
     check_finite_loss,
-    check_languages,
     compute_means,
     configure_adamw,
-    eval_languages,
-    language_metric,
-    log_per_language,
+    eval_set,
+    log_eval_scores,
     model_inputs,
-    per_language_means,
-    plain,
-    split_by_language,
+    per_set_means,
+    setup_task,
 )
 
 
+def label_head(label_names: Sequence[str]) -> dict[str, Any]:
+    """The head's XmodConfig fields for a label set (transformers' pipelines read id2label)."""
+    names = [str(n) for n in label_names]
+    if len(set(names)) != len(names) or not names:
+        raise ValueError(f"label_names {names}: need at least one label, each once (data.label_names)")
+    return {"num_labels": len(names), "id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
+
+
 class SequenceClassificationTask(LightningModule):
-    """X-MOD + classification head; logs `{val,test}/<lang>/acc` and `{val,test}/avg/acc`.
+    """X-MOD + classification head; logs `{val,test}/<eval set>/acc` and the averages `avg`, `zs_avg`.
 
     Args:
         model: {pretrained, config} (conf/model), see `build_model`.
-        languages: {adapters, add, train, eval} (conf/languages).
-        num_labels: number of classes (defined once, in the data config).
-        adapter: adapter architecture options (conf/adapter).
+        languages: {adapters, add, train, eval} (conf/languages); `eval` names the evaluation sets.
+        label_names: class names in label-id order (defined once, in the data config).
+        adapter: XmodConfig adapter fields (conf/adapter).
         freeze: arguments of `xmod_lab.models.freezing.apply_freeze_policy` (conf/freeze).
-        optimizer: {lr, betas, eps, weight_decay} for AdamW.
+        optimizer: {lr, betas, eps, weight_decay} for AdamW (needed to train).
         scheduler: {name: constant|linear, warmup_steps, warmup_ratio}.
         model_config: set by the task itself (the built XmodConfig) so `load_from_checkpoint`
             rebuilds the exact architecture without downloading anything.
     """
 
-    monitor, monitor_mode = "val/avg/acc", "max"
+    main_metric, monitor_mode = "acc", "max"
 
     def __init__(
         self,
         model: Mapping[str, Any],
         languages: Mapping[str, Any],
-        num_labels: int,
+        label_names: Sequence[str],
         adapter: Mapping[str, Any] | None = None,
         freeze: Mapping[str, Any] | None = None,
         optimizer: Mapping[str, Any] | None = None,
@@ -56,15 +59,8 @@ class SequenceClassificationTask(LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.hparams.update({k: plain(v) for k, v in self.hparams.items()})
-        hp = self.hparams
-        self.model = build_model(XmodForSequenceClassification, hp.model, hp.languages, hp.adapter,
-                                 {"num_labels": num_labels}, model_config)
-        self.hparams["model_config"] = self.model.config.to_dict()
-        self.eval_languages = eval_languages(hp.languages)
-        check_languages(self.model, self.eval_languages, "languages.eval")
-        self.parameter_counts = apply_freeze(self.model, **(hp.freeze or {}))
-        self.metrics = per_language_means(self.eval_languages)
+        setup_task(self, XmodForSequenceClassification, label_head(label_names))
+        self.metrics = per_set_means(len(self.eval_sets))
 
     def forward(self, **batch: Any):
         return self.model(**model_inputs(batch))
@@ -75,21 +71,20 @@ class SequenceClassificationTask(LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         return loss
 
-    def _eval_step(self, batch: Mapping[str, Any], stage: str) -> None:
+    def _eval_step(self, batch: Mapping[str, Any], stage: str, dataloader_idx: int) -> None:
         logits = self(**{k: v for k, v in batch.items() if k != "labels"}).logits
         correct = (logits.argmax(-1) == batch["labels"]).float()
-        for lang, mask in split_by_language(batch["lang_ids"], self.model.config.languages).items():
-            language_metric(self.metrics[stage], lang).update(correct[mask])
+        self.metrics[stage][str(eval_set(self, dataloader_idx))].update(correct)
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, "val")
+        self._eval_step(batch, "val", dataloader_idx)
 
     def test_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, "test")
+        self._eval_step(batch, "test", dataloader_idx)
 
     def _log_epoch(self, stage: str) -> None:
-        scores = {lang: {"acc": 100.0 * value} for lang, value in compute_means(self.metrics[stage]).items()}
-        log_per_language(self, stage, scores)
+        means = compute_means(self.metrics[stage], self.eval_sets)
+        log_eval_scores(self, stage, {name: {"acc": 100.0 * value} for name, value in means.items()})
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
@@ -98,5 +93,4 @@ class SequenceClassificationTask(LightningModule):
         self._log_epoch("test")
 
     def configure_optimizers(self):
-        return configure_adamw(self, self.hparams.optimizer or {"lr": 2e-5}, self.hparams.scheduler or {})
-
+        return configure_adamw(self, self.hparams.optimizer, self.hparams.scheduler)

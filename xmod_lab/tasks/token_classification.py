@@ -1,4 +1,4 @@
-"""Token classification (PAN-X NER, UD-POS): seqeval entity F1 and token accuracy per language."""
+"""Token classification (PAN-X NER, UD-POS): seqeval entity F1 and token accuracy per evaluation set."""
 
 from __future__ import annotations
 
@@ -15,20 +15,16 @@ from torchmetrics.utilities import dim_zero_cat
 
 from xmod_lab.models import XmodForTokenClassification
 from xmod_lab.tasks.common import (
-    apply_freeze,
-    build_model,
     check_finite_loss,
-    check_languages,
     compute_means,
     configure_adamw,
-    eval_languages,
-    language_metric,
-    log_per_language,
+    eval_set,
+    log_eval_scores,
     model_inputs,
-    per_language_means,
-    plain,
-    split_by_language,
+    per_set_means,
+    setup_task,
 )
+from xmod_lab.tasks.sequence_classification import label_head
 
 IGNORE = -100  # label of sub-words after the first and of special tokens (set by the collator)
 
@@ -84,7 +80,7 @@ def is_entity_scheme(label_names: Sequence[str]) -> bool:
 
 
 class TokenClassificationTask(LightningModule):
-    """X-MOD + token classification head; logs `{val,test}/<lang>/f1` (seqeval) and `/acc`.
+    """X-MOD + token classification head; logs `{val,test}/<eval set>/f1` (seqeval) and `/acc`.
 
     Args:
         label_names: tag names in label-id order (defined once, in the data config).
@@ -107,25 +103,18 @@ class TokenClassificationTask(LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.hparams.update({k: plain(v) for k, v in self.hparams.items()})
-        hp = self.hparams
-        names = list(hp.label_names)
+        names = [str(n) for n in label_names]
         if seqeval is None:
             seqeval = is_entity_scheme(names)
         elif seqeval and not is_entity_scheme(names):
             raise ValueError(f"seqeval=true needs BIO-style tags (O, B-X, I-X, ...); {names} are not: entity F1 "
                              "over them would be meaningless. Use task.seqeval=null (token accuracy).")
-        head = {"num_labels": len(names), "id2label": dict(enumerate(names)),
-                "label2id": {n: i for i, n in enumerate(names)}}
-        self.model = build_model(XmodForTokenClassification, hp.model, hp.languages, hp.adapter, head, model_config)
-        self.hparams["model_config"] = self.model.config.to_dict()
-        self.eval_languages = eval_languages(hp.languages)
-        check_languages(self.model, self.eval_languages, "languages.eval")
-        self.parameter_counts = apply_freeze(self.model, **(hp.freeze or {}))
-        self.monitor, self.monitor_mode = ("val/avg/f1" if seqeval else "val/avg/acc"), "max"
-        self.accuracy = per_language_means(self.eval_languages)
+        setup_task(self, XmodForTokenClassification, label_head(names))
+        self.main_metric, self.monitor_mode = ("f1" if seqeval else "acc"), "max"
+        self.accuracy = per_set_means(len(self.eval_sets))
         self.f1 = nn.ModuleDict({
-            stage: nn.ModuleDict({lang: SeqevalF1(names) for lang in self.eval_languages}) for stage in ("val", "test")
+            stage: nn.ModuleDict({str(i): SeqevalF1(names) for i in range(len(self.eval_sets))})
+            for stage in ("val", "test")
         }) if seqeval else None
 
     def forward(self, **batch: Any):
@@ -137,30 +126,29 @@ class TokenClassificationTask(LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         return loss
 
-    def _eval_step(self, batch: Mapping[str, Any], stage: str) -> None:
+    def _eval_step(self, batch: Mapping[str, Any], stage: str, dataloader_idx: int) -> None:
         labels = batch["labels"]
         preds = self(**{k: v for k, v in batch.items() if k != "labels"}).logits.argmax(-1)  # (B, T)
-        for lang, mask in split_by_language(batch["lang_ids"], self.model.config.languages).items():
-            p, t = preds[mask], labels[mask]
-            language_metric(self.accuracy[stage], lang).update((p == t).float()[t != IGNORE])
-            if self.f1 is not None:
-                self.f1[stage][lang].update(p, t)
+        index = str(eval_set(self, dataloader_idx))
+        self.accuracy[stage][index].update((preds == labels).float()[labels != IGNORE])
+        if self.f1 is not None:
+            self.f1[stage][index].update(preds, labels)
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, "val")
+        self._eval_step(batch, "val", dataloader_idx)
 
     def test_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, "test")
+        self._eval_step(batch, "test", dataloader_idx)
 
     def _log_epoch(self, stage: str) -> None:
-        scores = {lang: {"acc": 100.0 * v} for lang, v in compute_means(self.accuracy[stage]).items()}
+        scores = {name: {"acc": 100.0 * v} for name, v in compute_means(self.accuracy[stage], self.eval_sets).items()}
         if self.f1 is not None:
-            for lang, metric in self.f1[stage].items():
+            for index, metric in self.f1[stage].items():
                 value = float(metric.compute())
                 metric.reset()
                 if not math.isnan(value):
-                    scores.setdefault(lang, {})["f1"] = 100.0 * value
-        log_per_language(self, stage, scores)
+                    scores.setdefault(self.eval_sets[int(index)], {})["f1"] = 100.0 * value
+        log_eval_scores(self, stage, scores)
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
@@ -169,4 +157,4 @@ class TokenClassificationTask(LightningModule):
         self._log_epoch("test")
 
     def configure_optimizers(self):
-        return configure_adamw(self, self.hparams.optimizer or {"lr": 2e-5}, self.hparams.scheduler or {})
+        return configure_adamw(self, self.hparams.optimizer, self.hparams.scheduler)
