@@ -80,7 +80,7 @@ def test_ddp_inside_multirun_trains_each_sweep_point_on_both_ranks(tmp_path):
     sweep = the_sweep_dir(tmp_path)  # exactly one: rank 1 started no sweep of its own
     counts = {}
     for num, rf in (("0", "2"), ("1", "8")):
-        job = sweep / f"{num}_reduction_factor-{rf}"
+        job = sweep / f"{num}_adapter_reduction_factor-{rf}"
         rank0, rank1 = job / "train.log", job / "train_rank1.log"
         # what each rank wrote: the overrides it ran with and the size of the model it built
         for rank, log_file in ((0, rank0), (1, rank1)):
@@ -92,7 +92,7 @@ def test_ddp_inside_multirun_trains_each_sweep_point_on_both_ranks(tmp_path):
     assert counts["2"] > counts["8"], "the sweep points built different models"
     # rank 1 wrote into the job directories only
     assert sorted(p.name for p in sweep.iterdir()) == [
-        "0_reduction_factor-2", "1_reduction_factor-8", "multirun.yaml", "sweep_summary.csv",
+        "0_adapter_reduction_factor-2", "1_adapter_reduction_factor-8", "multirun.yaml", "sweep_summary.csv",
         "sweep_summary.json"]  # fmt: skip
     assert [p.name for p in (tmp_path / "outputs" / "default").iterdir()] == ["multiruns"]
 

@@ -35,7 +35,7 @@ def test_checkpoint_reproduces_the_training_run_metrics(trained):
     assert results["checkpoint"]
     again, run_dir = run_eval(tmp, cache, f"ckpt_path={results['checkpoint']}")
     test_keys = [k for k in metrics if k.startswith("test/")]
-    assert len(test_keys) == 6
+    assert len(test_keys) == 7  # 5 evaluation sets, zs_avg, avg
     for key in test_keys:
         assert again[key] == pytest.approx(metrics[key], abs=1e-6), key
     assert (run_dir / "run_complete").is_file()
@@ -51,7 +51,7 @@ def test_checkpoint_alone_reuses_the_training_run_settings(trained):
                                                               f"ckpt_path={results['checkpoint']}"])
     again = evaluate(cfg)
     test_keys = [k for k in metrics if k.startswith("test/")]
-    assert len(test_keys) == 6
+    assert len(test_keys) == 7  # 5 evaluation sets, zs_avg, avg
     for key in test_keys:
         assert again[key] == pytest.approx(metrics[key], abs=1e-6), key
     saved = (tmp / "eval-alone" / "config.yaml").read_text()
@@ -70,7 +70,7 @@ def test_other_languages_and_validation_split(trained):
     tmp, cache, _, results = trained
     again, run_dir = run_eval(tmp, cache, f"ckpt_path={results['checkpoint']}", "languages.eval=[de,en]",
                               "split=validation", name="eval-val")
-    assert sorted(k for k in again if k.startswith("val/")) == ["val/avg/acc", "val/de/acc", "val/en/acc"]
+    assert sorted(k for k in again if k.startswith("val/")) == ["val/avg/acc", "val/de/acc", "val/en/acc", "val/zs_avg/acc"]
     assert json.loads((run_dir / "results.json").read_text())["split"] == "val"
 
 

@@ -28,7 +28,7 @@ def test_sweep_analysis_notebook_runs_on_a_real_sweep(tiny_sweep, monkeypatch, t
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") + o.get("data", {}).get("text/plain", "") for o in outputs)
     assert f"{sweep}: 4 runs, metric acc, chance 33.33" in text
-    assert "did not finish: {'3_reduction_factor-0':" in text  # the failed sweep point is named
+    assert "did not finish: {'3_adapter_reduction_factor-0':" in text  # the failed sweep point is named
     assert "reduction_factor=2" in text and "zero-shot avg" in text and "zs_avg" in text
     assert "best: adapter_reduction_factor=" in text and "(best on validation val/en/acc (max) = " in text
     figures = [o for o in outputs if "image/png" in o.get("data", {})]

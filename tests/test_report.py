@@ -139,7 +139,7 @@ def test_cli_other_metric_and_plot_contents(sweep):
     fig = report.plot_heatmap(summary, "loss")
     (ax, _colorbar) = fig.axes
     assert [t.get_text() for t in ax.get_yticklabels()] == [*LANGS, "zs_avg", "avg"]
-    assert [t.get_text() for t in ax.get_xticklabels()] == [f"reduction_factor={rf}" for rf in (2, 4, 8)]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [f"adapter_reduction_factor={rf}" for rf in (2, 4, 8)]
     fig = report.plot_zero_shot(summary, "acc")
     ax = fig.axes[0]
     labels = [t.get_text() for t in ax.get_xticklabels()]

@@ -73,15 +73,15 @@ def test_sweep_summary_keeps_finished_runs_and_names_failed_ones(tiny_sweep):
     summary = json.loads((sweep / "sweep_summary.json").read_text())
     runs = {r["run"]: r for r in summary["runs"]}
     # job directories: <job number>_<the swept override>, in job order
-    names = [f"{n}_reduction_factor-{rf}" for n, rf in enumerate((2, 4, 8, 0))]
+    names = [f"{n}_adapter_reduction_factor-{rf}" for n, rf in enumerate((2, 4, 8, 0))]
     assert [r["run"] for r in summary["runs"]] == names and summary["failed"] == [names[3]]
     failed = runs[names[3]]
     assert failed["status"] == "failed" and "adapter_reduction_factor" in failed["error"]
     assert "adapter_reduction_factor" in (sweep / names[3] / "run_failed").read_text()
-    languages = ["en_XX", "de_DE", "fr_XX", "ru_RU", "zh_CN"]
+    languages = ["en", "de", "fr", "ru", "zh"]  # evaluation sets
     sizes = []
     for num, rf in (("0", "2"), ("1", "4"), ("2", "8")):
-        run = runs[f"{num}_reduction_factor-{rf}"]
+        run = runs[f"{num}_adapter_reduction_factor-{rf}"]
         assert run["status"] == "completed" and run["overrides"]["adapter.adapter_reduction_factor"] == rf
         assert sorted(run["metrics"]) == sorted([*languages, "zs_avg", "avg"])
         accs = [run["metrics"][lang]["acc"] for lang in languages]
@@ -111,7 +111,7 @@ def test_sweep_runs_share_one_wandb_group(tiny_sweep):
     sweep, _ = tiny_sweep
     groups, names, configs = set(), [], []
     for num, rf in (("0", 2), ("1", 4), ("2", 8)):
-        job = sweep / f"{num}_reduction_factor-{rf}"
+        job = sweep / f"{num}_adapter_reduction_factor-{rf}"
         (run_dir,) = (job / "wandb").glob("offline-run-*")
         records = read_wandb_records(run_dir)
         run = records["run"][0].run

@@ -47,8 +47,9 @@ def test_run_directory_holds_config_git_checkpoints_and_results(trained):
     assert "${" not in saved, "the saved config must be resolved"
     assert "monitor: val/en/acc" in saved  # zero-shot: checkpoints chosen on the training language only
     results = json.loads((run_dir / "results.json").read_text())
-    langs = ["en_XX", "de_DE", "fr_XX", "ru_RU", "zh_CN"]
-    assert list(results["test"]) == [*langs, "avg"]
+    sets = ["en", "de", "fr", "ru", "zh"]  # evaluation sets (dataset codes), each with the adapter that scored it
+    assert list(results["test"]) == [*sets, "zs_avg", "avg"]
+    assert results["adapters"] == dict(zip(sets, ["en_XX", "de_DE", "fr_XX", "ru_RU", "zh_CN"], strict=True))
     assert results["parameters"]["trainable"] > 0 and results["train_languages"] == ["en"]
     # the score "best run" is chosen on in reports: the checkpoint's validation score, not a test score
     assert results["monitor"] == "val/en/acc" and results["monitor_mode"] == "max"
@@ -57,7 +58,8 @@ def test_run_directory_holds_config_git_checkpoints_and_results(trained):
     assert len(logged) == 1 and results["best_score"] == pytest.approx(logged[0], abs=1e-3)
     assert results["test"]["de"]["acc"] == pytest.approx(metrics["test/de/acc"], abs=1e-3)
     rows = (run_dir / "results.csv").read_text().splitlines()
-    assert rows[0] == "language,acc" and rows[-1].startswith("avg,") and len(rows) == 7
+    assert rows[0] == "eval_set,adapter,acc" and rows[1].startswith("en,en_XX,") and rows[-1].startswith("avg,")
+    assert len(rows) == 8  # header, 5 evaluation sets, zs_avg, avg
 
 
 def test_parameter_counts_are_logged(tmp_path, cache_dir, caplog):
@@ -110,10 +112,10 @@ def test_export_loads_in_transformers_with_the_same_outputs(trained):
 
 
 @pytest.mark.parametrize(("overrides", "error", "message"), [
-    (["languages.eval=[en,sw]"], ValueError, r"languages.eval: {.sw.: .sw_KE.} .* have no adapter"),
+    (["languages.eval=[en,it]"], ValueError, r"eval language\(s\) \['it_IT'\] have no adapter in the model.*languages.map"),
     (["freeze=custom", "freeze.exclude=[.]"], ValueError, "no trainable parameter"),
     (["ckpt_path=/nonexistent/last.ckpt"], FileNotFoundError, "no such checkpoint"),
-    (["languages.eval=[en,xx]"], ValueError, "No X-MOD language code for dataset language 'xx'"),
+    (["languages.eval=[en,xx]"], ValueError, r"languages.eval: \['xx'\] are not synthetic languages"),
     (["model.pretrained=/nonexistent/model"], FileNotFoundError, "no such directory"),
     (["model.config.vocab_size=100"], ValueError, r"tokenizer has \d+ tokens but the model's vocab_size is 100"),
 ], ids=["eval-language-without-adapter", "nothing-trainable", "missing-checkpoint", "unknown-dataset-language",
@@ -146,7 +148,7 @@ def test_default_command_learns_on_the_training_language(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     saved = json.loads((run_dir / "results.json").read_text())
     results = saved["test"]
-    assert list(results) == ["en_XX", "de_DE", "fr_XX", "ru_RU", "zh_CN", "avg"]  # en + 4 zero-shot
+    assert list(results) == ["en", "de", "fr", "ru", "zh", "zs_avg", "avg"]  # en + 4 zero-shot
     assert results["en"]["acc"] > 45.0  # chance: 33.3; the data has no hypothesis-only shortcut
     assert saved["diagnostics"]["chance"] == pytest.approx(33.33, abs=0.01)
     log = (run_dir / "train.log").read_text()

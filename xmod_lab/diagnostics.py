@@ -114,7 +114,7 @@ def flag_text(run_flags_: Mapping[str, list[str]], width: int = 60) -> str:
 def format_assessment(table: Mapping[str, Mapping[str, float]], diag: Mapping[str, Any], metric: str = "acc") -> str:
     """Each language's score next to chance and the shortcut ceiling, with its flags."""
     ceilings = diag.get("shortcut_ceiling") or {}
-    header = f"{'language':<10}{metric:>8}{'chance':>8}{'shortcut':>10}  flags"
+    header = f"{'eval set':<10}{metric:>8}{'chance':>8}{'shortcut':>10}  flags"
     lines = [f"{metric} next to chance and the hypothesis-only shortcut ceiling (flags: {MARGIN:g}-point margins)",
              header, "-" * len(header)]
     for lang, row in table.items():

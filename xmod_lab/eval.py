@@ -12,6 +12,7 @@ architecture and weights come from the checkpoint, the languages to evaluate fro
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import pickle
 from collections.abc import Iterator
@@ -69,7 +70,7 @@ REUSED_GROUPS = ("task", "data", "model", "languages", "adapter")
 
 
 def reuse_training_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
-    """`cfg` with the groups of REUSED_GROUPS taken from the training run's resolved config.yaml, when
+    """A copy of `cfg` with the groups of REUSED_GROUPS taken from the training run's resolved config.yaml, when
     ckpt_path sits in a run directory (`<run>/checkpoints/x.ckpt`).
 
     A group chosen on the command line (`task=...`, or any `experiment=...`) keeps the composed one; field
@@ -77,6 +78,7 @@ def reuse_training_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     group (`data.eval_langs: ${languages.eval}`, `task.model: ${model}`) are linked to it again, so such
     overrides reach them.
     """
+    cfg = copy.deepcopy(cfg)  # the composed config itself stays as composed
     saved_path = Path(cfg.ckpt_path).resolve().parent.parent / "config.yaml"
     keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
     if not saved_path.is_file() or "experiment" in keys:

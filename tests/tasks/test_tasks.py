@@ -182,8 +182,7 @@ def _qa_eval_batch(context: str, gold: str, language) -> dict:
 def test_question_answering_scores_text_answers_from_its_batches(tmp_path, monkeypatch):
     """Each evaluation set is scored by the task's own scorer, from what its batches carry; padding never
     holds an answer; the rules follow the batch's answer language."""
-    from xmod_lab.tasks import QuestionAnsweringTask
-    from xmod_lab.tasks import qa_scoring
+    from xmod_lab.tasks import QuestionAnsweringTask, qa_scoring
 
     task = QuestionAnsweringTask(**COMMON)
     seen = []
