@@ -166,3 +166,36 @@ def test_ud_pos_style_traditional_chinese_is_warned_about_at_setup(tmp_path, cap
     with caplog.at_level(logging.WARNING):
         dm.setup("test")
     assert "'zh' is written in traditional Chinese" in caplog.text and "+languages.map={zh:zh_TW}" in caplog.text
+
+
+def _qa_args(root: Path, tokenizer: Path) -> list[str]:
+    return [
+        "experiment=qa_zero_shot", "data=mlqa", "pretrain=none", "model=tiny", "model.config.hidden_size=32",
+        "model.config.intermediate_size=64", "model.config.num_attention_heads=2", "train=false",
+        "trainer.enable_progress_bar=false", f"data.tokenizer={tokenizer}",
+        f"data.source.path='{root}/squad/{{split}}.jsonl'", f"data.eval_source.path='{root}/{{lang}}/{{split}}.jsonl'",
+        "data.eval_source.name=null", "data.max_length=64", "data.doc_stride=16", "data.num_workers=0",
+        "data.eval_batch_size=3", "languages.adapters=[en_XX]", "languages.train=[en-ar]",
+        f"languages.eval=[{','.join(PAIRS)}]", "+languages.map={" + ",".join(f"{p}:en_XX" for p in PAIRS) + "}",
+        "logger=csv", "torch_threads=1", "seed=3",
+    ]
+
+
+@pytest.mark.slow
+def test_qa_scores_under_two_processes_equal_one_process(tmp_path, mlqa_like):
+    """Each rank scores the examples of its shard from its own batches (shards end on example boundaries);
+    the cross-rank mean weighted by examples equals the single-process score of every evaluation set."""
+    from tests.test_sweep import run_train
+
+    root, tokenizer = mlqa_like
+    one = run_train(*_qa_args(root, tokenizer), "trainer=cpu", f"hydra.run.dir={tmp_path / 'one'}")
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = run_train(*_qa_args(root, tokenizer), "trainer=ddp_cpu", f"hydra.run.dir={tmp_path / 'two'}")
+    assert two.returncode == 0, two.stderr[-3000:]
+    single = json.loads((tmp_path / "one" / "results.json").read_text())["test"]
+    ddp = json.loads((tmp_path / "two" / "results.json").read_text())["test"]
+    assert list(ddp) == list(single) == [*PAIRS, "zs_avg", "avg"]
+    assert any(row["f1"] > 0 for row in single.values())  # a comparison of zeros would prove nothing
+    for name, row in single.items():
+        for metric, value in row.items():
+            assert ddp[name][metric] == pytest.approx(value, abs=1e-3), (name, metric)

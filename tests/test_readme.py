@@ -24,10 +24,10 @@ BIN = Path(sys.executable).parent
 
 WRAPPERS = r"""
 set -euo pipefail
-first_point() {  # -m a=1,2 b=x,y -> a=1 b=x (lists in brackets stay)
+first_point() {  # -m a=1,2 b=x,y -> a=1 b=x (lists in brackets and dicts in braces stay)
     for arg in "$@"; do
         [ "$arg" = "-m" ] && continue
-        if [[ "$arg" == *=*,* && "$arg" != *=\[* && "$arg" != *=\'* && "$arg" != *=\"* ]]; then
+        if [[ "$arg" == *=*,* && "$arg" != *=\[* && "$arg" != *=\{* && "$arg" != *=\'* && "$arg" != *=\"* ]]; then
             echo "${arg%%,*}"
         else
             echo "$arg"

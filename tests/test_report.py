@@ -11,7 +11,8 @@ import pytest
 
 from xmod_lab import report
 
-LANGS = ["en_XX", "de_DE", "fr_XX"]
+LANGS = ["en", "de", "fr"]  # evaluation sets
+ADAPTERS = {"en": "en_XX", "de": "de_DE", "fr": "fr_XX"}
 
 
 def make_run(
@@ -29,7 +30,7 @@ def make_run(
         table = {lang: {"acc": acc, "loss": 1.0 - acc / 100} for lang, acc in zip(LANGS, accs, strict=True)}
         table["avg"] = {"acc": sum(accs) / len(accs), "loss": sum(1.0 - a / 100 for a in accs) / len(accs)}
         results = {"task": "x", "train_languages": ["en"], "split": "test", "test": table, "parameters": {},
-                   "monitor": "val/en_XX/acc", "monitor_mode": "max", "best_score": val}
+                   "adapters": ADAPTERS, "monitor": "val/en/acc", "monitor_mode": "max", "best_score": val}
         (run / "results.json").write_text(json.dumps(results))
         (run / "job_status.json").write_text(json.dumps({"status": "completed", "error": None}))
     else:
@@ -55,11 +56,11 @@ def test_collect_sweep_rows_metrics_and_failed_runs(sweep):
     assert summary["failed"] == ["3"]
     first = summary["runs"][0]
     assert first["overrides"] == {"adapter.adapter_reduction_factor": "2", "trainer.max_steps": "4"}
-    assert first["metrics"]["de_DE"]["acc"] == 60.0
+    assert first["metrics"]["de"]["acc"] == 60.0
     assert first["metrics"]["avg"]["acc"] == pytest.approx(65.0)
     assert summary["runs"][3]["status"] == "failed" and summary["runs"][3]["error"] == "ValueError: boom"
     assert report.primary_metric(summary) == "acc"
-    assert report.train_languages(summary) == ["en_XX"]
+    assert report.train_languages(summary) == ["en"]
 
 
 def test_write_summary_csv_and_json(sweep):
@@ -67,7 +68,7 @@ def test_write_summary_csv_and_json(sweep):
     lines = (sweep / "sweep_summary.csv").read_text().splitlines()
     header = lines[0].split(",")
     assert header[:4] == ["run", "status", "adapter.adapter_reduction_factor", "trainer.max_steps"]
-    assert {"en_XX/acc", "de_DE/acc", "avg/acc", "avg/loss"} <= set(header) and header[-1] == "error"
+    assert {"en/acc", "de/acc", "avg/acc", "avg/loss"} <= set(header) and header[-1] == "error"
     assert lines[2].startswith("1,completed,4,4,78.0,")
     assert lines[4].startswith("3,failed,16,4,") and lines[4].endswith("ValueError: boom")
     assert json.loads((sweep / "sweep_summary.json").read_text())["failed"] == ["3"]
@@ -79,8 +80,9 @@ def test_format_table_shows_varying_overrides_only(sweep):
     row = next(line for line in text.splitlines() if line.startswith("1 "))
     # languages, zero-shot average (de, fr), overall average, validation score: all with two decimals
     assert row.split()[:8] == ["1", "4", "78.00", "64.00", "58.00", "61.00", "66.67", "79.00"]
-    assert "zs_avg" in text.splitlines()[3] and "failed: ValueError: boom" in text
-    assert text.startswith("metric: acc (chance 33.33)\nbest: run 0 (best on validation val/en_XX/acc (max) = 82.00)")
+    assert "zs_avg" in text.splitlines()[4] and "failed: ValueError: boom" in text
+    assert text.startswith("metric: acc (chance 33.33)\nbest: run 0 (best on validation val/en/acc (max) = 82.00)\n"
+                           "adapters: en en_XX, de de_DE, fr fr_XX\n")
 
 
 def test_best_is_not_chosen_without_validation_scores(sweep):
@@ -143,7 +145,7 @@ def test_cli_other_metric_and_plot_contents(sweep):
     fig = report.plot_zero_shot(summary, "acc")
     ax = fig.axes[0]
     labels = [t.get_text() for t in ax.get_xticklabels()]
-    assert labels == ["en_XX\n(train)", "de_DE", "fr_XX", "zero-shot\navg", "avg\n(all)"]
+    assert labels == ["en\n(train)", "de", "fr", "zero-shot\navg", "avg\n(all)"]
     heights = sorted(round(p.get_height(), 2) for p in ax.patches)
     zero_shot_avgs = [57.5, 61.0, 49.5]
     avgs = [65.0, 66.67, 58.0]
@@ -178,8 +180,8 @@ def test_cli_errors_are_clear(tmp_path, sweep, capsys):
 
 
 def test_flat_logged_metrics_are_read():
-    flat = {"val/en_XX/acc": 1.0, "test/en_XX/acc": 2.0, "test/avg/acc": 2.0, "epoch": 3}
-    assert report.per_language_metrics(flat) == {"en_XX": {"acc": 2.0}, "avg": {"acc": 2.0}}
+    flat = {"val/en/acc": 1.0, "test/en/acc": 2.0, "test/avg/acc": 2.0, "epoch": 3}
+    assert report.per_language_metrics(flat) == {"en": {"acc": 2.0}, "avg": {"acc": 2.0}}
     with pytest.raises(ValueError, match="neither"):
         report.per_language_metrics({"epoch": 3})
 
@@ -189,3 +191,15 @@ def test_console_script_is_installed(sweep):
     done = subprocess.run([str(script), str(sweep)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "adapter_reduction_factor" in done.stdout and (sweep / "heatmap_acc.png").is_file()
+
+
+def test_results_of_older_runs_keyed_by_adapter_still_get_the_right_zero_shot_average(tmp_path):
+    """results.json written before evaluation sets (rows `en_XX`, `train_languages: [en]`): the training
+    language is still left out of zs_avg."""
+    run = tmp_path / "0"
+    run.mkdir()
+    table = {"en_XX": {"acc": 90.0}, "de_DE": {"acc": 60.0}, "fr_XX": {"acc": 50.0}}
+    (run / "results.json").write_text(json.dumps({"train_languages": ["en"], "split": "test", "test": table}))
+    (run / "job_status.json").write_text(json.dumps({"status": "completed", "error": None}))
+    metrics = report.read_run(run)["metrics"]
+    assert metrics["zs_avg"]["acc"] == pytest.approx(55.0) and metrics["avg"]["acc"] == pytest.approx(200 / 3)

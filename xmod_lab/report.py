@@ -181,6 +181,7 @@ def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     job = json.loads(status_file.read_text()) if status_file.is_file() else {}
     metrics: dict[str, dict[str, float]] = {}
     trained: list[str] = []
+    adapters: dict[str, str] = {}
     flags: dict[str, list[str]] = {}
     error = job.get("error")
     results_file = run_dir / RESULTS
@@ -189,6 +190,7 @@ def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
             results = json.loads(results_file.read_text())
             metrics = _with_average(per_language_metrics(results))
             trained = [str(code) for code in results.get("train_languages") or []]
+            adapters = {str(k): str(v) for k, v in (results.get("adapters") or {}).items()}
             # degenerate classifiers, found by xmod_lab.diagnostics at the end of the run
             flags = dict((results.get("diagnostics") or {}).get("flags") or {})
         except (ValueError, json.JSONDecodeError) as e:
@@ -207,6 +209,7 @@ def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
         "overrides": dict(_parse_override(o) for o in overrides),
         "metrics": metrics,
         "train_languages": trained,
+        "adapters": adapters,
         "chance": chance_levels(run_dir / CONFIG),
         "validation": validation,
         "flags": flags,
@@ -313,11 +316,25 @@ def format_table(summary: dict[str, Any], metric: str | None = None) -> str:
     best, how = best_run(summary)
     head = [f"metric: {metric}" + (f" (chance {NUMBER.format(chance)})" if chance is not None else ""),
             f"best: run {best['run']} ({how})" if best else f"best: not chosen ({how})"]
+    adapters = adapter_line(summary)
+    if adapters:
+        head.append(adapters)
     validation = {r["validation"]["metric"] for r in runs if r.get("validation")}
     if validation:
         head.append(f"val: {', '.join(sorted(validation))} of the checkpoint tested; {ZERO_SHOT_AVG}: "
                     "average over the languages not trained on")
     return "\n".join([*head, lines[0], "-" * len(lines[0]), *lines[1:]])
+
+
+def adapter_line(summary: dict[str, Any]) -> str:
+    """``adapters: en-ar en_XX, en-zh en_XX``: the adapter that scored each evaluation set (``varies`` where the
+    runs used different ones); empty for runs that did not record them."""
+    by_set: dict[str, set[str]] = {}
+    for r in summary["runs"]:
+        for name, adapter in (r.get("adapters") or {}).items():
+            by_set.setdefault(name, set()).add(adapter)
+    cells = [f"{name} {adapters.pop() if len(adapters) == 1 else 'varies'}" for name, adapters in by_set.items()]
+    return f"adapters: {', '.join(cells)}" if cells else ""
 
 
 def _ordered_languages(summary: dict[str, Any]) -> list[str]:
