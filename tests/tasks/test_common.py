@@ -109,3 +109,15 @@ def test_fresh_model_needs_adapter_languages():
 
 def test_xmodconfig_roundtrip_sanity():
     assert XmodConfig.from_dict(fresh().config.to_dict()).languages == LANGS["adapters"]
+
+
+def test_config_fields_that_would_rebuild_a_pretrained_model_are_refused(tmp_path):
+    """model=tiny's fields on another checkpoint: 2 of its layers would load silently (or shapes would clash)."""
+    fresh().save_pretrained(tmp_path / "ckpt")
+    source = str(tmp_path / "ckpt")
+    with pytest.raises(ValueError, match=r"'num_hidden_layers': \(2, 1\).*model=base"):
+        build_model(XmodForSequenceClassification, {"pretrained": source, "config": {**TINY, "num_hidden_layers": 1}},
+                    LANGS, head_config={"num_labels": 3})
+    net = build_model(XmodForSequenceClassification, {"pretrained": source, "config": {**TINY, "hidden_dropout_prob": 0.3}},
+                      LANGS, head_config={"num_labels": 3})  # the same architecture, other dropout: allowed
+    assert net.config.hidden_dropout_prob == 0.3 and net.config.num_hidden_layers == 2

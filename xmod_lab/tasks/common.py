@@ -97,6 +97,7 @@ def build_model(
                 f"{pretrained!r}; they apply only to models trained from scratch (model.pretrained=null). "
                 "Use adapter=default with a pretrained checkpoint."
             )
+        _check_overrides(pretrained, ckpt_config, model.get("config") or {})
         net = head_cls.from_pretrained(pretrained, **config)
         have = list(net.config.languages)
         _check_available(pretrained, have, wanted, to_add)
@@ -116,6 +117,22 @@ def build_model(
         log.info("adding language %s (adapter initialised from %s)", code, init_from or "random")
         net.add_language(code, init_from=init_from)
     return net
+
+
+# What model.config may change on a pretrained checkpoint: regularisation only. Any other field would build
+# another network around the loaded weights (2 of its 12 layers, say), silently or with a shape error.
+OVERRIDABLE = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout")
+
+
+def _check_overrides(source: str, ckpt_config: XmodConfig, overrides: Mapping[str, Any]) -> None:
+    changed = {k: (getattr(ckpt_config, k, None), v) for k, v in overrides.items()
+               if k not in OVERRIDABLE and getattr(ckpt_config, k, None) != v}
+    if changed:
+        raise ValueError(
+            f"model.config {changed} (checkpoint value, configured value) would change the architecture of "
+            f"{source!r}; with model.pretrained only {', '.join(OVERRIDABLE)} may be set. Choose a model preset "
+            "without architecture fields (model=base: config {}), or drop them: '~model.config.<field>'."
+        )
 
 
 def _check_available(source: str, have: list[str], wanted: Sequence[str] | None, to_add: Mapping) -> None:
