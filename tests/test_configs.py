@@ -161,6 +161,7 @@ def test_experiment_new_language_mlm_fast_dev_run(tmp_path, synthetic):
     base = tmp_path / "base"
     XmodForMaskedLM(XmodConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                intermediate_size=64, max_position_embeddings=514, type_vocab_size=1,
+                               layer_norm_eps=1e-5,  # = the shrunk model=tiny's fields (they must match)
                                languages=["en_XX", "de_DE", "fr_XX", "it_IT"])).save_pretrained(base)
     metrics = fast_dev_run(tmp_path, "experiment=new_language_mlm", *local_data(synthetic, "corpus"),
                            f"model.pretrained={base}", "languages.adapters=[de_DE,fr_XX,rm_CH]",
