@@ -51,6 +51,9 @@ def test_two_processes_match_one_process_and_write_once(tmp_path):
     assert single["global_step"] == ddp["global_step"] == 3
     for lang, metrics in single["test"].items():
         assert ddp["test"][lang]["acc"] == pytest.approx(metrics["acc"], abs=1e-6), lang
+    # the degenerate-run diagnostics count every rank's predictions, not rank 0's shard only
+    counts = single["diagnostics"]["predicted_classes"]
+    assert ddp["diagnostics"]["predicted_classes"] == counts and sum(counts["de"].values()) == 64
     weights = [
         torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
         for run in ("one", "two")

@@ -69,6 +69,23 @@ class PredictedClasses(Callback):
         for pred in logits.argmax(-1).tolist():
             slot[pred] = slot.get(pred, 0) + 1
 
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Under DDP each rank counted its shard: sum the counts of every rank (all ranks call this)."""
+        if trainer.world_size <= 1:
+            return
+        sets = list(pl_module.eval_sets)
+        local = max((k + 1 for slot in self.counts.values() for k in slot), default=0)
+        n_classes = int(pl_module.all_gather(torch.tensor(local, device=pl_module.device)).max())
+        if n_classes == 0:  # no rank saw a classification batch
+            return
+        table = torch.zeros(len(sets), n_classes, dtype=torch.long, device=pl_module.device)
+        for i, name in enumerate(sets):
+            for k, n in self.counts.get(name, {}).items():
+                table[i, k] = n
+        total = pl_module.all_gather(table).reshape(-1, len(sets), n_classes).sum(0).tolist()
+        self.counts = {name: {k: n for k, n in enumerate(row) if n} for name, row in zip(sets, total, strict=True)
+                       if any(row)}
+
 
 def assess(table: Mapping[str, Mapping[str, float]], trainer: Trainer, datamodule: Any,
            metric: str = "acc") -> dict[str, Any] | None:
