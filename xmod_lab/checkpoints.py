@@ -81,20 +81,6 @@ class XmodCheckpoint(ModelCheckpoint):
         self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
         self._last_global_step_saved, self._last_checkpoint_saved = step, saved
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Resuming from a checkpoint written mid-epoch: the training batch sampler skips the batches of this
-        epoch that were already trained on (xmod_lab.data.common.ResumableBatchSampler), so the resumed run
-        sees the same batches as one that was never interrupted."""
-        super().on_train_start(trainer, pl_module)
-        loop = trainer.fit_loop
-        if not loop.restarted_mid_epoch or loop._combined_loader is None:
-            return
-        done = loop.epoch_loop.batch_progress.current.ready
-        for loader in loop._combined_loader.flattened:
-            sampler = getattr(loader, "batch_sampler", None)
-            if hasattr(sampler, "skip_next"):
-                sampler.skip_next(done)
-
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)

@@ -10,7 +10,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,13 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase
 
 from xmod_lab.data.languages import language_ids, script_mismatch, to_xmod_language
-from xmod_lab.data.sampling import BATCHING_MODES, LanguageBatchSampler, ShardedEvalSampler
+from xmod_lab.data.sampling import (
+    BATCHING_MODES,
+    DataPosition,
+    LanguageBatchSampler,
+    ResumableLoader,
+    ShardedEvalSampler,
+)
 from xmod_lab.data.sources import SourceSpec, source_fingerprint
 from xmod_lab.data.tokenizer import load_tokenizer, tokenizer_fingerprint
 from xmod_lab.results import check_eval_set_names
@@ -347,43 +353,22 @@ def check_script(ds: datasets.Dataset, code: str, lang_id: int, setup: DataSetup
         log.warning(warning)
 
 
-class ResumableBatchSampler(LanguageBatchSampler):
-    """A :class:`LanguageBatchSampler` whose next epoch can start after the batches a resumed run already
-    trained on: Lightning restores the step of a checkpoint written mid-epoch, not the data position, and
-    would otherwise re-read the epoch from its first batch (its order is a function of seed and epoch)."""
-
-    _skip = 0
-
-    def skip_next(self, batches: int) -> None:
-        """The next iteration (one epoch) leaves out its first ``batches`` batches."""
-        self._skip = batches
-
-    def __iter__(self) -> Iterator[list[int]]:
-        skip, self._skip = self._skip, 0
-        for i, batch in enumerate(super().__iter__()):
-            if i >= skip:
-                yield batch
-
-
 def train_loader(
     data: Mapping[str, list[TaggedDataset]],
     source: SourceSpec,
     collate: Callable,
     setup: DataSetup,
+    position: DataPosition,
     alpha: float | None = None,
 ) -> DataLoader:
-    """The training loader over every train language at once, batched by ``setup.batching``."""
+    """The training loader over every train language at once, batched by ``setup.batching``, starting where
+    ``position`` (restored from a checkpoint) says."""
     parts = loaded(data, "train", source)
     merged = TaggedDataset([p.parts[0] for p in parts])
-    sampler = ResumableBatchSampler(
-        merged.example_langs,
-        setup.batch_size,
-        mode=setup.batching,
-        shuffle=True,
-        alpha=alpha,
-        seed=setup.seed,
-    )
-    return DataLoader(
+    sampler = position.attach(LanguageBatchSampler(
+        merged.example_langs, setup.batch_size, mode=setup.batching, shuffle=True, alpha=alpha, seed=setup.seed,
+    ))  # fmt: skip
+    return ResumableLoader(
         merged,
         batch_sampler=sampler,
         collate_fn=collate,

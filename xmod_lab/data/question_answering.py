@@ -36,6 +36,7 @@ from xmod_lab.data.common import (
     tagged_splits,
     train_loader,
 )
+from xmod_lab.data.sampling import DataPosition
 from xmod_lab.data.sources import SourceSpec, load_split
 
 log = logging.getLogger(__name__)
@@ -240,6 +241,7 @@ class QuestionAnsweringDataModule(LightningDataModule):
         self.answer_languages = [answer_language(code) if scoring == "mlqa" else None for code in self.spec.eval_langs]
         self._tokenizer = LazyTokenizer(tokenizer)
         self._data: dict[str, list[TaggedDataset]] = {}
+        self.position = DataPosition()
 
     @property
     def tokenizer(self) -> PreTrainedTokenizerBase:
@@ -292,7 +294,14 @@ class QuestionAnsweringDataModule(LightningDataModule):
         return PadCollator(self.tokenizer.pad_token_id)
 
     def train_dataloader(self) -> DataLoader:
-        return train_loader(self._data, self._source("train"), self._collate(), self.spec)
+        return train_loader(self._data, self._source("train"), self._collate(), self.spec, self.position)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training data position (saved in checkpoints; a mid-epoch resume continues at the next batch)."""
+        return self.position.state_dict(getattr(self, "trainer", None))
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.position.load_state_dict(state_dict)
 
     def _eval_loaders(self, split: str) -> list[DataLoader]:
         def groups(data: TaggedDataset) -> list[str]:  # shards end on example boundaries

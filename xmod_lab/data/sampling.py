@@ -315,3 +315,49 @@ class ShardedEvalSampler(BatchSampler):
 
     def __len__(self) -> int:
         return math.ceil((self.stop - self.start) / self.batch_size)
+
+
+class ResumableLoader(torch.utils.data.DataLoader):
+    """A DataLoader that tells Lightning it resumes mid-epoch (so it does not warn that it cannot): the data
+    position itself is saved and restored by the datamodule (:class:`DataPosition`), which counts the batches
+    the trainer consumed rather than those the loader prefetched."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        pass
+
+
+class DataPosition:
+    """Where a datamodule's training data stands, saved in every Lightning checkpoint (the datamodule's
+    ``state_dict``) and restored on resume, the same way for every datamodule: the sampler's plan (epoch, seed,
+    batching, mix) and the batches of the epoch the trainer consumed. A run resumed mid-epoch then sees exactly
+    the batches an uninterrupted run would have seen next."""
+
+    def __init__(self) -> None:
+        self.sampler: LanguageBatchSampler | None = None
+        self._pending: dict[str, Any] | None = None
+
+    def attach(self, sampler: LanguageBatchSampler) -> LanguageBatchSampler:
+        """The training sampler a new train_dataloader() uses, continuing from a restored position if any."""
+        if self._pending is not None:
+            sampler.load_state_dict(self._pending)
+            self._pending = None
+        self.sampler = sampler
+        return sampler
+
+    def state_dict(self, trainer: Any = None) -> dict[str, Any]:
+        """Batches are counted as the trainer consumed them (the loader prefetches ahead of it); a finished
+        epoch is recorded as the start of the next one."""
+        if self.sampler is None:
+            return dict(self._pending or {})
+        state = self.sampler.state_dict()
+        if trainer is not None and trainer.state.fn == "fit":
+            state["batches"] = int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
+            if state["batches"] >= trainer.num_training_batches:
+                state["epoch"], state["batches"] = state["epoch"] + 1, 0
+        return state
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        self._pending = dict(state) if state else None  # applied to the sampler train_dataloader() builds next

@@ -27,6 +27,7 @@ from xmod_lab.data.common import (
     tagged_splits,
     train_loader,
 )
+from xmod_lab.data.sampling import DataPosition
 from xmod_lab.data.sources import SourceSpec, load_split
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ class SentencePairDataModule(LightningDataModule):
         self.max_length = max_length
         self._tokenizer = LazyTokenizer(tokenizer)
         self._data: dict[str, list[TaggedDataset]] = {}
+        self.position = DataPosition()
 
     @property
     def num_labels(self) -> int:
@@ -152,7 +154,14 @@ class SentencePairDataModule(LightningDataModule):
         return PadCollator(self.tokenizer.pad_token_id)
 
     def train_dataloader(self) -> DataLoader:
-        return train_loader(self._data, self._source("train"), self._collate(), self.spec)
+        return train_loader(self._data, self._source("train"), self._collate(), self.spec, self.position)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training data position (saved in checkpoints; a mid-epoch resume continues at the next batch)."""
+        return self.position.state_dict(getattr(self, "trainer", None))
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.position.load_state_dict(state_dict)
 
     def val_dataloader(self) -> list[DataLoader]:
         return eval_loaders(self._data, "validation", self._source("validation"), self._collate(), self.spec)
