@@ -4,18 +4,21 @@
 |---|---|---|
 | XNLI, PAWS-X | SentencePairDataModule | xnli, pawsx, synthetic_nli (via synthetic_nli()) |
 | PAN-X / WikiANN, UD-POS | TokenClassificationDataModule | panx, udpos |
-| SQuAD, XQuAD, MLQA, TyDiQA-GoldP | QuestionAnsweringDataModule | squad_xquad |
+| SQuAD, XQuAD, MLQA, TyDiQA-GoldP | QuestionAnsweringDataModule | squad_xquad, mlqa, tydiqa |
 | XCOPA-style | MultipleChoiceDataModule | xcopa |
-| MLM / CLM corpora | LanguageModelingDataModule | mlm_text |
+| MLM / CLM corpora | LanguageModelingDataModule | mlm_text, mlm_pretrain, synthetic_mlm |
 
 All take ``source`` (+ optional ``eval_source``): a hub id with a per-language config or local files with a
 ``{lang}`` placeholder; ``languages``: the model's ``config.languages`` (``lang_ids`` index it);
 ``train_langs`` / ``eval_langs``: dataset codes mapped to X-MOD codes (``language_map`` over
 :data:`DEFAULT_LANGUAGE_MAP`); ``batching``: mixed | sorted | homogeneous. After construction
-``dm.eval_languages`` names the val/test dataloaders in order; ``dm.spec`` (a ``DataSetup``) holds the shared
+each ``eval_langs`` code is an evaluation set with its own val/test dataloader, in that order
+(``dm.spec.eval_adapters``: set -> the adapter that scores it); ``dm.spec`` (a ``DataSetup``) holds the shared
 arguments as resolved (adapter indices, batch sizes, cache, limits). Batches: ``input_ids``, ``attention_mask``,
-``lang_ids``, ``labels`` (+ QA ``start_positions``/``end_positions``, or ``example_id``/``offset_mapping`` to
-keep out of the model: :func:`model_inputs`). Call :func:`check_vocab_size` with the model's vocab_size.
+``lang_ids``, ``labels`` (+ QA ``start_positions``/``end_positions``, or the evaluation metadata ``example_id``,
+``offset_mapping``, ``context``, ``answers``, ``answer_language`` to keep out of the model: :func:`model_inputs`).
+The training data position is saved in checkpoints (``state_dict``, :class:`DataPosition`).
+Call :func:`check_vocab_size` with the model's vocab_size.
 """
 
 from xmod_lab.data.collate import IGNORE_INDEX, CausalLMCollator, MaskedLMCollator, PadCollator, model_inputs
@@ -25,6 +28,7 @@ from xmod_lab.data.multiple_choice import MultipleChoiceDataModule
 from xmod_lab.data.question_answering import QuestionAnsweringDataModule
 from xmod_lab.data.sampling import (
     BATCHING_MODES,
+    DataPosition,
     LanguageBatchSampler,
     ShardedEvalSampler,
     language_sampling_probs,
@@ -37,6 +41,7 @@ from xmod_lab.data.tokenizer import XLMR_TOKENIZER, check_vocab_size, load_token
 
 __all__ = [
     "BATCHING_MODES",
+    "DataPosition",
     "DEFAULT_LANGUAGE_MAP",
     "IGNORE_INDEX",
     "XLMR_TOKENIZER",
