@@ -3,17 +3,22 @@
     python benchmarks/bench_data.py                      # synthetic data, tokenizer trained on it
     python benchmarks/bench_data.py --tokenizer DIR      # e.g. a local copy of FacebookAI/xlm-roberta-base
     python benchmarks/bench_data.py --n 50000 --batch-size 32
-    python benchmarks/bench_data.py --corpus DIR         # MLM corpus DIR/<lang>.txt: setup cold, then from cache
+    python benchmarks/bench_data.py --corpus DIR         # MLM corpus DIR/<lang>.txt: cold with 1 and 2 processes, then from cache
+    python benchmarks/bench_data.py --corpus DIR --procs 2   # one cold run with 2 processes, then from cache
     python benchmarks/bench_data.py --write-corpus DIR --megabytes 300   # a synthetic en + ru corpus to try it on
 
 Prints examples/s and tokens/s (non-pad tokens) per stage; single process, no workers (a DataLoader with
 num_workers=N multiplies the collate figures roughly by N while cores are free).
 
-``--corpus`` runs ``LanguageModelingDataModule.setup("fit")`` twice, each in a fresh process: first with an
-empty cache (read, tokenize, pack, write), then from the cache the first wrote. For each: setup wall time, text
-MB/s, tokens/s per tokenizing process, peak RSS (the largest of the main process and of any one worker, and the
-peak of their sum (PSS: pages shared by forked workers counted once; and its anonymous part, without
-the pages of memory-mapped files) sampled every 50 ms) and the blocks written.
+``--corpus`` runs ``LanguageModelingDataModule.setup("fit")`` in a fresh process per measurement: cold (empty
+cache: read, tokenize, pack, write) once per entry of ``--procs`` (default ``1,2`` tokenizing processes, so the
+two figures come from one run on the same machine load and their ratio is meaningful), then warm from the cache
+the last one wrote. For each: setup wall time, text MB/s, MB of text per CPU second, tokens/s per process, the
+blocks written, and peak memory sampled every 50 ms over the main process and its workers: PSS (a page shared
+by forked workers counted once), its anonymous part (the rest is pages of memory-mapped files: clean page cache
+the kernel can drop), the largest single-process RSS and the RSS summed over processes (a page shared by n
+processes counted n times), with the same figures before setup. ``TOKENIZERS_PARALLELISM=false`` (set here unless already set):
+one process is one core.
 """
 
 from __future__ import annotations
@@ -114,7 +119,7 @@ def _memory(pid: int) -> tuple[int, int, int]:
 
 def _peak_memory(stop: threading.Event, out: list[int]) -> None:
     """Every 50 ms, over this process and its workers: out = [largest RSS of one process, peak PSS sum, peak
-    anonymous PSS sum, peak RSS sum (shared pages counted once per process)]."""
+    anonymous PSS sum, peak RSS sum (a shared page counted in every process that maps it)]."""
     import psutil
 
     me = psutil.Process()
@@ -181,7 +186,7 @@ def _describe(run: str, r: dict, megabytes: float) -> str:
         f"    peak memory: PSS {r['peak_pss_mb']:.0f} MB (anonymous {r['peak_anon_mb']:.0f} MB, mapped files "
         f"{r['peak_pss_mb'] - r['peak_anon_mb']:.0f} MB) over the main process and its workers; RSS "
         f"{r['peak_rss_main_mb']:.0f} MB main / {r['peak_rss_worker_mb']:.0f} MB largest worker / "
-        f"{r['peak_rss_sum_mb']:.0f} MB summed (shared pages once per process); before setup: RSS "
+        f"{r['peak_rss_sum_mb']:.0f} MB summed over processes; before setup: RSS "
         f"{r['rss_before_mb']:.0f} MB, PSS {r['pss_before_mb']:.0f} MB, anonymous {r['anon_before_mb']:.0f} MB"
     )
 

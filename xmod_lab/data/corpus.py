@@ -1,11 +1,13 @@
 """Language-modelling corpora of any size: tokenized and packed in parallel, streamed to memory-mapped Arrow.
 
 :func:`prepare_blocks` turns one language's rows into token blocks with ``datasets``' ``map(batched=True,
-num_proc=N)``: each worker reads a batch of lines from the memory-mapped source, tokenizes it, packs it into
-``<s> ... </s>`` blocks of ``max_length`` tokens and appends them to its own Arrow file, so memory holds one batch
-per worker whatever the corpus size. Local text/JSONL/CSV/parquet files are first converted to Arrow by the
-``datasets`` builders (a streamed copy, kept next to the blocks); ``streaming=True`` (a hub id too big or
-unwanted on disk, or any local file) reads rows lazily and writes the blocks from one process.
+num_proc=N)``: each worker reads a group of lines, tokenizes it, packs it into ``<s> ... </s>`` blocks of
+``max_length`` tokens and appends them to its own Arrow file, so memory holds a few groups per worker whatever the
+corpus size. Plain text is first converted to an Arrow copy a chunk at a time (:func:`text_to_arrow`), other
+local files (JSONL/CSV/parquet) by the ``datasets`` builders; workers read their rows from those files with plain
+reads, front to back, rather than through a memory map (whose touched pages would stay in their RSS).
+``streaming=True`` (a hub id too big or unwanted on disk, or any local file) reads rows lazily and writes the
+blocks from one process.
 
 The result is cached under ``cache_dir`` keyed on the source's identity (path, size, mtime), the tokenizer and
 every setting; a file lock makes one process (one DDP rank, one of several runs) build it while the others wait
