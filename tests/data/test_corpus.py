@@ -120,8 +120,10 @@ def test_bad_sources_name_the_problem(tmp_path, tokenizer_dir, corpus):
 MEASURE = textwrap.dedent("""
     import json, sys, threading
     import datasets
+    from xmod_lab.data import corpus as prep
     from xmod_lab.data.language_modeling import LanguageModelingDataModule
     datasets.disable_progress_bars()
+    prep._BATCH_BYTES = 1 << 20  # record batches of 1 MB, so that both corpora span many (16 MB by default)
     corpus, tok, cache = sys.argv[1:4]
     dm = LanguageModelingDataModule(source={"path": corpus + "/{lang}.txt", "splits": {"validation": None, "test": None}},
         tokenizer=tok, languages=["en_XX"], train_langs=["en"], max_length=64, cache_dir=cache, num_proc=1,
@@ -206,15 +208,15 @@ def test_whole_files_are_read_forward_and_filtered_rows_through_the_map(tmp_path
     ).column("input_ids").to_pylist()
 
 
-@pytest.mark.parametrize("chunk_chars", [3, 1 << 20])
-def test_text_conversion_gives_the_rows_of_the_datasets_text_builder(tmp_path, chunk_chars):
+@pytest.mark.parametrize(("chunk_chars", "batch_bytes"), [(3, None), (3, 10), (1 << 20, None)])
+def test_text_conversion_gives_the_rows_of_the_datasets_text_builder(tmp_path, chunk_chars, batch_bytes):
     """Our chunked .txt -> Arrow conversion (memory-flat) and the `text` builder that streaming=True reads agree on
     every line ending, blank lines, a last line without an ending, and separators that are not line endings."""
     import datasets
 
     text = "first\r\nsecond\rthird\n\n  \nu\u2028v\x0cw \tend\r\n\r\nпоследняя строка"
     (tmp_path / "t.txt").write_bytes(text.encode("utf-8"))
-    text_to_arrow(tmp_path / "t.txt", tmp_path / "t.arrow", chunk_chars=chunk_chars)
+    text_to_arrow(tmp_path / "t.txt", tmp_path / "t.arrow", chunk_chars=chunk_chars, batch_bytes=batch_bytes)
     ours = list(datasets.Dataset.from_file(str(tmp_path / "t.arrow"))["text"])
     builder = [r["text"] for r in datasets.load_dataset("text", data_files=str(tmp_path / "t.txt"), split="train",
                                                         streaming=True)]  # fmt: skip

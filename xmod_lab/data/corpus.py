@@ -51,7 +51,12 @@ CORPUS_FORMAT_VERSION = 1
 BLOCK_FEATURES = datasets.Features({"input_ids": datasets.Sequence(datasets.Value("int32"))})
 _BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 _MANIFEST = "manifest.json"
-_BATCH_ROWS = 1 << 20  # the writers' own split of a table into record batches: never (see _groups_per_batch)
+_BATCH_ROWS = 1 << 20  # the writers' own split of a table into record batches: never (see _BATCH_BYTES)
+# Record batches of the Arrow files we write hold ~16 MB. Opening a file reads every batch's header through the
+# memory map, and each such fault maps the pages around it (64 kB) into the process's RSS: with one batch per
+# 10k-line group that was ~10% of a blocks file (60% with 2000-line groups), with 1M-character text batches 3-6%
+# of the text; at 16 MB it is 0.4%.
+_BATCH_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -124,24 +129,31 @@ class BlockEncoder:
         return pa.table({"input_ids": pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))})
 
 
-def text_to_arrow(path: Path, target: Path, chunk_chars: int = 1 << 20) -> None:
+def text_to_arrow(path: Path, target: Path, chunk_chars: int = 1 << 20, batch_bytes: int | None = None) -> None:
     """``path``'s lines as an Arrow stream file with one ``text`` column, converted a chunk at a time.
 
     The rows are those of the ``datasets`` ``text`` builder (what ``streaming=True`` reads): lines end at
     ``\n``, ``\r\n`` or ``\r`` and lose their ending, blank lines are rows. That builder holds Python strings
     of every line of a 10 MB chunk and leaves memory behind that grows with the file (measured: +110 MB of
-    anonymous memory and +65 MB of touched mapped pages for 60 MB of text); here a chunk is split by Arrow."""
+    anonymous memory and +65 MB of touched mapped pages for 60 MB of text); here a chunk is split by Arrow and
+    chunks are written in record batches of ``batch_bytes`` (default :data:`_BATCH_BYTES`)."""
     tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
     schema = pa.schema([("text", pa.string())])
     try:
         with open(path, encoding="utf-8", newline=None) as f, pa.OSFile(str(tmp), "wb") as sink:
             with pa.ipc.new_stream(sink, schema) as writer:
+                pending: list[pa.Array] = []
                 while text := f.read(chunk_chars):
                     text += f.readline()  # whole lines only; newline=None has turned \r\n and \r into \n
                     lines = pc.split_pattern(pa.array([text], pa.string()), "\n").flatten()
                     if text.endswith("\n"):
                         lines = lines.slice(0, len(lines) - 1)  # the empty piece after the last line ending
-                    writer.write_batch(pa.record_batch([lines], schema=schema))
+                    pending.append(lines)
+                    if sum(a.nbytes for a in pending) >= (batch_bytes or _BATCH_BYTES):
+                        writer.write_batch(pa.record_batch([pa.concat_arrays(pending)], schema=schema))
+                        pending = []
+                if pending:
+                    writer.write_batch(pa.record_batch([pa.concat_arrays(pending)], schema=schema))
         os.replace(tmp, target)  # atomic: a run sharing the raw cache sees the whole file or none
     except UnicodeDecodeError as err:
         raise ValueError(
@@ -212,11 +224,10 @@ def _num_proc(requested: int | None, rows: int, batch_lines: int) -> int:
     return max(1, min(requested or cores, -(-rows // batch_lines)))
 
 
-def _groups_per_batch(batch_lines: int) -> int:
-    """Groups of ``batch_lines`` lines written as one record batch: ~50k lines, a few MB of blocks. Opening a
-    blocks file reads every batch's header through the memory map, and each fault maps the pages around it
-    (64 kB), so one batch per 10k-line group put ~10% of the file in the process's RSS, and 2000-line groups 60%."""
-    return max(1, 50_000 // batch_lines)
+def _groups_per_batch(batch_lines: int, text_bytes_per_row: float) -> int:
+    """Groups of ``batch_lines`` rows per written record batch: ~``_BATCH_BYTES`` of blocks (int32 blocks take
+    about twice the bytes of the text they encode)."""
+    return max(1, int(_BATCH_BYTES / 2 / max(text_bytes_per_row, 1.0) / batch_lines))
 
 
 def _stream_blocks(
@@ -236,7 +247,7 @@ def _stream_blocks(
             table = pa.table({encoder.spec.text_column: pa.array(batch[encoder.spec.text_column], pa.string())})
             pending.append(encoder(table, range(start, start + n)))
             start += n
-            if len(pending) >= _groups_per_batch(batch_lines):
+            if sum(t.nbytes for t in pending) >= _BATCH_BYTES:
                 writer.write_table(pa.concat_tables(pending).combine_chunks())
                 pending = []
         if pending:
@@ -315,7 +326,7 @@ class _GroupEncoder:
             stop = min(start + self.batch_lines, self.n_rows)
             rows = self.reader.rows(start, stop) if self.reader is not None else self.rows[start:stop]
             tables.append(self.encoder(rows, range(start, stop)))
-        return pa.concat_tables(tables).combine_chunks()  # one record batch (see _groups_per_batch)
+        return pa.concat_tables(tables).combine_chunks()  # one record batch (see _BATCH_BYTES)
 
 
 def _map_blocks(
@@ -339,13 +350,14 @@ def _map_blocks(
     if encode.reader is None:
         log.info("%s: rows read through a memory map (not whole Arrow files): touched pages count in RSS", where)
     # map over group numbers; workers read their groups' rows themselves
+    per_batch = _groups_per_batch(batch_lines, rows.data.nbytes / max(len(rows), 1))  # sizes only, no data read
     groups = datasets.Dataset.from_dict({"group": np.arange(-(-n_rows // batch_lines))})
     # Forked workers share the parent's pages until they write to them; a garbage collection in a worker writes
     # to every tracked object's header and so copies most of the parent's heap (~150 MB each, measured).
     gc.freeze()
     try:
         groups.map(
-            encode, batched=True, batch_size=_groups_per_batch(batch_lines), num_proc=procs if procs > 1 else None,
+            encode, batched=True, batch_size=per_batch, num_proc=procs if procs > 1 else None,
             remove_columns=["group"], features=BLOCK_FEATURES, cache_file_name=str(path), load_from_cache_file=False,
             writer_batch_size=_BATCH_ROWS,
             new_fingerprint=hashlib.sha256(str(path).encode()).hexdigest()[:32], desc=f"tokenize + pack {where}",
