@@ -123,7 +123,7 @@ MEASURE = textwrap.dedent("""
     from xmod_lab.data import corpus as prep
     from xmod_lab.data.language_modeling import LanguageModelingDataModule
     datasets.disable_progress_bars()
-    prep._BATCH_BYTES = 1 << 20  # record batches of 1 MB, so that both corpora span many (16 MB by default)
+    prep._BATCH_BYTES = 1 << 20  # record batches of 1 MB, so that both corpora span many (8 MB by default)
     corpus, tok, cache = sys.argv[1:4]
     dm = LanguageModelingDataModule(source={"path": corpus + "/{lang}.txt", "splits": {"validation": None, "test": None}},
         tokenizer=tok, languages=["en_XX"], train_langs=["en"], max_length=64, cache_dir=cache, num_proc=1,

@@ -52,11 +52,12 @@ BLOCK_FEATURES = datasets.Features({"input_ids": datasets.Sequence(datasets.Valu
 _BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 _MANIFEST = "manifest.json"
 _BATCH_ROWS = 1 << 20  # the writers' own split of a table into record batches: never (see _BATCH_BYTES)
-# Record batches of the Arrow files we write hold ~16 MB. Opening a file reads every batch's header through the
+# Record batches of the Arrow files we write hold ~8 MB. Opening a file reads every batch's header through the
 # memory map, and each such fault maps the pages around it (64 kB) into the process's RSS: with one batch per
 # 10k-line group that was ~10% of a blocks file (60% with 2000-line groups), with 1M-character text batches 3-6%
-# of the text; at 16 MB it is 0.4%.
-_BATCH_BYTES = 16 << 20
+# of the text; at 8 MB it is 0.8%. Larger batches cost anonymous memory instead (a few batches per process: 16 MB
+# batches measured +120 MB of PSS over 3 processes).
+_BATCH_BYTES = 8 << 20
 
 
 @dataclass(frozen=True)
