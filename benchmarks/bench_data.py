@@ -3,17 +3,22 @@
     python benchmarks/bench_data.py                      # synthetic data, tokenizer trained on it
     python benchmarks/bench_data.py --tokenizer DIR      # e.g. a local copy of FacebookAI/xlm-roberta-base
     python benchmarks/bench_data.py --n 50000 --batch-size 32
-    python benchmarks/bench_data.py --corpus DIR         # MLM corpus DIR/<lang>.txt: setup cold, then from cache
+    python benchmarks/bench_data.py --corpus DIR         # MLM corpus DIR/<lang>.txt: cold with 1 and 2 processes, then from cache
+    python benchmarks/bench_data.py --corpus DIR --procs 2   # one cold run with 2 processes, then from cache
     python benchmarks/bench_data.py --write-corpus DIR --megabytes 300   # a synthetic en + ru corpus to try it on
 
 Prints examples/s and tokens/s (non-pad tokens) per stage; single process, no workers (a DataLoader with
 num_workers=N multiplies the collate figures roughly by N while cores are free).
 
-``--corpus`` runs ``LanguageModelingDataModule.setup("fit")`` twice, each in a fresh process: first with an
-empty cache (read, tokenize, pack, write), then from the cache the first wrote. For each: setup wall time, text
-MB/s, tokens/s per tokenizing process, peak RSS (the largest of the main process and of any one worker, and the
-peak of their sum (PSS: pages shared by forked workers counted once; and its anonymous part, without
-the pages of memory-mapped files) sampled every 50 ms) and the blocks written.
+``--corpus`` runs ``LanguageModelingDataModule.setup("fit")`` in a fresh process per measurement: cold (empty
+cache: read, tokenize, pack, write) once per entry of ``--procs`` (default ``1,2`` tokenizing processes, so the
+two figures come from one run on the same machine load and their ratio is meaningful), then warm from the cache
+the last one wrote. For each: setup wall time, text MB/s, MB of text per CPU second, tokens/s per process, the
+blocks written, and peak memory sampled every 50 ms over the main process and its workers: PSS (a page shared
+by forked workers counted once), its anonymous part (the rest is pages of memory-mapped files: clean page cache
+the kernel can drop), the largest single-process RSS and the RSS summed over processes (a page shared by n
+processes counted n times), with the same figures before setup. ``TOKENIZERS_PARALLELISM=false`` (set here unless already set):
+one process is one core.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -99,35 +105,38 @@ def write_corpus(out: Path, megabytes: float, langs: tuple[str, ...] = ("en", "r
     print(f"wrote {len(langs)} x {megabytes} MB of text to {out}")
 
 
-def _pss(pid: int) -> tuple[int, int]:
-    """(PSS, anonymous PSS) in bytes: pages shared by forked workers counted once; the anonymous part leaves
-    out the pages of memory-mapped files (page cache the kernel reclaims under pressure)."""
+def _memory(pid: int) -> tuple[int, int, int]:
+    """(RSS, PSS, anonymous PSS) in bytes. PSS counts a page shared by forked workers once over all of them; the
+    anonymous part leaves out pages of memory-mapped files (clean page cache the kernel can drop)."""
     fields = {}
     with open(f"/proc/{pid}/smaps_rollup") as f:
         for line in f:
             name, _, rest = line.partition(":")
-            if name in ("Pss", "Pss_Anon"):
+            if name in ("Rss", "Pss", "Pss_Anon"):
                 fields[name] = int(rest.split()[0]) * 1024
-    return fields.get("Pss", 0), fields.get("Pss_Anon", 0)
+    return fields.get("Rss", 0), fields.get("Pss", 0), fields.get("Pss_Anon", 0)
 
 
-def _peak_tree_rss(stop: threading.Event, out: list[int]) -> None:
+def _peak_memory(stop: threading.Event, out: list[int]) -> None:
+    """Every 50 ms, over this process and its workers: out = [largest RSS of one process, peak PSS sum, peak
+    anonymous PSS sum, peak RSS sum (a shared page counted in every process that maps it)]."""
     import psutil
 
     me = psutil.Process()
     while not stop.is_set():
-        total = anon = 0
+        sums = [0, 0, 0]
         for p in [me, *me.children(recursive=True)]:
             try:
-                pss, pss_anon = _pss(p.pid)
+                rss, pss, anon = _memory(p.pid)
             except OSError:
                 continue
-            total, anon = total + pss, anon + pss_anon
-        out[0], out[1] = max(out[0], total), max(out[1], anon)
+            out[0] = max(out[0], rss)
+            sums = [sums[0] + pss, sums[1] + anon, sums[2] + rss]
+        out[1], out[2], out[3] = max(out[1], sums[0]), max(out[2], sums[1]), max(out[3], sums[2])
         stop.wait(0.05)
 
 
-def setup_once(corpus: Path, langs: list[str], tokenizer: str, cache: str, max_length: int, num_proc: int | None) -> dict:
+def setup_once(corpus: Path, langs: list[str], tokenizer: str, cache: str, max_length: int, num_proc: int) -> dict:
     """One ``setup('fit')`` in this process: the figures as a dict (run in a fresh process per measurement)."""
     datasets.disable_progress_bars()
     dm = LanguageModelingDataModule(
@@ -136,8 +145,9 @@ def setup_once(corpus: Path, langs: list[str], tokenizer: str, cache: str, max_l
         train_langs=langs, max_length=max_length, cache_dir=cache, num_proc=num_proc,
     )  # fmt: skip
     dm.tokenizer  # noqa: B018 (loaded outside the timing)
-    peak, stop = [0, 0], threading.Event()
-    sampler = threading.Thread(target=_peak_tree_rss, args=(stop, peak), daemon=True)
+    before = _memory(os.getpid())
+    peak, stop = [0, 0, 0, 0], threading.Event()
+    sampler = threading.Thread(target=_peak_memory, args=(stop, peak), daemon=True)
     sampler.start()
     start, cpu = time.perf_counter(), time.process_time()
     dm.setup("fit")
@@ -146,14 +156,39 @@ def setup_once(corpus: Path, langs: list[str], tokenizer: str, cache: str, max_l
     sampler.join()
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     blocks = dm._data["train"]
+    mb = 2**20
     return {
         "wall_s": wall, "main_cpu_s": time.process_time() - cpu, "children_cpu_s": children.ru_utime + children.ru_stime,
+        "rss_before_mb": before[0] / mb, "pss_before_mb": before[1] / mb, "anon_before_mb": before[2] / mb,
         "peak_rss_main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "peak_rss_worker_mb": children.ru_maxrss / 1024, "peak_rss_sum_mb": peak[0] / 2**20,
-        "peak_anon_sum_mb": peak[1] / 2**20,
+        "peak_rss_worker_mb": children.ru_maxrss / 1024, "peak_rss_one_mb": peak[0] / mb,
+        "peak_rss_sum_mb": peak[3] / mb, "peak_pss_mb": peak[1] / mb, "peak_anon_mb": peak[2] / mb,
         "blocks": sum(b.blocks for b in blocks), "tokens": sum(b.tokens for b in blocks),
-        "built": [b.built for b in blocks], "num_proc": num_proc or len(os.sched_getaffinity(0)),
+        "built": [b.built for b in blocks], "num_proc": num_proc,
     }  # fmt: skip
+
+
+def _run_setup(corpus: Path, langs: list[str], tokenizer: str, cache: Path, max_length: int, num_proc: int) -> dict:
+    cmd = [sys.executable, __file__, "--_setup-once",
+           json.dumps([str(corpus), langs, tokenizer, str(cache), max_length, num_proc])]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"setup failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _describe(run: str, r: dict, megabytes: float) -> str:
+    return (
+        f"{run}: setup {r['wall_s']:.2f} s, {megabytes / r['wall_s']:.2f} MB text/s, "
+        f"{r['tokens'] / r['wall_s'] / r['num_proc']:,.0f} tokens/s per process, "
+        f"CPU {r['main_cpu_s'] + r['children_cpu_s']:.1f} s ({megabytes / (r['main_cpu_s'] + r['children_cpu_s']):.2f} "
+        f"MB text/CPU-s), {r['blocks']:,} blocks ({r['tokens']:,} tokens), built {r['built']}\n"
+        f"    peak memory: PSS {r['peak_pss_mb']:.0f} MB (anonymous {r['peak_anon_mb']:.0f} MB, mapped files "
+        f"{r['peak_pss_mb'] - r['peak_anon_mb']:.0f} MB) over the main process and its workers; RSS "
+        f"{r['peak_rss_main_mb']:.0f} MB main / {r['peak_rss_worker_mb']:.0f} MB largest worker / "
+        f"{r['peak_rss_sum_mb']:.0f} MB summed over processes; before setup: RSS "
+        f"{r['rss_before_mb']:.0f} MB, PSS {r['pss_before_mb']:.0f} MB, anonymous {r['anon_before_mb']:.0f} MB"
+    )
 
 
 def bench_corpus(args: argparse.Namespace) -> None:
@@ -162,6 +197,7 @@ def bench_corpus(args: argparse.Namespace) -> None:
     if not langs:
         raise SystemExit(f"--corpus {corpus}: no <lang>.txt files there.")
     megabytes = sum((corpus / f"{lang}.txt").stat().st_size for lang in langs) / 1e6
+    procs = [int(p) for p in args.procs.split(",")]
     with tempfile.TemporaryDirectory(dir=args.cache_root) as tmp:
         tokenizer = args.tokenizer
         if tokenizer is None:
@@ -172,20 +208,22 @@ def bench_corpus(args: argparse.Namespace) -> None:
             tokenizer = str(Path(tmp) / "tokenizer")
             train_tokenizer(sample, 4000, tokenizer)
         print(f"corpus {corpus}: {', '.join(langs)}, {megabytes:.1f} MB of text; tokenizer {tokenizer}; "
-              f"max_length {args.max_length}")  # fmt: skip
-        for run in ("cold (tokenize + pack + write cache)", "warm (read the cache)"):
-            cmd = [sys.executable, __file__, "--_setup-once", json.dumps(
-                [str(corpus), langs, tokenizer, str(Path(tmp) / "cache"), args.max_length, args.num_proc])]  # fmt: skip
-            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if done.returncode != 0:
-                raise SystemExit(f"setup failed:\n{done.stderr[-3000:]}")
-            r = json.loads(done.stdout.strip().splitlines()[-1])
-            print(f"{run}: setup {r['wall_s']:.2f} s, {megabytes / r['wall_s']:.2f} MB text/s, "
-                  f"{r['tokens'] / r['wall_s'] / r['num_proc']:,.0f} tokens/s per process ({r['num_proc']} processes), "
-                  f"CPU {r['main_cpu_s'] + r['children_cpu_s']:.1f} s, peak RSS {r['peak_rss_main_mb']:.0f} MB main / "
-                  f"{r['peak_rss_worker_mb']:.0f} MB largest worker / {r['peak_rss_sum_mb']:.0f} MB all together (PSS; "
-                  f"{r['peak_anon_sum_mb']:.0f} MB of it anonymous, the rest mapped files), "
-                  f"{r['blocks']:,} blocks ({r['tokens']:,} tokens), built {r['built']}")  # fmt: skip
+              f"max_length {args.max_length}; TOKENIZERS_PARALLELISM={os.environ.get('TOKENIZERS_PARALLELISM')}")  # fmt: skip
+        cold = {}
+        for n in procs:  # each cold run in its own empty cache; the last one's cache serves the warm run
+            cache = Path(tmp) / f"cache-{n}"
+            cold[n] = _run_setup(corpus, langs, tokenizer, cache, args.max_length, n)
+            print(_describe(f"cold, {n} process{'es' if n > 1 else ''} (tokenize + pack + write cache)", cold[n], megabytes))
+            if len(procs) > 1 and n != procs[-1]:
+                shutil.rmtree(cache)  # disk: one cache at a time
+        warm = _run_setup(corpus, langs, tokenizer, cache, args.max_length, procs[-1])
+        print(_describe("warm (read the cache)", warm, megabytes))
+        if len(procs) > 1:
+            base = cold[procs[0]]["wall_s"]
+            print("throughput relative to " + f"{procs[0]} process(es): " +
+                  ", ".join(f"{n} -> {base / cold[n]['wall_s']:.2f}x" for n in procs))  # fmt: skip
+        if cold[procs[-1]]["blocks"] != cold[procs[0]]["blocks"]:
+            raise SystemExit("the number of processes changed the blocks")
 
 
 def main() -> None:
@@ -196,7 +234,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--corpus", default=None, help="directory of <lang>.txt files: benchmark MLM corpus setup")
-    parser.add_argument("--num-proc", type=int, default=None, help="--corpus: tokenizing processes (default: cores)")
+    parser.add_argument("--procs", default="1,2",
+                        help="--corpus: tokenizing processes of the cold runs, comma-separated (default 1,2)")
     parser.add_argument("--cache-root", default=None, help="--corpus: where the temporary cache goes (default: TMPDIR)")
     parser.add_argument("--write-corpus", default=None, help="write a synthetic en + ru corpus to this directory")
     parser.add_argument("--megabytes", type=float, default=60.0, help="--write-corpus: MB of text per language")
