@@ -29,22 +29,10 @@ from transformers import PreTrainedTokenizerBase
 from xmod_lab.data.collate import CausalLMCollator, MaskedLMCollator
 from xmod_lab.data.common import LazyTokenizer, cache_key, data_setup
 from xmod_lab.data.corpus import BlockDataset, BlockEncoder, Blocks, BlockSpec, open_rows, prepare_blocks
-from xmod_lab.data.sampling import LanguageBatchSampler, ShardedEvalSampler
+from xmod_lab.data.sampling import DataPosition, LanguageBatchSampler, ResumableLoader, ShardedEvalSampler
 from xmod_lab.data.sources import SourceSpec
 
 log = logging.getLogger(__name__)
-
-
-class ResumableLoader(DataLoader):
-    """A DataLoader that tells Lightning it resumes mid-epoch (so it does not warn that it cannot): the data
-    position itself is saved and restored by :meth:`LanguageModelingDataModule.state_dict`, which counts the
-    batches the trainer consumed rather than those the loader prefetched."""
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        pass
 
 
 class LanguageModelingDataModule(LightningDataModule):
@@ -116,8 +104,7 @@ class LanguageModelingDataModule(LightningDataModule):
         self._tokenizer = LazyTokenizer(tokenizer)
         self._data: dict[str, list[Blocks]] = {}
         self._private_cache: str | None = None
-        self._train_sampler: LanguageBatchSampler | None = None
-        self._pending_state: dict[str, Any] | None = None
+        self.position = DataPosition()
 
     @property
     def tokenizer(self) -> PreTrainedTokenizerBase:
@@ -238,10 +225,7 @@ class LanguageModelingDataModule(LightningDataModule):
             data.example_langs, self.spec.batch_size, mode=self.spec.batching, shuffle=True, alpha=self.alpha,
             seed=self.spec.seed, on_epoch=self._log_mix,
         )  # fmt: skip
-        if self._pending_state is not None:
-            sampler.load_state_dict(self._pending_state)
-            self._pending_state = None
-        self._train_sampler = sampler
+        self.position.attach(sampler)
         return ResumableLoader(data, batch_sampler=sampler, collate_fn=self._collate(True),
                           num_workers=self.spec.num_workers, persistent_workers=self.spec.num_workers > 0)  # fmt: skip
 
@@ -260,19 +244,8 @@ class LanguageModelingDataModule(LightningDataModule):
         return self._eval_loaders("test")
 
     def state_dict(self) -> dict[str, Any]:
-        """The training data position, saved in Lightning checkpoints. Batches are counted as the trainer consumed
-        them (the loader prefetches ahead of it); a finished epoch is recorded as the start of the next one."""
-        sampler = self._train_sampler
-        if sampler is None:
-            return dict(self._pending_state or {})
-        state = sampler.state_dict()
-        trainer = self._trainer_or_none()
-        if trainer is not None and trainer.state.fn == "fit":
-            state["batches"] = int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
-            if state["batches"] >= trainer.num_training_batches:
-                state["epoch"], state["batches"] = state["epoch"] + 1, 0
-        return state
+        """The training data position (saved in checkpoints; a mid-epoch resume continues at the next batch)."""
+        return self.position.state_dict(self._trainer_or_none())
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        # applied to the sampler that train_dataloader() builds next
-        self._pending_state = dict(state_dict) if state_dict else None
+        self.position.load_state_dict(state_dict)
