@@ -166,7 +166,9 @@ def test_preparation_memory_does_not_grow_with_the_corpus(tmp_path, tokenizer_di
         assert done.returncode == 0, done.stderr[-3000:]
         growth[mb] = json.loads(done.stdout.strip().splitlines()[-1])
     assert growth[17]["tokens"] > 3 * growth[5]["tokens"]
-    assert growth[17]["RssFile"] - growth[5]["RssFile"] < 4e6, growth
+    # what file-backed growth remains is the pages around record-batch headers, which this test's 1 MB batches
+    # make 8x denser than the 8 MB of real runs: 3.4-4.2 MB here over 5 runs; reading through the map was 19 MB
+    assert growth[17]["RssFile"] - growth[5]["RssFile"] < 6e6, growth
     assert growth[17]["RssAnon"] - growth[5]["RssAnon"] < 8e6, growth
 
 
