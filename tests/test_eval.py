@@ -109,3 +109,37 @@ def test_evaluation_log_has_no_freezing_table(trained, caplog):
         run_eval(tmp, cache, f"ckpt_path={results['checkpoint']}", name="eval-quiet")
     assert "test results" in caplog.text
     assert "freeze=" not in caplog.text and "adapter:de_DE" not in caplog.text
+
+
+def test_a_run_written_before_evaluation_sets_still_evaluates(trained):
+    """A run directory and checkpoint in the names xmod-lab used before (task `num_labels`, adapter options
+    without their `adapter_` prefix, data `languages`) evaluate to the run's own scores."""
+    import shutil
+
+    import torch
+    import yaml
+
+    from xmod_lab.eval import LEGACY_ADAPTER_KEYS
+
+    tmp, cache, metrics, results = trained
+    old_run = tmp / "old-run"
+    (old_run / "checkpoints").mkdir(parents=True)
+    ckpt = torch.load(results["checkpoint"], map_location="cpu", weights_only=False)
+    hp = ckpt["hyper_parameters"]
+    hp["num_labels"] = len(hp.pop("label_names"))
+    renamed = {new: old for old, new in LEGACY_ADAPTER_KEYS.items()}
+    hp["adapter"] = {renamed[k]: v for k, v in hp["adapter"].items()}
+    torch.save(ckpt, old_run / "checkpoints" / "old.ckpt")
+    saved = yaml.safe_load((tmp / "train" / "config.yaml").read_text())
+    saved["adapter"] = {renamed[k]: v for k, v in saved["adapter"].items()}
+    saved["task"]["num_labels"] = len(saved["task"].pop("label_names"))
+    saved["data"]["languages"] = ["en_XX", "de_DE", "fr_XX", "ru_RU", "zh_CN"]
+    (old_run / "config.yaml").write_text(yaml.safe_dump(saved))
+    shutil.copytree(tmp / "train" / "tokenizer", old_run / "tokenizer")
+
+    with no_hydra():
+        cfg = compose_run("eval", tmp / "eval-old", cache, ["trainer.enable_progress_bar=false",
+                                                            f"ckpt_path={old_run / 'checkpoints' / 'old.ckpt'}"])
+    again = evaluate(cfg)
+    for key in [k for k in metrics if k.startswith("test/")]:
+        assert again[key] == pytest.approx(metrics[key], abs=1e-6), key

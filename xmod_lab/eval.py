@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import logging
 import pickle
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 import xmod_lab.conf.schema  # noqa: F401  (registers eval_schema)
 from xmod_lab import results, runs
-from xmod_lab.checkpoints import safe_loading, unsafe_checkpoint_message
+from xmod_lab.checkpoints import load_checkpoint, safe_loading, unsafe_checkpoint_message
 from xmod_lab.tasks.common import plain
 
 log = logging.getLogger("xmod_lab.eval")
@@ -36,9 +37,16 @@ log = logging.getLogger("xmod_lab.eval")
 def load_task(cfg: DictConfig) -> L.LightningModule:
     """The task from a Lightning checkpoint (its saved hyper-parameters, our evaluation languages)."""
     task_cls = get_class(cfg.task._target_)
+    source: str | io.BytesIO = cfg.ckpt_path
+    checkpoint = load_checkpoint(cfg.ckpt_path, mmap=True)
+    if migrate_hyperparameters(checkpoint.get("hyper_parameters") or {}):
+        log.info("%s was written by an older xmod-lab: its hyper-parameters are read in today's names", cfg.ckpt_path)
+        source = io.BytesIO()
+        torch.save(checkpoint, source)
+        source.seek(0)
     try:
         with safe_loading():
-            return task_cls.load_from_checkpoint(cfg.ckpt_path, map_location="cpu", weights_only=True,
+            return task_cls.load_from_checkpoint(source, map_location="cpu", weights_only=True,
                                                  languages=plain(cfg.languages), freeze={"policy": "none"})
     except pickle.UnpicklingError as err:
         raise ValueError(unsafe_checkpoint_message(cfg.ckpt_path, err)) from err
@@ -47,6 +55,51 @@ def load_task(cfg: DictConfig) -> L.LightningModule:
             f"ckpt_path={cfg.ckpt_path!r} does not load as {task_cls.__name__} ({err}); "
             "pass the task=... (or experiment=...) the checkpoint was trained with"
         ) from err
+
+
+# Names xmod-lab used before evaluation sets (adapter options under short names, a class count without the
+# label names), read from older checkpoints and run directories so their runs stay evaluable.
+LEGACY_ADAPTER_KEYS = {"reduction_factor": "adapter_reduction_factor", "layer_norm": "adapter_layer_norm",
+                       "reuse_layer_norm": "adapter_reuse_layer_norm", "ln_before": "ln_before_adapter",
+                       "mode": "adapter_mode", "layers": "adapter_layers", "activation": "adapter_activation"}
+LEGACY_DATA_KEYS = ("languages", "n_best", "max_answer_length")
+
+
+def migrate_hyperparameters(hp: dict) -> bool:
+    """Rename an older checkpoint's task hyper-parameters in place; whether anything changed. The label names
+    come from the checkpoint's own model config (id2label), never from today's config."""
+    changed = False
+    if "num_labels" in hp and "label_names" not in hp:
+        id2label = (hp.get("model_config") or {}).get("id2label") or {}
+        hp["label_names"] = [id2label.get(str(i), id2label.get(i, f"LABEL_{i}")) for i in range(int(hp.pop("num_labels")))]
+        changed = True
+    adapter = hp.get("adapter")
+    if isinstance(adapter, dict) and set(adapter) & set(LEGACY_ADAPTER_KEYS):
+        hp["adapter"] = {LEGACY_ADAPTER_KEYS.get(k, k): v for k, v in adapter.items()}
+        changed = True
+    return changed
+
+
+def migrate_saved_config(saved: DictConfig) -> list[str]:
+    """Rename an older run's config.yaml groups in place (adapter keys, data keys that moved); what changed."""
+    notes = []
+    adapter = saved.get("adapter")
+    if isinstance(adapter, DictConfig):
+        for old, new in LEGACY_ADAPTER_KEYS.items():
+            if old in adapter:
+                adapter[new] = adapter.pop(old)
+                notes.append(f"adapter.{old} -> adapter.{new}")
+    data = saved.get("data")
+    if isinstance(data, DictConfig):
+        for key in LEGACY_DATA_KEYS:
+            if key in data:
+                data.pop(key)
+                notes.append(f"data.{key} dropped")
+    task = saved.get("task")
+    if isinstance(task, DictConfig) and "num_labels" in task and "label_names" not in task:
+        task.pop("num_labels")
+        notes.append("task.num_labels dropped (the checkpoint's own labels are used)")
+    return notes
 
 
 class _DropFreezingReport(logging.Filter):
@@ -84,6 +137,9 @@ def reuse_training_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     if not saved_path.is_file() or "experiment" in keys:
         return cfg
     saved = OmegaConf.load(saved_path)
+    migrated = migrate_saved_config(saved)
+    if migrated:
+        log.info("%s was written by an older xmod-lab: %s", saved_path, "; ".join(migrated))
     reused = [g for g in REUSED_GROUPS if g in saved and g not in keys]
     for group in reused:  # before anything is instantiated from a file that came with the checkpoint
         runs.check_targets(saved[group], str(saved_path), group)
