@@ -146,7 +146,7 @@ def test_traditional_chinese_mapped_to_zh_cn_is_warned_with_the_fix():
     assert script_mismatch(traditional, "zh", "zh_TW", ["zh_CN", "zh_TW"]) is None
 
 
-def test_ud_pos_style_traditional_chinese_is_warned_about_at_setup(tmp_path, caplog):
+def test_ud_pos_style_traditional_chinese_is_warned_about_at_setup(tmp_path, caplog, monkeypatch):
     """UD-POS's `zh` (UD Chinese-GSD) is Traditional; with the default map (zh -> zh_CN) the datamodule warns
     when it loads it (the shared excerpts hold only de/en UD-POS: rows in its schema here)."""
     from xmod_lab.data.token_classification import TokenClassificationDataModule
@@ -163,6 +163,7 @@ def test_ud_pos_style_traditional_chinese_is_warned_about_at_setup(tmp_path, cap
         tokenizer=str(tmp_path / "tok"), languages=["en_XX", "zh_CN", "zh_TW"], train_langs=["zh"], eval_langs=["zh"],
         tags_column="pos_tags", label_names=[str(i) for i in range(17)],
     )
+    monkeypatch.setattr("xmod_lab.data.common._SCRIPT_WARNED", set())  # warned once per process: not by an earlier test
     with caplog.at_level(logging.WARNING):
         dm.setup("test")
     assert "'zh' is written in traditional Chinese" in caplog.text and "+languages.map={zh:zh_TW}" in caplog.text
