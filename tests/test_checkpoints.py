@@ -251,7 +251,10 @@ class StepFile(Callback):
     """Writes the number of finished steps to <run>/step.txt after each one (what the killer watches)."""
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        (Path(trainer.default_root_dir) / "step.txt").write_text(str(trainer.global_step))
+        # written aside and renamed: the watcher (and a kill) never sees a half-written, empty file
+        tmp = Path(trainer.default_root_dir) / "step.txt.tmp"
+        tmp.write_text(str(trainer.global_step))
+        tmp.replace(tmp.with_suffix(""))
 
 
 @pytest.mark.slow
@@ -277,7 +280,7 @@ def test_kill_9_at_a_random_step_loses_at_most_the_step_interval_and_resumes(tmp
                              f"hydra.run.dir={first}"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     step_file, deadline = first / "step.txt", time.monotonic() + 300
-    while not (step_file.is_file() and step_file.read_text() and int(step_file.read_text()) >= kill_at):
+    while not (step_file.is_file() and int(step_file.read_text()) >= kill_at):
         assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
         assert time.monotonic() < deadline
         time.sleep(0.02)
