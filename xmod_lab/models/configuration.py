@@ -157,8 +157,17 @@ class XmodConfig(PretrainedConfig):
 
     @property
     def attn_implementation(self) -> str:
-        """"sdpa" (default) or "eager": set with ``from_pretrained(..., attn_implementation=...)``."""
+        """"sdpa" (default) or "eager": set with ``from_pretrained(..., attn_implementation=...)``,
+        ``model.set_attn_implementation(...)`` or by assigning it (None = the default)."""
         return self._attn_implementation or "sdpa"
+
+    @attn_implementation.setter
+    def attn_implementation(self, value: str | None) -> None:
+        # transformers' config keeps an assigned value as an inert attribute until the next load; here
+        # it switches the model's attention at once (layers read it at every call). Same outputs.
+        if value is not None:
+            _check_choice("attn_implementation", value, ATTN_IMPLEMENTATIONS)
+        self._attn_implementation = value
 
     @property
     def adapter_bottleneck_size(self) -> int:
@@ -221,8 +230,7 @@ class XmodConfig(PretrainedConfig):
             ("position_embedding_type", self.position_embedding_type, POSITION_EMBEDDING_TYPES),
         )
         for name, value, allowed in choices:
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+            _check_choice(name, value, allowed)
         if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
             raise ValueError(f"problem_type must be one of {PROBLEM_TYPES} or None, got {self.problem_type!r}")
         if self.adapter_layers is not None:
@@ -231,6 +239,11 @@ class XmodConfig(PretrainedConfig):
                 raise ValueError(f"adapter_layers {bad} out of range: layers are 0..{self.num_hidden_layers - 1}")
         if self.add_cross_attention and not self.is_decoder:
             raise ValueError("add_cross_attention=True needs is_decoder=True")
+
+
+def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
 
 
 def transformers_incompatibilities(config: XmodConfig) -> list[str]:

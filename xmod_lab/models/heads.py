@@ -21,6 +21,7 @@ from transformers.modeling_outputs import (
     SequenceClassifierOutput,
     TokenClassifierOutput,
 )
+from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import can_return_tuple
 
 from .configuration import XmodConfig
@@ -160,6 +161,7 @@ class XmodForCausalLM(XmodPreTrainedModel, GenerationMixin):
         self.lm_head.decoder = new_embeddings
 
     @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache", raise_if_both_names=True)  # as transformers
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -176,9 +178,13 @@ class XmodForCausalLM(XmodPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
+        shift_labels: torch.Tensor | None = None,
     ) -> CausalLMOutputWithCrossAttentions | tuple:
-        """``labels`` (B, T): the inputs themselves; shifted here, -100 where no loss is taken."""
-        if labels is not None:
+        """``labels`` (B, T): the inputs themselves; shifted here, -100 where no loss is taken.
+        ``shift_labels`` (B, T): targets already shifted (position t predicts ``shift_labels[:, t]``, e.g.
+        from a sequence-parallel split); they replace ``labels`` for the loss, as in transformers, and
+        also give a loss on their own (transformers then returns none)."""
+        if labels is not None or shift_labels is not None:
             use_cache = False
         out = self.roberta(
             input_ids,
@@ -198,7 +204,16 @@ class XmodForCausalLM(XmodPreTrainedModel, GenerationMixin):
         )
         logits = self.lm_head(out.last_hidden_state)  # (B, T, V)
         loss = None
-        if labels is not None:
+        if shift_labels is not None:
+            if shift_labels.shape != logits.shape[:2]:
+                raise ValueError(
+                    f"shift_labels must have shape (batch, tokens) = {tuple(logits.shape[:2])}, one target per "
+                    f"position, got {tuple(shift_labels.shape)}"
+                )
+            loss = F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]).float(), shift_labels.to(logits.device).reshape(-1)
+            )
+        elif labels is not None:
             shifted = logits[:, :-1].reshape(-1, logits.shape[-1]).float()  # position t predicts token t+1
             loss = F.cross_entropy(shifted, labels[:, 1:].to(logits.device).reshape(-1))
         result = CausalLMOutputWithCrossAttentions(

@@ -28,6 +28,7 @@ from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPoolingAndCrossAttentions
+from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import can_return_tuple
 
 from .configuration import SHARED_ADAPTER, XmodConfig
@@ -191,11 +192,23 @@ class XmodEmbeddings(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.absolute = config.position_embedding_type == "absolute"
 
-    def position_ids_from_input_ids(self, input_ids: torch.Tensor, past_length: int = 0) -> torch.Tensor:
-        # Positions start at pad+1 and count only non-pad tokens; pads keep pad_token_id (fairseq).
-        pad = self.padding_idx if self.padding_idx is not None else -1
+    @staticmethod
+    def create_position_ids_from_input_ids(
+        input_ids: torch.Tensor, padding_idx: int | None, cache_length: int = 0
+    ) -> torch.Tensor:
+        """(B, T) RoBERTa positions: pad+1, pad+2, ... over non-pad tokens only, after ``cache_length``
+        cached tokens; pads keep ``padding_idx`` (fairseq). transformers' signature."""
+        pad = padding_idx if padding_idx is not None else -1
         mask = input_ids.ne(pad).int()  # (B, T)
-        return ((torch.cumsum(mask, dim=1) + past_length) * mask).long() + (pad if pad >= 0 else 0)
+        return ((torch.cumsum(mask, dim=1) + cache_length) * mask).long() + (pad if pad >= 0 else 0)
+
+    @staticmethod
+    def create_position_ids_from_inputs_embeds(inputs_embeds: torch.Tensor, padding_idx: int | None) -> torch.Tensor:
+        """(B, T) consecutive positions from pad+1: embeddings do not show which tokens are padding
+        (nor, as in transformers, how many are cached). transformers' signature."""
+        batch, length = inputs_embeds.shape[:2]
+        start = (padding_idx or 0) + 1
+        return torch.arange(start, start + length, device=inputs_embeds.device).expand(batch, -1)
 
     def forward(
         self,
@@ -210,12 +223,9 @@ class XmodEmbeddings(nn.Module):
         batch, length = inputs_embeds.shape[:2]
         if position_ids is None:
             if input_ids is not None:
-                position_ids = self.position_ids_from_input_ids(input_ids, past_length)
-            else:  # no way to see padding: consecutive positions, as RoBERTa does
-                start = (self.padding_idx or 0) + 1
-                position_ids = torch.arange(start, start + length, device=inputs_embeds.device).expand(
-                    batch, -1
-                )
+                position_ids = self.create_position_ids_from_input_ids(input_ids, self.padding_idx, past_length)
+            else:
+                position_ids = self.create_position_ids_from_inputs_embeds(inputs_embeds, self.padding_idx)
         if token_type_ids is None:
             token_type_ids = torch.zeros((batch, length), dtype=torch.long, device=inputs_embeds.device)
         x = inputs_embeds + self.token_type_embeddings(token_type_ids)
@@ -521,6 +531,7 @@ class XmodModel(XmodPreTrainedModel):
         self.embeddings.word_embeddings = value
 
     @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache", raise_if_both_names=True)  # as transformers
     def forward(
         self,
         input_ids: torch.Tensor | None = None,

@@ -73,6 +73,30 @@ class XmodPreTrainedModel(PreTrainedModel):
         """Drop these languages' adapters (e.g. to prune a checkpoint before adding languages)."""
         return adapters.remove_languages(self, codes)
 
+    def set_attn_implementation(self, attn_implementation: str | dict, allow_all_kernels: bool = False) -> None:
+        """Switch every attention layer to "sdpa" or "eager" (same outputs; ``{"": name}`` as in
+        transformers). Other names raise: transformers would accept e.g. "paged|eager" here and our
+        layers would silently run SDPA."""
+        if isinstance(attn_implementation, dict):
+            attn_implementation = attn_implementation.get("", self.config._attn_implementation)
+        self.config.attn_implementation = attn_implementation  # validates; layers read it at each call
+
+    def tie_weights(self, missing_keys: set[str] | None = None, recompute_mapping: bool = True) -> None:
+        """transformers' tying; the LM head keeps ONE output bias (``lm_head.bias`` is ``decoder.bias``) even
+        with tie_word_embeddings=False, taken from whichever key the checkpoint has (``decoder.bias``, the one
+        transformers computes with, when it has both). transformers 5 leaves an untied head's decoder.bias
+        missing (zeros) when a file holds only lm_head.bias, as files written by xmod-lab and 4.x do."""
+        super().tie_weights(missing_keys=missing_keys, recompute_mapping=recompute_mapping)
+        head = getattr(self, "lm_head", None)
+        if head is None:
+            return
+        if missing_keys is not None and "lm_head.decoder.bias" in missing_keys and "lm_head.bias" not in missing_keys:
+            head.decoder.bias = head.bias
+        else:
+            head.bias = head.decoder.bias
+        if missing_keys is not None and not {"lm_head.bias", "lm_head.decoder.bias"} <= missing_keys:
+            missing_keys.difference_update({"lm_head.bias", "lm_head.decoder.bias"})
+
     def resize_token_embeddings(self, *args: Any, **kwargs: Any) -> nn.Embedding:
         """transformers' resize; the LM head's output bias then follows the resized decoder bias."""
         embeddings = super().resize_token_embeddings(*args, **kwargs)
@@ -110,6 +134,15 @@ class XmodPreTrainedModel(PreTrainedModel):
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
         """transformers' save_pretrained; a config transformers cannot rebuild is noted in config.json."""
         note_transformers_incompatibilities(self.config)
+        head = getattr(self, "lm_head", None)
+        if head is not None and not self.config.tie_word_embeddings and not args:
+            # An untied head's file holds the bias under both names: transformers 5 reads decoder.bias, which
+            # safetensors' de-duplication of the shared tensor would otherwise leave out.
+            state_dict = kwargs.get("state_dict")
+            state_dict = dict(self.state_dict() if state_dict is None else state_dict)
+            if "lm_head.decoder.bias" in state_dict:
+                state_dict["lm_head.decoder.bias"] = state_dict["lm_head.decoder.bias"].clone()
+            kwargs["state_dict"] = state_dict
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     @classmethod
