@@ -160,7 +160,7 @@ def adopt_checkpoints(state: Mapping[str, Any], new_dir: Path, resumed_from: Pat
     adopted: dict[str, Any] = {}
     for path, score in (state.get("best_k_models") or {}).items():
         candidates = [Path(path), *([resumed_from / Path(path).name] if resumed_from else [])]
-        found = next((c for c in candidates if c.is_file()), None)
+        found = next((c for c in candidates if c.exists()), None)  # a file, or a directory (sharded)
         if found is None:
             log.warning("resumed: the previous run's checkpoint %s (%s = %s) is missing; the run can only test "
                         "the checkpoints it still has", path, state.get("monitor"), score)
@@ -168,13 +168,21 @@ def adopt_checkpoints(state: Mapping[str, Any], new_dir: Path, resumed_from: Pat
         target = new_dir / found.name
         if write and not target.exists():
             new_dir.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(found, target)
-            except OSError:  # another filesystem: copy, under a temporary name first
-                shutil.copy2(found, partial_path(target))
-                os.replace(partial_path(target), target)
+            if found.is_dir():
+                shutil.copytree(found, partial_path(target), copy_function=_link_or_copy)
+            else:
+                _link_or_copy(found, partial_path(target))
+            os.replace(partial_path(target), target)
         adopted[str(target)] = score
     return adopted
+
+
+def _link_or_copy(source: str | Path, target: str | Path) -> None:
+    """A hard link (no space, no time), or a copy where the two paths are on different filesystems."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def partial_path(filepath: str | Path) -> str:
