@@ -13,8 +13,10 @@ without running code from the file, and carrying the tokenizer the weights were 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pickle
+import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
+
+log = logging.getLogger(__name__)
 
 # The key under which a checkpoint carries its tokenizer: {"fingerprint": str, "files": {name: bytes}}.
 TOKENIZER_KEY = "xmod_tokenizer"
@@ -48,6 +52,7 @@ class XmodCheckpoint(ModelCheckpoint):
                              "or 0 / null for epoch ends only")
         self.last_every_n_train_steps = last_every_n_train_steps or 0
         self._latest_step: int | None = None
+        self._restoring_fit = True  # set by on_load_checkpoint: whether a fit (resume) restores this state
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         partial = partial_path(filepath)
@@ -95,6 +100,89 @@ class XmodCheckpoint(ModelCheckpoint):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
         self._save_latest(trainer)
+
+    # -- resuming: the run's memory (best checkpoint, best score, top-k) comes along --------------------------
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        """Before Lightning restores this callback's state (``load_state_dict``) on resume: bring the previous
+        run's top-k checkpoints into this run's directory and point the state at them.
+
+        A resumed run writes into its own run directory, and Lightning drops ``best_model_score`` and the top-k
+        of a checkpoint written in another directory ("The dirpath has changed ..."): the first validation after
+        resuming would become "best" and the run would test it, not the best checkpoint over the whole run."""
+        state = (checkpoint.get("callbacks") or {}).get(self.state_key)
+        self._restoring_fit = trainer.state.fn == TrainerFn.FITTING
+        if not self._restoring_fit or not state or not self.dirpath:
+            return
+        old_dir = state.get("dirpath")
+        if not old_dir or Path(old_dir).resolve() == Path(self.dirpath).resolve():
+            return
+        resumed_from = Path(trainer.ckpt_path).parent if trainer.ckpt_path else None
+        scores = adopt_checkpoints(state, Path(self.dirpath), resumed_from, trainer.is_global_zero)
+        trainer.strategy.barrier("XmodCheckpoint.adopt")
+        # the ranking as Lightning keeps it (ModelCheckpoint._update_best_and_save), over the files still there
+        best, worst = (max, min) if self.mode == "max" else (min, max)
+        state["best_k_models"] = scores
+        state["best_model_path"] = best(scores, key=scores.get) if scores else ""
+        state["best_model_score"] = scores[state["best_model_path"]] if scores else None
+        full = len(scores) == self.save_top_k
+        state["kth_best_model_path"] = worst(scores, key=scores.get) if full else ""
+        state["kth_value"] = scores[state["kth_best_model_path"]] if full else self.kth_value
+        state["last_model_path"] = ""  # this run writes its own last.ckpt
+        state["dirpath"] = self.dirpath
+        if scores:
+            log.info("resumed: the previous run's best checkpoint(s) %s are in %s (best %s: %.4f)",
+                     [Path(p).name for p in scores], self.dirpath, self.monitor, float(state["best_model_score"]))
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # trainer.test(ckpt_path=<best>) restores callbacks too: the tested file's bookkeeping (as of when it
+        # was written, possibly in another directory) must not replace this run's
+        if self._restoring_fit:
+            super().load_state_dict(state_dict)
+
+    def _save_topk_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, torch.Tensor]) -> None:
+        # Resuming from a checkpoint written at an epoch end, Lightning runs that epoch's end hooks again
+        # before any validation: there is no score to rank then (its warning "could not find the monitored
+        # key" would be false), and the restored top-k already holds that epoch's checkpoint.
+        if (self.monitor is not None and self.monitor not in monitor_candidates
+                and not trainer.fit_loop.epoch_loop.val_loop._has_run and trainer.fit_loop.restarting):
+            return
+        super()._save_topk_checkpoint(trainer, monitor_candidates)
+
+
+def adopt_checkpoints(state: Mapping[str, Any], new_dir: Path, resumed_from: Path | None,
+                      write: bool) -> dict[str, Any]:
+    """The top-k checkpoints a ModelCheckpoint ``state`` names, hard-linked (or copied) into ``new_dir`` under
+    their own names: ``{new path: score}``. Each is looked for where the state says, then beside the checkpoint
+    resumed from (a run directory that was moved); one found nowhere is left out, with a warning.
+    ``write``: this rank writes the files (global rank 0)."""
+    adopted: dict[str, Any] = {}
+    for path, score in (state.get("best_k_models") or {}).items():
+        candidates = [Path(path), *([resumed_from / Path(path).name] if resumed_from else [])]
+        found = next((c for c in candidates if c.exists()), None)  # a file, or a directory (sharded)
+        if found is None:
+            log.warning("resumed: the previous run's checkpoint %s (%s = %s) is missing; the run can only test "
+                        "the checkpoints it still has", path, state.get("monitor"), score)
+            continue
+        target = new_dir / found.name
+        if write and not target.exists():
+            new_dir.mkdir(parents=True, exist_ok=True)
+            if found.is_dir():
+                shutil.copytree(found, partial_path(target), copy_function=_link_or_copy)
+            else:
+                _link_or_copy(found, partial_path(target))
+            os.replace(partial_path(target), target)
+        adopted[str(target)] = score
+    return adopted
+
+
+def _link_or_copy(source: str | Path, target: str | Path) -> None:
+    """A hard link (no space, no time), or a copy where the two paths are on different filesystems."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def partial_path(filepath: str | Path) -> str:

@@ -1,5 +1,6 @@
 """xmod-eval: evaluate a trained X-MOD on every evaluation language and write the results table.
 
+    xmod-eval ckpt_path=outputs/default/runs/<time>                           # the checkpoint that run tested
     xmod-eval ckpt_path=outputs/default/runs/<time>/checkpoints/last.ckpt     # a Lightning checkpoint
     xmod-eval model.pretrained=<export_dir> freeze=none                          # a save_pretrained directory
     xmod-eval ckpt_path=... languages.eval=[en,de,sw] split=validation
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import json
 import logging
 import pickle
 from collections.abc import Iterator
@@ -27,7 +29,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import xmod_lab.conf.schema  # noqa: F401  (registers eval_schema)
-from xmod_lab import results, runs
+from xmod_lab import diagnostics, results, runs
 from xmod_lab.checkpoints import load_checkpoint, safe_loading, unsafe_checkpoint_message
 from xmod_lab.tasks.common import plain
 
@@ -168,9 +170,32 @@ def reuse_training_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     return cfg
 
 
+def tested_checkpoint(run_dir: Path) -> str:
+    """``ckpt_path=<run directory>``: the checkpoint that run tested (``checkpoint`` in its results.json), found
+    in the run's own ``checkpoints/`` when it is there (a moved or copied run directory), so a re-test scores
+    the model the run's table scored, not ``last.ckpt``."""
+    path = run_dir / runs.RESULTS_JSON
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path={str(run_dir)!r} is a directory without {runs.RESULTS_JSON}: not a "
+                                "finished xmod-train run. Pass a run directory, or a checkpoint file.")
+    named = json.loads(path.read_text()).get("checkpoint")
+    if not named or not str(named).endswith(".ckpt"):
+        raise ValueError(f"{path} names no tested checkpoint (checkpoint: {named!r}); pass a checkpoint file: "
+                         f"ckpt_path={run_dir / 'checkpoints'}/<file>.ckpt")
+    own = run_dir / "checkpoints" / Path(named).name
+    found = own if own.is_file() else Path(named)
+    if not found.is_file():
+        raise FileNotFoundError(f"{path} names {named}, which is neither in {run_dir / 'checkpoints'} nor at that "
+                                "path; pass the checkpoint file as ckpt_path")
+    log.info("ckpt_path=%s: the checkpoint that run tested, %s", run_dir, found)
+    return str(found)
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test (or validate) a checkpoint or an exported model; returns every logged metric."""
     out = Path(cfg.paths.output_dir)
+    if cfg.ckpt_path and Path(cfg.ckpt_path).is_dir():
+        cfg = runs.with_run_values(cfg, ckpt_path=tested_checkpoint(Path(cfg.ckpt_path)))
     runs.check_ckpt_path(cfg.ckpt_path)
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     if cfg.ckpt_path and HydraConfig.initialized():
@@ -190,7 +215,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     # the logger configs are xmod-train's; W&B files this run as an evaluation
     loggers = [instantiate(c, job_type="eval") if "job_type" in c else instantiate(c)
                for c in (cfg.logger or {}).values()]
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[])
+    # the degenerate-run checks of xmod-train (class counts), so a re-test flags what the run flagged
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[diagnostics.PredictedClasses()])
     runs.check_precision(trainer)
     if cfg.split == "test":
         trainer.test(task, datamodule=datamodule, verbose=False)
@@ -200,10 +226,14 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         raise ValueError(f"split={cfg.split!r}; choose test or validation")
     split = "test" if cfg.split == "test" else "val"
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    runs.finish_run(out, split, results.table_from_metrics(metrics, split), datamodule.spec.eval_adapters, {
+    table = results.table_from_metrics(metrics, split)
+    diagnosis = diagnostics.assess(table, trainer, datamodule)
+    runs.finish_run(out, split, table, datamodule.spec.eval_adapters, {
         "task": cfg.task._target_, "checkpoint": cfg.ckpt_path or cfg.model.pretrained,
-        "train_languages": list(task.train_sets), "eval_sets": task.eval_sets,
+        "train_languages": list(task.train_sets), "eval_sets": task.eval_sets, "diagnostics": diagnosis,
     })
+    if diagnosis and trainer.is_global_zero:
+        log.info("\n%s", diagnostics.format_assessment(table, diagnosis))
     return metrics
 
 

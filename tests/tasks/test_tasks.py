@@ -9,6 +9,7 @@ from xmod_lab.tasks import (
     CausalLMTask,
     MaskedLMTask,
     MultipleChoiceTask,
+    QuestionAnsweringTask,
     SequenceClassificationTask,
     TokenClassificationTask,
 )
@@ -42,6 +43,9 @@ def batch(kind: str, b: int = 4, t: int = 7, seed: int = 0) -> dict:
         out["labels"][:, 2:4] = ids[:, 2:4]
     elif kind == "clm":
         out["labels"] = ids.clone()
+    elif kind == "qa":
+        out["start_positions"] = torch.randint(1, t, (b,), generator=g)
+        out["end_positions"] = out["start_positions"]
     return out
 
 
@@ -87,6 +91,25 @@ def test_task_trains_evaluates_per_eval_set_and_reloads(cls, extra, kind, metric
         torch.testing.assert_close(again.state_dict()[n], p)
     hp = torch.load(tmp_path / "task.ckpt", weights_only=False)["hyper_parameters"]
     assert _only_plain(hp), "checkpoint hyper-parameters must be plain python values"
+
+
+class FirstBatchModes(L.Callback):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == 0:
+            self.eval_modules = [name for name, m in pl_module.named_modules() if not m.training]
+
+
+@pytest.mark.parametrize(("cls", "extra", "kind"), [
+    *[case[:3] for case in CASES], (QuestionAnsweringTask, {}, "qa"),
+], ids=[*(c[0].__name__ for c in CASES), "QuestionAnsweringTask"])  # fmt: skip
+def test_every_task_fits_in_training_mode_whatever_mode_it_was_in(cls, extra, kind, tmp_path):
+    """A loaded model comes in eval mode (from_pretrained, or a user's .eval()); Lightning 2.x keeps it."""
+    task = cls(**{**COMMON, **extra, "model": {"pretrained": None, "config": {**TINY, "hidden_dropout_prob": 0.1}}})
+    task.eval()
+    probe = FirstBatchModes()
+    trainer(max_steps=1, limit_val_batches=0, default_root_dir=tmp_path, callbacks=[probe]).fit(
+        task, train_dataloaders=loader(kind))
+    assert probe.eval_modules == []
 
 
 def _only_plain(value) -> bool:
@@ -182,7 +205,7 @@ def _qa_eval_batch(context: str, gold: str, language) -> dict:
 def test_question_answering_scores_text_answers_from_its_batches(tmp_path, monkeypatch):
     """Each evaluation set is scored by the task's own scorer, from what its batches carry; padding never
     holds an answer; the rules follow the batch's answer language."""
-    from xmod_lab.tasks import QuestionAnsweringTask, qa_scoring
+    from xmod_lab.tasks import qa_scoring
 
     task = QuestionAnsweringTask(**COMMON)
     seen = []

@@ -168,6 +168,16 @@ def setup_task(module: LightningModule, head_cls: type, head_config: Mapping[str
     module.parameter_counts = apply_freeze(module.model, **(hp.freeze or {}))
 
 
+def fit_in_train_mode(module: LightningModule) -> None:
+    """Every task's ``on_fit_start``: the whole module (backbone, adapters, head) in training mode.
+
+    ``from_pretrained`` returns a model in eval mode, and Lightning 2.x trains in the mode it finds (it warns
+    "Found N module(s) in eval mode at the start of training"): without this, fine-tuning a loaded model runs
+    with dropout off, whatever its config says. Validation and test still switch to eval mode themselves,
+    and ``requires_grad`` (the freezing policy) is not touched."""
+    module.train()
+
+
 def eval_set(module: Any, dataloader_idx: int) -> int:
     """The index of the evaluation set a val/test dataloader serves (one dataloader per set, in order)."""
     if not 0 <= dataloader_idx < len(module.eval_sets):

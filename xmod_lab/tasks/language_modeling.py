@@ -22,6 +22,7 @@ from xmod_lab.tasks.common import (
     compute_means,
     configure_adamw,
     eval_set,
+    fit_in_train_mode,
     log_eval_scores,
     model_inputs,
     per_set_means,
@@ -95,6 +96,8 @@ class MaskedLMTask(LightningModule):
     def on_test_epoch_end(self) -> None:
         log_eval_scores(self, "test", _lm_scores(self.losses["test"], self.eval_sets))
 
+    on_fit_start = fit_in_train_mode
+
     def configure_optimizers(self):
         return configure_adamw(self, self.hparams.optimizer, self.hparams.scheduler)
 
@@ -127,4 +130,5 @@ class CausalLMTask(LightningModule):
     test_step = MaskedLMTask.test_step
     on_validation_epoch_end = MaskedLMTask.on_validation_epoch_end
     on_test_epoch_end = MaskedLMTask.on_test_epoch_end
+    on_fit_start = MaskedLMTask.on_fit_start
     configure_optimizers = MaskedLMTask.configure_optimizers

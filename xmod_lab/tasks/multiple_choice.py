@@ -55,4 +55,5 @@ class MultipleChoiceTask(LightningModule):
     _log_epoch = SequenceClassificationTask._log_epoch
     on_validation_epoch_end = SequenceClassificationTask.on_validation_epoch_end
     on_test_epoch_end = SequenceClassificationTask.on_test_epoch_end
+    on_fit_start = SequenceClassificationTask.on_fit_start
     configure_optimizers = SequenceClassificationTask.configure_optimizers

@@ -21,6 +21,7 @@ from xmod_lab.tasks.common import (
     check_finite_loss,
     configure_adamw,
     eval_set,
+    fit_in_train_mode,
     log_eval_scores,
     model_inputs,
     setup_task,
@@ -109,6 +110,8 @@ class QuestionAnsweringTask(LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
+
+    on_fit_start = fit_in_train_mode
 
     def configure_optimizers(self):
         return configure_adamw(self, self.hparams.optimizer, self.hparams.scheduler)

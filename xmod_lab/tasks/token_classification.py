@@ -19,6 +19,7 @@ from xmod_lab.tasks.common import (
     compute_means,
     configure_adamw,
     eval_set,
+    fit_in_train_mode,
     log_eval_scores,
     model_inputs,
     per_set_means,
@@ -155,6 +156,8 @@ class TokenClassificationTask(LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
+
+    on_fit_start = fit_in_train_mode
 
     def configure_optimizers(self):
         return configure_adamw(self, self.hparams.optimizer, self.hparams.scheduler)
