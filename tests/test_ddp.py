@@ -52,8 +52,15 @@ def test_two_processes_match_one_process_and_write_once(tmp_path):
     for lang, metrics in single["test"].items():
         assert ddp["test"][lang]["acc"] == pytest.approx(metrics["acc"], abs=1e-6), lang
     # the degenerate-run diagnostics count every rank's predictions, not rank 0's shard only
-    counts = single["diagnostics"]["predicted_classes"]
-    assert ddp["diagnostics"]["predicted_classes"] == counts and sum(counts["de"].values()) == 64
+    # (exact up to a near-tie prediction: the two runs' weights agree to 1e-5, not bit for bit, and a flip
+    # between two wrong classes leaves the accuracy above unchanged)
+    counts, ddp_counts = single["diagnostics"]["predicted_classes"], ddp["diagnostics"]["predicted_classes"]
+    assert set(ddp_counts) == set(counts)
+    for name, per_class in counts.items():
+        assert sum(ddp_counts[name].values()) == sum(per_class.values()) == 64, name
+        classes = set(per_class) | set(ddp_counts[name])
+        moved = sum(abs(ddp_counts[name].get(c, 0) - per_class.get(c, 0)) for c in classes)
+        assert moved <= 2, (name, per_class, ddp_counts[name])
     weights = [
         torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
         for run in ("one", "two")
