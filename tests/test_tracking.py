@@ -209,7 +209,7 @@ def test_training_run_config_stays_nested_with_numbers_and_prints_validation_sco
     assert config["adapter"]["adapter_reduction_factor"] == 4 and isinstance(config["adapter"]["adapter_reduction_factor"], int)
     for group in ("model", "languages", "adapter", "freeze", "optimizer", "scheduler"):
         assert isinstance(config[group], dict), (group, config[group])
-    assert config["optimizer"]["lr"] == pytest.approx(1e-3) and config["languages"]["train"] == ["en"]
+    assert config["optimizer"]["lr"] == pytest.approx(5e-4) and config["languages"]["train"] == ["en"]
     assert list(records["run"][0].run.tags) == ["rf4"]
 
     lines = [r.getMessage() for r in caplog.records if "validation acc:" in r.getMessage()]
