@@ -365,6 +365,7 @@ def test_paper_plots_never_hide_a_mode_and_keep_its_colour():
         for mode in ("shared", "modular"):
             assert lines[mode].get_color() == plots.MODE_STYLE[mode]["color"]
             assert lines[mode].get_marker() == plots.MODE_STYLE[mode]["marker"]
+            assert lines[mode].get_linestyle() == plots.MODE_STYLE[mode]["linestyle"]
         shared, modular = lines["shared"].get_xdata(), lines["modular"].get_xdata()
         assert all(s < m for s, m in zip(shared, modular, strict=True))  # offset, never on top of each other
         assert "K" in ax.get_title() and ("MLM loss" in ax.get_title()) == (name == "probe_loss_vs_k.png")

@@ -2,8 +2,8 @@
 
 What a reader can rely on in every plot here:
 
-- one colour (and marker) per adapter mode across all plots (``MODE_STYLE``): shared is blue squares, modular
-  orange circles, whatever order the runs come in; other configurations get colours no mode uses;
+- one colour, marker and line style per adapter mode across all plots (``MODE_STYLE``): shared is solid blue squares,
+  modular dashed orange circles, whatever order the runs come in; other configurations get colours no mode uses;
 - no hidden points: lines that share x values are drawn with a small horizontal offset and distinct markers;
 - titles say what is plotted (the metric, per evaluation set or against K; "zero-shot" only when some
   evaluation set is one);
@@ -26,8 +26,10 @@ from xmod_lab import report, seeds
 from xmod_lab.results import AVG, NUMBER, ZERO_SHOT_AVG
 
 MODE_KEY = "adapter.adapter_mode"
-# matplotlib's tab:blue and tab:orange, as hex: the form an artist reports its colour in
-MODE_STYLE = {"shared": {"color": "#1f77b4", "marker": "s"}, "modular": {"color": "#ff7f0e", "marker": "o"}}
+# matplotlib's tab:blue and tab:orange, as hex: the form an artist reports its colour in; the dashes let a
+# solid line show through where the two modes' lines coincide
+MODE_STYLE = {"shared": {"color": "#1f77b4", "marker": "s", "linestyle": "-"},
+              "modular": {"color": "#ff7f0e", "marker": "o", "linestyle": "--"}}
 # colours of configurations that are not an adapter mode: never a mode's colour, never the chance line's red
 OTHER_COLORS = ("tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
 OTHER_MARKERS = ("D", "^", "v", "P", "X", "<", ">")
@@ -41,8 +43,8 @@ def mode_of(overrides: Mapping[str, Any]) -> str | None:
 
 
 def styles(configs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
-    """``{config: {"color", "marker"}}``: an adapter mode's own style (shades of it when several configurations
-    share a mode), else a colour from ``OTHER_COLORS``."""
+    """``{config: {"color", "marker", "linestyle"}}``: an adapter mode's own style (shades of its colour when
+    several configurations share a mode), else a colour from ``OTHER_COLORS``."""
     import matplotlib.colors as mcolors
 
     by_mode: dict[str, list[str]] = {}
@@ -58,15 +60,15 @@ def styles(configs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
             base = mcolors.to_rgb(MODE_STYLE[mode]["color"])
             lighten = 0.55 * same.index(c["config"]) / max(1, len(same) - 1) if len(same) > 1 else 0.0
             color = mcolors.to_hex([x + (1 - x) * lighten for x in base])
-            out[c["config"]] = {"color": color, "marker": MODE_STYLE[mode]["marker"]}
+            out[c["config"]] = {**MODE_STYLE[mode], "color": color}
         else:
             out[c["config"]] = {"color": OTHER_COLORS[other % len(OTHER_COLORS)],
-                                "marker": OTHER_MARKERS[other % len(OTHER_MARKERS)]}
+                                "marker": OTHER_MARKERS[other % len(OTHER_MARKERS)], "linestyle": "-"}
             other += 1
     return out
 
 
-def offsets(n: int, width: float = 0.06) -> list[float]:
+def offsets(n: int, width: float = 0.1) -> list[float]:
     """Symmetric offsets for ``n`` series (0 for one), so points at one x never cover each other."""
     return [width * (i - (n - 1) / 2) for i in range(n)]
 
