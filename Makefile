@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 CONSTRAINTS := requirements/test-constraints.txt
 LATEST_VENV ?= .venv-latest
 
-.PHONY: install train eval test test-latest lock lint bench paper
+.PHONY: install train train-seeds eval test test-latest lock lint bench paper
 
 install: $(STAMP)
 
@@ -22,6 +22,16 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 
 train: $(STAMP)
 	$(BIN)/xmod-train $(ARGS)
+
+# Seeds as a sweep axis: the default experiment (with ARGS) once per seed, then xmod-report on that sweep: the
+# per-run table and the mean ± sd (n, degenerate runs counted) per evaluation set, zs_avg and avg (README "Seeds").
+# The report is printed even when a seed's run failed; the exit status is then xmod-train's.
+SEEDS ?= 0,1,2,3,4,42
+train-seeds: $(STAMP)
+	@dir="$${XMOD_ROOT:-.}/outputs/seeds/multiruns/$$(date +%Y-%m-%d_%H-%M-%S)"; \
+	echo "xmod-train -m seed=$(SEEDS) hydra.sweep.dir=$$dir $(ARGS)"; \
+	$(BIN)/xmod-train -m seed=$(SEEDS) hydra.sweep.dir=$$dir $(ARGS); status=$$?; \
+	$(BIN)/xmod-report $$dir && exit $$status
 
 eval: $(STAMP)
 	$(BIN)/xmod-eval $(ARGS)

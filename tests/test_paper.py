@@ -12,7 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.tasks.run_helpers import SHRINK, compose_run, no_hydra
-from xmod_lab import pretraining
+from xmod_lab import paper, plots, pretraining, report
 from xmod_lab.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,3 +100,16 @@ def test_paper_study_at_a_toy_setting(tmp_path):
     assert isinstance(summary["wall_seconds"], float) and summary["wall_seconds"] > 0
     assert "## Curse of multilinguality" in (out / "README.md").read_text()
     assert (out / "probe_loss_vs_k.png").stat().st_size > 0 and (out / "mlm" / "sweep_summary.csv").is_file()
+    # the figures: one style per mode, the same as xmod-report's plot of the same MLM runs (whose folders list
+    # modular first); degenerate zero-shot runs crossed out
+    figures = paper.curse_figures(summary)
+    by_k = plots.plot_against_languages(report.collect_sweep(out / "mlm"), "loss").axes[0]
+    report_lines = {c.get_label(): c.lines[0] for c in by_k.containers}
+    for fig in figures.values():
+        lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+        for mode in ("shared", "modular"):
+            assert lines[mode].get_color() == plots.MODE_STYLE[mode]["color"]
+            assert report_lines[f"adapter_mode={mode}"].get_color() == plots.MODE_STYLE[mode]["color"]
+    crosses = [x for line in figures["zero_shot_vs_k.png"].axes[0].get_lines() if line.get_gid() == "degenerate"
+               for x in line.get_xdata()]
+    assert len(crosses) == sum(1 for r in summary["curse"] if r["flags"] and r["zero_shot_acc"] is not None)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from xmod_lab import report
+from xmod_lab import plots, report, report_cli, seeds
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,6 +64,30 @@ def tiny_sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
 
 
 _SWEEP: list[tuple[Path, subprocess.CompletedProcess]] = []
+
+# the study's MLM preset at its tiniest: one epoch of 2 batches, validated (the checkpoint is chosen on it)
+MLM_TINY = [
+    "experiment=paper_mlm", "export_dir=null", "model.config.hidden_size=32", "model.config.intermediate_size=64",
+    "data.n_train=48", "data.n_eval=24", "data.n_corpus=60", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+    "trainer.check_val_every_n_epoch=1",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def seed_sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """`xmod-train -m seed=1,2 adapter.adapter_mode=shared,modular languages=synthetic1,synthetic2` (MLM, W&B
+    offline): four configurations (mode x K) of two seeds each, the runs listed shared first."""
+    if not _SEED_SWEEP:  # test_notebooks imports this fixture too
+        root = tmp_path_factory.mktemp("seeds")
+        done = run_train("-m", "seed=1,2", "adapter.adapter_mode=shared,modular", "languages=synthetic1,synthetic2",
+                         "logger=[csv,wandb]", *MLM_TINY, env={**outputs_in(root), "WANDB_MODE": "offline"})
+        assert done.returncode == 0, done.stderr[-3000:]
+        (sweep,) = (root / "outputs" / "paper" / "multiruns").iterdir()
+        _SEED_SWEEP.append((sweep, done))
+    return _SEED_SWEEP[0]
+
+
+_SEED_SWEEP: list[tuple[Path, subprocess.CompletedProcess]] = []
 
 
 @pytest.mark.slow
@@ -134,7 +158,7 @@ def test_sweep_runs_share_one_wandb_group(tiny_sweep):
 @pytest.mark.slow
 def test_report_on_the_real_sweep(tiny_sweep, tmp_path, capsys):
     sweep, _ = tiny_sweep
-    assert report.main([str(sweep), "--out", str(tmp_path)]) == 0
+    assert report_cli.main([str(sweep), "--out", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert "adapter.adapter_reduction_factor" in text and "failed" in text
     assert (tmp_path / "heatmap_acc.png").stat().st_size > 5000
@@ -196,3 +220,102 @@ def test_slurm_preset_without_slurm_says_so(tmp_path):
     assert "hydra/launcher=slurm submits jobs to SLURM" in done.stderr
     assert "not a SLURM login node" in done.stderr and "hydra/launcher=submitit_local" in done.stderr
     assert not list((tmp_path / "slurm").glob("*/results.json"))
+
+
+@pytest.mark.slow
+def test_a_seed_sweep_reports_mean_sd_and_n_per_configuration(seed_sweep):
+    sweep, done = seed_sweep
+    configs = json.loads((sweep / "sweep_summary.json").read_text())["configs"]
+    # a configuration: every override but the seed, in the command's order
+    assert [c["config"] for c in configs] == [",".join([f"adapter.adapter_mode={mode}", f"languages=synthetic{k}",
+                                                        "logger=[csv,wandb]", *MLM_TINY])
+                                              for mode in ("shared", "modular") for k in (1, 2)]
+    assert [c["label"] for c in configs] == [f"adapter_mode={mode}, languages=synthetic{k}"
+                                             for mode in ("shared", "modular") for k in (1, 2)]
+    for config in configs:
+        assert config["seeds"] == ["1", "2"] and config["finished"] == 2
+        # recomputed here from each run's own results.json: the sample sd of two values is |a - b| / sqrt(2)
+        tables = [json.loads((sweep / run / "results.json").read_text())["test"] for run in config["runs"]]
+        for name in ("en", "avg"):
+            a, b = (t[name]["loss"] for t in tables)
+            cell = config["metrics"][name]["loss"]
+            assert cell["n"] == 2 and cell["mean"] == pytest.approx((a + b) / 2)
+            assert cell["sd"] == pytest.approx(abs(a - b) / 2**0.5)
+        assert ("de" in config["metrics"]) == (config["overrides"]["languages"] == "synthetic2")
+        val = [json.loads((sweep / run / "results.json").read_text())["best_score"] for run in config["runs"]]
+        assert config["validation"]["mean"] == pytest.approx(sum(val) / 2) and config["validation"]["mode"] == "min"
+    with (sweep / "sweep_configs.csv").open() as f:
+        assert [r["val/n"] for r in csv.DictReader(f)] == ["2"] * 4
+    log = done.stdout + done.stderr
+    assert "Configurations (runs that differ only in seed)" in log and "best configuration: " in log
+    text = report.format_configs(report.collect_sweep(sweep))
+    chosen = seeds.best_config(configs)
+    assert f"best configuration: {chosen['best']['label']} (best mean validation val/en/loss (min)" in text
+
+
+@pytest.mark.slow
+def test_seed_runs_carry_their_configuration_to_wandb(seed_sweep):
+    from tests.test_tracking import read_wandb_records
+
+    sweep, _ = seed_sweep
+    by_config, groups = {}, set()
+    for run in report.collect_sweep(sweep)["runs"]:
+        (run_dir,) = (sweep / run["run"] / "wandb").glob("offline-run-*")
+        record = read_wandb_records(run_dir)["run"][0].run
+        config = {item.key: json.loads(item.value_json) for item in record.config.update}
+        groups.add(record.run_group)
+        assert config["seed"] == int(run["overrides"]["seed"])
+        by_config.setdefault(config["config_id"], []).append(run["overrides"]["seed"])
+    (group,) = groups  # the sweep stays one group; config_id groups it further, as xmod-report does
+    assert group.endswith(sweep.name)
+    assert by_config == {seeds.config_id(c["overrides"]): ["1", "2"] for c in report.collect_sweep(sweep)["configs"]}
+
+
+@pytest.mark.slow
+def test_plots_of_real_sweeps_are_trustworthy(seed_sweep, tiny_sweep):
+    from matplotlib.container import BarContainer
+
+    from xmod_lab import paper
+
+    sweep, _ = seed_sweep
+    summary = report.collect_sweep(sweep)
+    best = seeds.best_config(summary["configs"])["best"]
+    # bars: an MLM sweep trains on every set it tests, so nothing is called zero-shot
+    ax = plots.plot_zero_shot(summary, "loss").axes[0]
+    assert "zero-shot" not in ax.get_title().lower() and ax.get_title().startswith("loss per evaluation set")
+    bars = [c for c in ax.containers if isinstance(c, BarContainer)]
+    assert len(bars) == 4 and all(b.errorbar is not None for b in bars)  # two seeds each: an sd
+    marked = [i for i, b in enumerate(bars) if all("best" in (bar.get_gid() or "") for bar in b)]
+    assert marked == [summary["configs"].index(best)]
+    colors = [b.patches[0].get_facecolor() for b in bars]
+    assert colors[0][:3] == pytest.approx(plots_rgb("shared")) and colors[2][:3] == pytest.approx(plots_rgb("modular"))
+    # against K: the same colour per mode as in make paper's figure drawn from the same runs
+    fig = plots.plot_against_languages(summary, "loss")
+    lines = {c.get_label(): c.lines[0] for c in fig.axes[0].containers}
+    rows = [{"mode": c["overrides"]["adapter.adapter_mode"], "languages": len(c["train_languages"]),
+             "probe_mlm_loss": c["metrics"]["en"]["loss"]["mean"], "zero_shot_acc": None, "flags": {}}
+            for c in summary["configs"]]  # fmt: skip
+    paper_ax = paper.curse_figures({"curse": rows, "chance": 100 / 3})["probe_loss_vs_k.png"].axes[0]
+    paper_lines = {line.get_label(): line for line in paper_ax.get_lines()}
+    for mode in ("shared", "modular"):
+        assert lines[f"adapter_mode={mode}"].get_color() == paper_lines[mode].get_color() == plots.MODE_STYLE[mode]["color"]
+    assert len([line for line in fig.axes[0].get_lines() if line.get_gid() == "best"]) == 1
+    heat = plots.plot_heatmap(summary, "loss").axes[0]
+    assert [t.get_gid() for t in heat.get_xticklabels()].count("best") == 1
+    # a classification sweep: zero-shot named as such, every degenerate run's configuration hatched
+    nli = report.collect_sweep(tiny_sweep[0])
+    ax = plots.plot_zero_shot(nli, "acc").axes[0]
+    assert ax.get_title() == "acc per evaluation set: trained on en, zero-shot on the others"
+    flagged = [c["label"] for c in nli["configs"] if c["finished"] and c["degenerate"]]
+    assert flagged  # 2 updates: some runs collapse, and the diagnostics say so
+    hatched = [c.get_label().split(" ")[0] for c in ax.containers
+               if isinstance(c, BarContainer) and c.patches[0].get_hatch() == "//"]
+    assert hatched == flagged
+    assert all("DEGENERATE" in text.get_text() for text in ax.get_legend().get_texts()
+               if text.get_text().split(" ")[0] in flagged)
+
+
+def plots_rgb(mode: str) -> tuple[float, float, float]:
+    from matplotlib.colors import to_rgb
+
+    return to_rgb(plots.MODE_STYLE[mode]["color"])

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from xmod_lab import report
+from xmod_lab import plots, report
 from xmod_lab.data.synthetic import SYNTHETIC_LANGUAGES
 from xmod_lab.results import AVERAGES, parse_metric_key
 
@@ -196,6 +196,46 @@ def readme(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def curse_figures(summary: dict[str, Any]) -> dict[str, Any]:
+    """``{file name: figure}`` of the curse study: the probe's MLM loss and German's zero-shot accuracy against
+    K, one line per mode in its colour and marker of every plot (``plots.MODE_STYLE``), the modes offset
+    sideways so equal values never hide each other; runs flagged degenerate crossed out in red."""
+    import matplotlib.pyplot as plt
+
+    figures = {}
+    for key, label, name, title in (
+        ("probe_mlm_loss", f"held-out MLM loss ({PROBE})", "probe_loss_vs_k.png",
+         f"Held-out MLM loss of {PROBE} (lower is better) against K"),
+        ("zero_shot_acc", f"zero-shot NLI accuracy ({ZERO_SHOT_PROBE})", "zero_shot_vs_k.png",
+         f"Zero-shot NLI accuracy on {ZERO_SHOT_PROBE} after English fine-tuning, against K"),
+    ):  # fmt: skip
+        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        for mode, shift in zip(MODES, plots.offsets(len(MODES)), strict=True):
+            rows = [r for r in summary["curse"] if r["mode"] == mode and r[key] is not None]
+            xs = [r["languages"] * 2**shift for r in rows]  # log axis: a multiplicative offset
+            ax.plot(xs, [r[key] for r in rows], label=mode, markerfacecolor="none" if mode == "modular" else None,
+                    **plots.MODE_STYLE[mode])
+            flagged = [(x, r[key]) for x, r in zip(xs, rows, strict=True) if key == "zero_shot_acc" and r["flags"]]
+            if flagged:
+                ax.plot([x for x, _ in flagged], [y for _, y in flagged], "x", color=plots.DEGENERATE_COLOR,
+                        markersize=10, mew=2, gid=plots.DEGENERATE, label="degenerate (flagged)")
+        if key == "zero_shot_acc":
+            ax.axhline(summary["chance"], color="grey", linestyle=":", label="chance")
+        ks = sorted({r["languages"] for r in summary["curse"]})
+        ax.set_xscale("log", base=2)
+        ax.set_xlim(ks[0] / 1.5, ks[-1] * 1.5)  # fixed: a panel without points (K = 1 only) still has an axis
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.set_xlabel("pre-training languages K")
+        ax.set_ylabel(label)
+        ax.set_title(title, fontsize=9)
+        handles, names = ax.get_legend_handles_labels()
+        unique = dict(zip(names, handles, strict=True))
+        ax.legend(unique.values(), unique.keys())
+        fig.tight_layout()
+        figures[name] = fig
+    return figures
+
+
 def plot(summary: dict[str, Any], out: Path) -> list[Path]:
     import matplotlib
 
@@ -203,19 +243,7 @@ def plot(summary: dict[str, Any], out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     paths = []
-    for key, label, name in (("probe_mlm_loss", f"held-out MLM loss ({PROBE})", "probe_loss_vs_k.png"),
-                             ("zero_shot_acc", f"zero-shot NLI accuracy ({ZERO_SHOT_PROBE})", "zero_shot_vs_k.png")):
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        for mode in MODES:
-            rows = [r for r in summary["curse"] if r["mode"] == mode and r[key] is not None]
-            ax.plot([r["languages"] for r in rows], [r[key] for r in rows], marker="o", label=mode)
-        if key == "zero_shot_acc":
-            ax.axhline(summary["chance"], color="grey", linestyle=":", label="chance")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("pre-training languages K")
-        ax.set_ylabel(label)
-        ax.legend()
-        fig.tight_layout()
+    for name, fig in curse_figures(summary).items():
         fig.savefig(out / name, dpi=120)
         plt.close(fig)
         paths.append(out / name)

@@ -1,4 +1,4 @@
-"""Sweep results: read a sweep directory, print its table, plot it. ``xmod-report SWEEP_DIR``.
+"""Sweep results: read a sweep directory and print its tables (``xmod-report SWEEP_DIR``: ``report_cli``).
 
 On-disk format (written by ``xmod-train -m ...``): a sweep directory holds one subdirectory per run with
 ``.hydra/overrides.yaml`` (the run's overrides), ``results.json`` (per-language metrics, see
@@ -9,30 +9,32 @@ This module reads only those files, so it works on sweeps copied off a cluster a
 Conventions of every table and plot here: numbers with two decimals (``NUMBER``); the languages, then
 ``zs_avg`` (the zero-shot average: evaluation languages the run did not train on) and ``avg`` (all of
 them); "best" is the run with the best validation score of the metric its checkpoints were chosen on
-(``results.json``: ``monitor`` / ``best_score``), never a test score.
+(``results.json``: ``monitor`` / ``best_score``), never a test score. Runs that differ only in their seed
+are one configuration (``xmod_lab.seeds``): ``summary["configs"]`` holds their mean ± sd, written to
+``sweep_summary.json`` and ``sweep_configs.csv``; the best configuration is chosen on the mean validation
+score. Plots: ``xmod_lab.plots``.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
-from xmod_lab.results import AVG, ZERO_SHOT_AVG, parse_metric_key
+from xmod_lab import seeds
+from xmod_lab.results import AVG, NUMBER, ZERO_SHOT_AVG, parse_metric_key
 
 SUMMARY_CSV = "sweep_summary.csv"
 SUMMARY_JSON = "sweep_summary.json"
+CONFIGS_CSV = "sweep_configs.csv"  # one row per configuration: mean, sd, n over seeds
 JOB_STATUS = "job_status.json"
 RESULTS = "results.json"
 CONFIG = "config.yaml"
-NUMBER = "{:.2f}"
 
 
 def per_language_metrics(results: Any) -> dict[str, dict[str, float]]:
@@ -233,7 +235,8 @@ def _run_dirs(sweep_dir: Path) -> list[Path]:
 
 
 def collect_sweep(sweep_dir: str | os.PathLike) -> dict[str, Any]:
-    """The summary of a sweep directory: ``{"sweep_dir", "runs": [row, ..], "failed": [run names]}``."""
+    """The summary of a sweep directory: ``{"sweep_dir", "runs": [row, ..], "failed": [run names],
+    "configs": [mean ± sd per configuration (``seeds.aggregate``)]}``."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"sweep directory {sweep_dir} does not exist")
@@ -247,6 +250,7 @@ def collect_sweep(sweep_dir: str | os.PathLike) -> dict[str, Any]:
         "sweep_dir": str(sweep_dir.resolve()),
         "runs": runs,
         "failed": [r["run"] for r in runs if r["status"] != "completed"],
+        "configs": seeds.aggregate({"runs": runs}),
     }
 
 
@@ -287,6 +291,14 @@ def write_summary_files(summary: dict[str, Any], folder: Path) -> None:
         writer.writeheader()
         writer.writerows(rows)
     tmp_csv.replace(folder / SUMMARY_CSV)
+    configs = seeds.config_rows(summary["configs"])
+    columns = list(dict.fromkeys(c for row in configs for c in row))
+    tmp_csv = folder / f".{CONFIGS_CSV}.{os.getpid()}"
+    with tmp_csv.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(configs)
+    tmp_csv.replace(folder / CONFIGS_CSV)
 
 
 def format_table(summary: dict[str, Any], metric: str | None = None) -> str:
@@ -295,7 +307,7 @@ def format_table(summary: dict[str, Any], metric: str | None = None) -> str:
     run (on validation) above it."""
     runs = summary["runs"]
     metric = metric or primary_metric(summary)
-    languages = _ordered_languages(summary)
+    languages = ordered_languages(summary)
     keys = [k for k in dict.fromkeys(k for r in runs for k in r["overrides"])]
     varying = [k for k in keys if len({r["overrides"].get(k) for r in runs}) > 1] or keys
     header = ["run", *varying, *languages, "val", "status"]
@@ -314,8 +326,11 @@ def format_table(summary: dict[str, Any], metric: str | None = None) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in table]
     chance = chance_level(summary, metric)
     best, how = best_run(summary)
+    # with repeated seeds one run's luck picks nothing: the configurations' table (format_configs) does
+    which = "best single run (one seed; compare configurations by their means)" if seeds.has_repeats(
+        summary.get("configs") or []) else "best"
     head = [f"metric: {metric}" + (f" (chance {NUMBER.format(chance)})" if chance is not None else ""),
-            f"best: run {best['run']} ({how})" if best else f"best: not chosen ({how})"]
+            f"{which}: run {best['run']} ({how})" if best else f"{which}: not chosen ({how})"]
     adapters = adapter_line(summary)
     if adapters:
         head.append(adapters)
@@ -324,6 +339,12 @@ def format_table(summary: dict[str, Any], metric: str | None = None) -> str:
         head.append(f"val: {', '.join(sorted(validation))} of the checkpoint tested; {ZERO_SHOT_AVG}: "
                     "average over the languages not trained on")
     return "\n".join([*head, lines[0], "-" * len(lines[0]), *lines[1:]])
+
+
+def format_configs(summary: dict[str, Any], metric: str | None = None) -> str:
+    """The mean ± sd table of the sweep's configurations (runs that differ only in seed; ``seeds.format_configs``)."""
+    metric = metric or primary_metric(summary)
+    return seeds.format_configs(summary["configs"], metric, chance_level(summary, metric))
 
 
 def adapter_line(summary: dict[str, Any]) -> str:
@@ -337,7 +358,7 @@ def adapter_line(summary: dict[str, Any]) -> str:
     return f"adapters: {', '.join(cells)}" if cells else ""
 
 
-def _ordered_languages(summary: dict[str, Any]) -> list[str]:
+def ordered_languages(summary: dict[str, Any]) -> list[str]:
     """Languages in first-seen order, then zs_avg and avg."""
     found = _languages(summary)
     return [lang for lang in found if lang not in (ZERO_SHOT_AVG, AVG)] + [
@@ -379,7 +400,7 @@ def metric_matrix(summary: dict[str, Any], metric: str) -> tuple[list[str], list
     """(languages with ``zs_avg`` and ``avg`` last, finished runs, values[language][run]; NaN where a run
     lacks one)."""
     runs = [r for r in summary["runs"] if r["metrics"]]
-    languages = _ordered_languages(summary)
+    languages = ordered_languages(summary)
     values = [[r["metrics"].get(lang, {}).get(metric, float("nan")) for r in runs] for lang in languages]
     return languages, [r["run"] for r in runs], values
 
@@ -390,144 +411,3 @@ def train_languages(summary: dict[str, Any]) -> list[str]:
     """
     trained = [code for r in summary["runs"] for code in r.get("train_languages", [])]
     return [lang for lang in _languages(summary) if lang not in (ZERO_SHOT_AVG, AVG) and _is_trained(lang, trained)]
-
-
-def plot_heatmap(summary: dict[str, Any], metric: str, path: str | os.PathLike | None = None) -> Any:
-    """Heatmap of ``metric``: languages (rows; ``zs_avg`` and ``avg`` last, set apart) x configurations."""
-    import matplotlib.pyplot as plt
-
-    languages, runs, values = metric_matrix(summary, metric)
-    labels = run_labels(summary)
-    fig, ax = plt.subplots(figsize=(2.4 + 1.3 * len(runs), 1.2 + 0.45 * len(languages)))
-    image = ax.imshow(values, aspect="auto", cmap="viridis")
-    ax.set_xticks(range(len(runs)), [labels[r] for r in runs], rotation=30, ha="right")
-    ax.set_yticks(range(len(languages)), languages)
-    for i, row in enumerate(values):
-        for j, value in enumerate(row):
-            if value == value:  # not NaN
-                color = "black" if image.norm(value) > 0.6 else "white"  # readable on light cells too
-                ax.text(j, i, NUMBER.format(value), ha="center", va="center", color=color, fontsize=8)
-    averages = sum(lang in (ZERO_SHOT_AVG, AVG) for lang in languages)
-    ax.axhline(len(languages) - averages - 0.5, color="white", linewidth=2)  # sets the averages apart
-    chance = chance_level(summary, metric)
-    fig.colorbar(image, ax=ax, label=metric + (f" (chance {NUMBER.format(chance)})" if chance is not None else ""))
-    ax.set_title(f"{metric} per language and configuration")
-    _save(fig, path)
-    return fig
-
-
-def plot_zero_shot(summary: dict[str, Any], metric: str, path: str | os.PathLike | None = None) -> Any:
-    """Grouped bars of ``metric`` per evaluation language, one bar per configuration: training language
-    first, then the zero-shot ones, then ``zs_avg`` and ``avg``; a dashed line at chance; the legend
-    outside the axes, so it never covers a bar."""
-    import matplotlib.pyplot as plt
-
-    languages, runs, values = metric_matrix(summary, metric)
-    trained = train_languages(summary)
-    averages = [lang for lang in (ZERO_SHOT_AVG, AVG) if lang in languages]
-    order = [lang for lang in languages if lang in trained] + [
-        lang for lang in languages if lang not in trained and lang not in averages
-    ] + averages
-    by_lang = dict(zip(languages, values, strict=True))
-    labels = run_labels(summary)
-    width = 0.8 / max(1, len(runs))
-    fig, ax = plt.subplots(figsize=(2.0 + 0.9 * len(order) * max(1, len(runs)) ** 0.5, 4.0))
-    for j, run in enumerate(runs):
-        xs = [i - 0.4 + width * (j + 0.5) for i in range(len(order))]
-        ax.bar(xs, [by_lang[lang][j] for lang in order], width, label=labels[run])
-    names = {ZERO_SHOT_AVG: "zero-shot\navg", AVG: "avg\n(all)"}
-    ax.set_xticks(range(len(order)), [f"{lang}\n(train)" if lang in trained else names.get(lang, lang) for lang in order])
-    if trained:
-        ax.axvline(len([lang for lang in order if lang in trained]) - 0.5, color="grey", linestyle="--")
-    if averages:
-        ax.axvline(len(order) - len(averages) - 0.5, color="black", linewidth=1)
-    chance = chance_level(summary, metric)
-    if chance is not None:
-        ax.axhline(chance, color="red", linestyle=":", linewidth=1.2, label=f"chance ({NUMBER.format(chance)})")
-    ax.set_ylabel(metric)
-    source = ", ".join(trained) if trained else "the training language"
-    ax.set_title(f"Zero-shot transfer from {source}")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
-    _save(fig, path)
-    return fig
-
-
-def _save(fig: Any, path: str | os.PathLike | None) -> None:
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=120, bbox_inches="tight")  # the legend outside the axes included
-
-
-def plot_against_languages(summary: dict[str, Any], metric: str, path: str | os.PathLike | None = None) -> Any:
-    """``metric`` on the languages every run evaluates against the number of training languages, one line per
-    setting of the other varying overrides (e.g. ``adapter.adapter_mode``): the curse-of-multilinguality figure."""
-    import matplotlib.pyplot as plt
-
-    runs = [r for r in summary["runs"] if r["metrics"] and r["train_languages"]]
-    common = [lang for lang in _languages(summary) if lang != "avg" and all(lang in r["metrics"] for r in runs)]
-    labels = run_labels({"runs": [{**r, "overrides": {k: v for k, v in r["overrides"].items()
-                                                      if not k.startswith("languages")}} for r in runs]})
-    fig, axes = plt.subplots(1, max(1, len(common[:4])), figsize=(1.0 + 4.0 * max(1, len(common[:4])), 3.6),
-                             squeeze=False)
-    for ax, lang in zip(axes[0], common[:4], strict=False):
-        for label in dict.fromkeys(labels[r["run"]] for r in runs):
-            points = sorted((len(r["train_languages"]), r["metrics"][lang].get(metric, float("nan")))
-                            for r in runs if labels[r["run"]] == label)
-            ax.plot([x for x, _ in points], [y for _, y in points], marker="o", label=label)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("training languages")
-        ax.set_ylabel(f"{metric} ({lang})")
-    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
-    fig.suptitle(f"{metric} against the number of training languages")
-    _save(fig, path)
-    return fig
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="xmod-report",
-        description="Print a sweep's per-language results table (zero-shot and overall averages, chance, "
-        "the best run on validation) and write its plots as PNG. The same in a notebook: "
-        "notebooks/sweep_analysis.ipynb. Sweeps come from `xmod-train -m ...`.",
-    )
-    parser.add_argument(
-        "sweep_dir", nargs="?",
-        help="a sweep directory (outputs/<name>/multiruns/<time>), or a folder holding outputs/ "
-        "(default: the newest sweep under $XMOD_ROOT, else under the working directory or its parents)",
-    )
-    parser.add_argument("--metric", help="metric to show (default: the task's headline metric, e.g. acc)")
-    parser.add_argument("--out", help="folder for the PNGs and the summary (default: the sweep directory)")
-    args = parser.parse_args(argv)
-    try:
-        sweep_dir = find_sweep(args.sweep_dir)
-        summary = collect_sweep(sweep_dir)
-        metric = args.metric or primary_metric(summary)
-        known = {m for r in summary["runs"] for row in r["metrics"].values() for m in row}
-        if metric not in known:
-            raise ValueError(f"no run reports metric {metric!r}; known metrics: {', '.join(sorted(known))}")
-    except (FileNotFoundError, ValueError) as e:
-        print(f"xmod-report: error: {e}", file=sys.stderr)
-        return 2
-    out = Path(args.out or sweep_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_summary_files(summary, out)
-    print(f"sweep: {sweep_dir}")
-    print(format_table(summary, metric))
-    import matplotlib
-
-    matplotlib.use("Agg")  # a CLI never needs a window
-    for name, plot in (("heatmap", plot_heatmap), ("zero_shot", plot_zero_shot)):
-        path = out / f"{name}_{metric}.png"
-        plot(summary, metric, path)
-        print(f"wrote {path}")
-    if len({len(r["train_languages"]) for r in summary["runs"] if r["metrics"]}) > 1:  # e.g. K = 1, 2, 4, ...
-        path = out / f"by_languages_{metric}.png"
-        plot_against_languages(summary, metric, path)
-        print(f"wrote {path}")
-    if summary["failed"]:
-        print(f"runs that did not finish: {', '.join(summary['failed'])}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

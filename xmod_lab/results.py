@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 AVG, ZERO_SHOT_AVG = "avg", "zs_avg"
+NUMBER = "{:.2f}"  # how reports print a score
 AVERAGES = (ZERO_SHOT_AVG, AVG)
 STAGES = ("val", "test")
 

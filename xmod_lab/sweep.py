@@ -4,8 +4,8 @@ Two pieces, each plugged in by config:
 
 - ``SweepSummary`` (``hydra.callbacks``): after every job of a multirun it rewrites
   ``<sweep_dir>/sweep_summary.{csv,json}``: one row per run with its overrides, its per-language metrics and
-  their average. It is rewritten after each job, not only at the end, because Hydra never calls
-  ``on_multirun_end`` when a job failed; failed runs are named in the summary. At the start of a sweep
+  their average; ``sweep_configs.csv``: mean ± sd per configuration (runs that differ only in seed). It is
+  rewritten after each job, not only at the end, because Hydra never calls ``on_multirun_end`` when a job failed; failed runs are named in the summary. At the start of a sweep
   it checks that a SLURM launcher (``hydra/launcher=slurm``) has SLURM to talk to, else says how to run
   without it.
 - ``HydraJobDDPStrategy`` (``trainer.strategy``): Lightning's ``ddp`` starts the extra ranks by re-running
@@ -36,8 +36,9 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from omegaconf import DictConfig
 
-from xmod_lab.report import JOB_STATUS, SUMMARY_CSV, format_table, write_summary
+from xmod_lab.report import JOB_STATUS, SUMMARY_CSV, format_configs, format_table, write_summary
 from xmod_lab.run_dir import is_global_rank_zero
+from xmod_lab.seeds import has_repeats
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,10 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         summary = self._write(Path(config.hydra.sweep.dir))
-        if summary is not None:
+        if summary is not None and any(r["metrics"] for r in summary["runs"]):
             log.info("Sweep summary:\n%s", format_table(summary))
+            if has_repeats(summary["configs"]):  # a seed axis: mean ± sd per configuration
+                log.info("Configurations (runs that differ only in seed):\n%s", format_configs(summary))
 
     @staticmethod
     def _write(sweep_dir: Path) -> dict[str, Any] | None:

@@ -16,6 +16,10 @@
   hyper-parameter logging (the task's ``save_hyperparameters``) adds only keys the config lacks, as plain
   values, never a ``repr`` string over a config group. Under ``-m`` the job's swept overrides are also its
   tags (``adapter.adapter_reduction_factor=4``), so a sweep can be filtered and grouped by them.
+- seeds: under ``-m`` the config also carries ``config_id``, the job's overrides minus ``seed``
+  (``xmod_lab.seeds.config_id``, the same key ``xmod-report`` groups runs by). The group stays the sweep;
+  group the sweep's runs by ``config_id`` in the W&B UI and runs that differ only in seed become one line
+  with its mean and spread (``xmod-train -m seed=0,1,2 adapter.adapter_reduction_factor=4,8``).
 - wandb not installed or misconfigured (bad mode, entity, ...): a warning and a CSV logger instead.
 
 ``ValidationScores`` (conf/callbacks/default.yaml) prints the main validation metric per language and its
@@ -39,6 +43,7 @@ from omegaconf import OmegaConf
 
 from xmod_lab.results import AVERAGES, csv_rows, parse_metric_key, scores_by_set
 from xmod_lab.run_dir import swept_keys
+from xmod_lab.seeds import config_id
 from xmod_lab.tasks.common import plain
 
 log = logging.getLogger(__name__)
@@ -100,6 +105,7 @@ def _hydra_defaults() -> dict[str, Any]:
         own = [o for o in hydra_cfg.overrides.task if o.split("=", 1)[0].lstrip("+~") in swept]
         out["name"] = ",".join(own) or hydra_cfg.job.override_dirname or f"job{hydra_cfg.job.num}"
         out["tags"] = [o[:64] for o in own]  # W&B's tag limit
+        out["config_id"] = config_id(hydra_cfg.overrides.task)
     # xmod-train's resolved config.yaml (written before the loggers are built), else Hydra's composed one,
     # resolved now that the job's Hydra context is set
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -156,13 +162,19 @@ def wandb_logger(
             job_type=job_type,
             id=run_id,
             resume="allow" if run_id else None,
-            config=dict(config) if config is not None else defaults.get("config"),
+            config=_with_config_id(dict(config) if config is not None else defaults.get("config"),
+                                   defaults.get("config_id")),
             log_model=log_model,
         )
         _start(logger, save_dir, mode, why)
     except Exception as e:  # wandb raises many types (UsageError, CommError, ValueError...) for bad settings
         return _fallback(save_dir, f"W&B could not start a run ({type(e).__name__}: {e})")
     return logger
+
+
+def _with_config_id(config: dict[str, Any] | None, cid: str | None) -> dict[str, Any] | None:
+    """The run config with ``config_id`` (the key runs that differ only in seed share), under ``-m``."""
+    return config if cid is None else {**(config or {}), "config_id": cid}
 
 
 @rank_zero_only
