@@ -115,6 +115,50 @@ def test_mean_and_sample_sd():
     assert paper.mean_sd([2.5]) == (2.5, None) and paper.mean_sd([None, None]) == (None, None)
 
 
+def fake_summary(n_seeds: int) -> dict:
+    """A summary as main() writes it, for K = 1, 4: shared's probe loss rises by 0.3, modular's stays."""
+    sd = 0.02 if n_seeds > 1 else None
+    curse = []
+    for mode in paper.MODES:
+        for k in (1, 4):
+            loss = 3.3 if (mode, k) == ("shared", 4) else 3.0
+            row = {"mode": mode, "languages": k, "flags": {}, "flagged_seeds": 0, "seeds": list(range(n_seeds))}
+            for key, value in (("probe_mlm_loss", loss), ("mlm_loss_avg", loss), ("updates", 250.0 * k),
+                               ("zero_shot_acc", None if k == 1 else 41.0), ("en_acc", 60.0),
+                               ("zero_shot_avg_acc", None if k == 1 else 40.0)):  # fmt: skip
+                row[key], row[f"{key}_sd"] = value, (sd if value is not None else None)
+            curse.append(row)
+    posthoc = []
+    for mode, change in (("shared", 0.5), ("modular", 0.0)):
+        row = {"mode": mode, "old_languages_max_loss_change": change, "old_languages_loss_change": {"en": change}}
+        for key, value in (("new_language_mlm_loss", 3.4), ("new_language_mlm_loss_before", 5.0),
+                           ("old_languages_mlm_loss", 3.1), ("new_minus_old_mlm_loss", 0.3)):  # fmt: skip
+            row[key], row[f"{key}_sd"] = value, sd
+        posthoc.append(row)
+    runs = {"mlm": {"model": {"hidden_size": 64}, "epochs": 12}, "nli": {"epochs": 3}, "posthoc": {"epochs": 12}}
+    return {"curse": curse, "posthoc": posthoc, "wall_seconds": 100.0, "runs_reused": 0,
+            "seeds": list(range(n_seeds)), "verdict": paper.curse_verdict(curse),
+            "posthoc_verdict": paper.posthoc_verdict(posthoc), "chance": 100 / 3, "shortcut_ceiling": 33.0,
+            "date": "2026-12-01 00:00 UTC", "command": "python -m xmod_lab.paper", "plots": ["probe_loss_vs_k.png"],
+            "settings": {"ks": [1, 4], "posthoc_k": 4, "seeds": list(range(n_seeds)), "overrides": [], "runs": runs}}
+
+
+@pytest.mark.parametrize("n_seeds", [3, 1])
+def test_the_document_states_the_summary_figures_and_verdicts(n_seeds):
+    text = paper.document(fake_summary(n_seeds))
+    curse_line = next(line for line in text.splitlines() if line.startswith("| A shared model"))
+    if n_seeds == 3:
+        assert "**shows**" in curse_line and "shared probe loss K = 1 -> 4: +0.300 (2 sd = 0.057)" in curse_line
+        assert "| shared | 4 | 1000 | 3.300 ± 0.020 | 3.300 ± 0.020 |" in text
+        assert "| modular | 3.400 ± 0.020 | 3.400 ± 0.020 |" not in text  # the before/after columns differ
+        assert "| modular | 5.000 ± 0.020 | 3.400 ± 0.020 | 3.100 ± 0.020 | 0.300 ± 0.020 | 0 |" in text
+    else:  # one seed: no spread, so no verdict, and no "± sd" that is not there
+        assert "**does not show** (fewer than 2 seeds" in curse_line
+        assert "| shared | 4 | 1000 | 3.300 | 3.300 |" in text and "±" not in text.split("## Curse")[1]
+    assert "**shown**: modular largest change of an old language's loss" in text
+    assert "model: hidden_size 64; epochs 12" in text and "![probe_loss_vs_k.png](img/paper_probe_loss_vs_k.png)" in text
+
+
 @pytest.mark.slow
 def test_paper_study_at_a_toy_setting(tmp_path):
     """`make paper` end to end (K = 1, 2; 2 seeds; 2 updates per run): summary schema with the spread over

@@ -313,9 +313,20 @@ def study_settings(out: Path, ks: Sequence[int], seeds: Sequence[int], posthoc_k
                 value = {f: value[f] for f in _MODEL_FIELDS if f in value}
             elif label == "data" and isinstance(value, dict):
                 value = {f: value[f] for f in _DATA_FIELDS if f in value}
-            found[label] = value
+            found[label] = None if (label == "max steps" and value == -1) else value  # -1: epochs decide
         settings[step] = found
     return settings
+
+
+def _describe(settings: dict[str, Any]) -> str:
+    """``label value`` pairs, nested dicts flattened (``data: n_corpus 4000, ...``); unset values left out."""
+    parts = []
+    for label, value in settings.items():
+        if isinstance(value, dict):
+            parts.append(f"{label}: " + ", ".join(f"{k} {v}" for k, v in value.items()))
+        elif value is not None:
+            parts.append(f"{label} {value}")
+    return "; ".join(parts)
 
 
 def document(summary: dict[str, Any]) -> str:
@@ -362,10 +373,10 @@ def document(summary: dict[str, Any]) -> str:
                  + f"shared {next(r for r in summary['posthoc'] if r['mode'] == 'shared')['old_languages_max_loss_change']:.3g}. |")
     lines += [
         "", "## Settings (from the runs' saved configs)", "",
-        f"- Pre-training (`experiment=paper_mlm`): {runs['mlm']}",
-        f"- Fine-tuning (`experiment=paper_nli`): {runs['nli']}",
-        f"- Post-hoc (`experiment=paper_posthoc_*`, K = {st['posthoc_k']}): {runs['posthoc']}",
-        f"- Overrides given to every run: {st['overrides'] or 'none'}",
+        f"- Pre-training (`experiment=paper_mlm`): {_describe(runs['mlm'])}",
+        f"- Fine-tuning (`experiment=paper_nli`): {_describe(runs['nli'])}",
+        f"- Post-hoc (`experiment=paper_posthoc_*`, K = {st['posthoc_k']}): {_describe(runs['posthoc'])}",
+        "- Overrides given to every run: " + (" ".join(f"`{o}`" for o in st["overrides"]) or "none"),
         "- World settings (`shared_facts`, `private_facts`, `vocab_overlap`, `orders`): "
         "`xmod_lab/data/synthetic_world.py`; the study's: `xmod_lab/conf/world/paper.yaml`.", "",
         "## Curse of multilinguality", "",

@@ -158,3 +158,16 @@ def test_word_order_variety_is_the_configured_set():
 def test_bad_world_settings_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         WorldSettings(**kwargs)
+
+
+def test_the_paper_presets_share_one_world(tmp_path):
+    """Pre-training, fine-tuning and post-hoc runs must generate the same folder and tokenizer, and the
+    study's world has knowledge of each language's own to store."""
+    keys = ("vocab_size", "n_train", "n_eval", "n_corpus", "seed", *WORLD_DEFAULTS)
+    worlds = []
+    for preset in ("paper_mlm", "paper_nli", "paper_posthoc_modular", "paper_posthoc_shared"):
+        with no_hydra():
+            cfg = compose_run("train", tmp_path / preset, tmp_path / "cache", [f"experiment={preset}",
+                                                                               "model.pretrained=x"])
+        worlds.append({k: cfg.data[k] for k in keys})
+    assert all(w == worlds[0] for w in worlds) and worlds[0]["private_facts"] > 0
