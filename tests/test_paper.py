@@ -159,6 +159,23 @@ def test_the_document_states_the_summary_figures_and_verdicts(n_seeds):
     assert "model: hidden_size 64; epochs 12" in text and "![probe_loss_vs_k.png](img/paper_probe_loss_vs_k.png)" in text
 
 
+def test_a_study_that_mixes_two_worlds_is_refused(tmp_path):
+    """Resuming after a change of the world would put runs of two data settings in one table."""
+    data = {"n_corpus": 60, "n_train": 48, "n_eval": 24, "seed": 0, "vocab_size": 1000, "shared_facts": 64,
+            "private_facts": 128, "vocab_overlap": 0.0, "orders": None}  # fmt: skip
+    dirs = [tmp_path / step / paper.run_name(mode, k, seed) for step in ("mlm", "nli") for mode in paper.MODES
+            for k in (1, 2) for seed in (0, 1)]  # fmt: skip
+    dirs += [tmp_path / "posthoc" / f"{mode}_k2_seed{seed}_train{t}" for mode in paper.MODES for seed in (0, 1)
+             for t in (True, False)]  # fmt: skip
+    for run_dir in dirs:
+        run_dir.mkdir(parents=True)
+        OmegaConf.save({"data": data}, run_dir / "config.yaml")
+    paper.check_one_world(tmp_path, [1, 2], [0, 1], 2)
+    OmegaConf.save({"data": {**data, "private_facts": 256}}, dirs[5] / "config.yaml")
+    with pytest.raises(ValueError, match=rf"{dirs[5]} generated its data with other settings .*private_facts"):
+        paper.check_one_world(tmp_path, [1, 2], [0, 1], 2)
+
+
 @pytest.mark.slow
 def test_paper_study_at_a_toy_setting(tmp_path):
     """`make paper` end to end (K = 1, 2; 2 seeds; 2 updates per run): summary schema with the spread over

@@ -294,12 +294,37 @@ _MODEL_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "int
 _DATA_FIELDS = ("n_corpus", "n_train", "n_eval", "seed", "vocab_size", *WORLD_DEFAULTS)
 
 
+def check_one_world(out: Path, ks: Sequence[int], seeds: Sequence[int], posthoc_k: int) -> None:
+    """Every run of the study generated its data with the same settings. A resumed study reuses finished
+    runs; after a change of the world (conf/world/paper.yaml, data.* overrides) they would silently mix two
+    worlds in one table."""
+    dirs = [out / step / run_name(mode, k, seed) for step in ("mlm", "nli") for mode in MODES for k in ks for seed in seeds]
+    dirs += [out / "posthoc" / f"{mode}_k{posthoc_k}_seed{seed}_train{t}" for mode in MODES for seed in seeds
+             for t in (True, False)]  # fmt: skip
+    first: tuple[Path, dict[str, Any]] | None = None
+    for run_dir in dirs:
+        data = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml").data)
+        assert isinstance(data, dict)
+        # a run saved before the world settings existed had the default (off) world
+        generation = {f: data.get(f, WORLD_DEFAULTS.get(f)) for f in _DATA_FIELDS}
+        if first is None:
+            first = (run_dir, generation)
+        elif generation != first[1]:
+            diff = {f: (first[1][f], generation[f]) for f in _DATA_FIELDS if first[1][f] != generation[f]}
+            raise ValueError(
+                f"{run_dir} generated its data with other settings than {first[0]} ({diff}: "
+                f"{first[0].name}'s, then its): the study mixes two worlds, probably resumed after a change. Use a new "
+                f"--out, or delete the runs of the old setting under {out}."
+            )
+
+
 def study_settings(out: Path, ks: Sequence[int], seeds: Sequence[int], posthoc_k: int) -> dict[str, Any]:
     """What each step ran with, from one run's config.yaml per step (every run of a step shares them but
     languages, mode and seed)."""
     runs = {"mlm": out / "mlm" / run_name("modular", ks[-1], seeds[0]),
             "nli": out / "nli" / run_name("modular", ks[-1], seeds[0]),
             "posthoc": out / "posthoc" / f"modular_k{posthoc_k}_seed{seeds[0]}_trainTrue"}  # fmt: skip
+    check_one_world(out, ks, seeds, posthoc_k)
     settings: dict[str, Any] = {}
     for step, run_dir in runs.items():
         cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
