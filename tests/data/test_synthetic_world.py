@@ -138,6 +138,7 @@ def test_vocabulary_overlap_is_the_configured_share_of_word_slots(overlap):
         if lang != "rm":  # a post-hoc language may borrow one word from two sources
             assert len(set(words)) == len(words), lang  # an own word never collides with a loan
     assert make_lexicon("de", world=WorldSettings()) == make_lexicon("de")
+    assert WorldSettings(vocab_overlap=1).as_dict() == WorldSettings(vocab_overlap=1.0).as_dict()  # one folder
 
 
 def test_word_order_variety_is_the_configured_set():

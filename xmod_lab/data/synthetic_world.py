@@ -93,6 +93,7 @@ class WorldSettings:
         if isinstance(self.vocab_overlap, bool) or not isinstance(self.vocab_overlap, int | float) or \
                 not 0.0 <= self.vocab_overlap <= 1.0:  # fmt: skip
             raise ValueError(f"data.vocab_overlap={self.vocab_overlap!r}: a fraction in [0, 1] is needed")
+        object.__setattr__(self, "vocab_overlap", float(self.vocab_overlap))  # 1 and 1.0: one folder
         if self.orders is not None:
             orders = tuple(self.orders)
             object.__setattr__(self, "orders", orders)
