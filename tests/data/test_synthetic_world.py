@@ -33,8 +33,8 @@ from xmod_lab.data.synthetic_world import (
 )
 
 SMALL = dict(n_train=30, n_eval=6, n_corpus=60)
-# Digests of main's generator (commit 66edbc6, before the world settings existed), computed with its code:
-# every file generate_synthetic / prepare_synthetic wrote for SMALL, seed 0 (/tmp script in the issue 21 notes).
+# Digests (digest() below) of every file main's generator wrote for SMALL, seed 0, all languages: computed by
+# running generate_synthetic / prepare_synthetic from `git archive 66edbc6` (before the world settings existed).
 MAIN_GENERATED = "3a494cc3858c2d1c5b478da5ba11e7e256bab4d78ba8c164f0409303fd7c704b"
 MAIN_FOLDER, MAIN_PREPARED = "52e931dae08b", "e1a8da02a4e2be209e4da5c9c685cd32df517e74abdbf8ee306e38a34c8c48be"
 
