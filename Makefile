@@ -37,7 +37,7 @@ eval: $(STAMP)
 	$(BIN)/xmod-eval $(ARGS)
 
 # The X-MOD paper in miniature (xmod_lab/paper.py): curse of multilinguality, zero-shot, post-hoc languages
-# -> outputs/paper/{summary.json,README.md,*.png}. 8 minutes on 2 idle cores (docs/paper.md).
+# -> outputs/paper/{summary.json,README.md,*.png} and docs/paper.md (generated from summary.json).
 paper: $(STAMP)
 	$(BIN)/python -m xmod_lab.paper $(ARGS)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -75,30 +77,140 @@ def test_a_collapsed_run_is_flagged_in_its_results(tmp_path):
         assert any("chance" in f for f in diag["flags"][lang]), lang
 
 
+def point(mode, k, loss, sd):
+    return {"mode": mode, "languages": k, "probe_mlm_loss": loss, "probe_mlm_loss_sd": sd}
+
+
+@pytest.mark.parametrize(("shared", "modular", "shows"), [
+    ((3.0, 0.05, 3.5, 0.05), (3.0, 0.05, 3.0, 0.05), True),    # shared rises far beyond its spread, modular flat
+    ((3.0, 0.10, 3.1, 0.10), (3.0, 0.10, 2.9, 0.10), False),   # a rise of 0.1 against 2 sd = 0.28: noise
+    ((3.0, 0.05, 3.5, 0.05), (3.0, 0.05, 3.4, 0.05), False),   # modular rises too (gap 0.1 > 2 x 0.07 though)
+    ((3.0, 0.01, 3.2, 0.01), (3.0, 0.01, 3.0, 0.30), False),   # modular flat but so noisy the gap is not shown
+    ((3.0, None, 3.5, None), (3.0, None, 3.0, None), False),   # one seed: no spread, no verdict
+])  # fmt: skip
+def test_curse_verdict_weighs_the_change_against_its_spread(shared, modular, shows):
+    rows = [point("shared", 1, *shared[:2]), point("shared", 16, *shared[2:]),
+            point("modular", 1, *modular[:2]), point("modular", 16, *modular[2:])]  # fmt: skip
+    verdict = paper.curse_verdict(rows)
+    assert verdict["curse_shows"] is shows
+    assert verdict["probe_loss_change_smallest_to_largest_k"]["shared"] == pytest.approx(shared[2] - shared[0])
+    assert verdict["gap_at_largest_k"] == pytest.approx(shared[2] - modular[2])
+    if shared[1] is None:
+        assert "fewer than 2 seeds" in verdict["no_verdict_because"]
+    else:  # the combined sd of a difference of two means
+        assert verdict["gap_at_largest_k_sd"] == pytest.approx(math.hypot(shared[3], modular[3]))
+
+
+def test_mean_and_sample_sd():
+    assert paper.mean_sd([1.0, 2.0, 3.0]) == (2.0, 1.0)  # ddof 1 (population sd would be 0.816)
+    assert paper.mean_sd([2.5]) == (2.5, None) and paper.mean_sd([None, None]) == (None, None)
+
+
+def fake_summary(n_seeds: int) -> dict:
+    """A summary as main() writes it, for K = 1, 4: shared's probe loss rises by 0.3, modular's stays."""
+    sd = 0.02 if n_seeds > 1 else None
+    curse = []
+    for mode in paper.MODES:
+        for k in (1, 4):
+            loss = 3.3 if (mode, k) == ("shared", 4) else 3.0
+            row = {"mode": mode, "languages": k, "flags": {}, "flagged_seeds": 0, "seeds": list(range(n_seeds))}
+            for key, value in (("probe_mlm_loss", loss), ("mlm_loss_avg", loss), ("updates", 250.0 * k),
+                               ("zero_shot_acc", None if k == 1 else 41.0), ("en_acc", 60.0),
+                               ("zero_shot_avg_acc", None if k == 1 else 40.0)):  # fmt: skip
+                row[key], row[f"{key}_sd"] = value, (sd if value is not None else None)
+            curse.append(row)
+    posthoc = []
+    for mode, change in (("shared", 0.5), ("modular", 0.0)):
+        row = {"mode": mode, "old_languages_max_loss_change": change, "old_languages_loss_change": {"en": change}}
+        for key, value in (("new_language_mlm_loss", 3.4), ("new_language_mlm_loss_before", 5.0),
+                           ("old_languages_mlm_loss", 3.1), ("new_minus_old_mlm_loss", 0.3)):  # fmt: skip
+            row[key], row[f"{key}_sd"] = value, sd
+        posthoc.append(row)
+    runs = {"mlm": {"model": {"hidden_size": 64}, "epochs": 12}, "nli": {"epochs": 3}, "posthoc": {"epochs": 12}}
+    return {"curse": curse, "posthoc": posthoc, "wall_seconds": 100.0, "runs_reused": 0,
+            "seeds": list(range(n_seeds)), "verdict": paper.curse_verdict(curse),
+            "posthoc_verdict": paper.posthoc_verdict(posthoc), "chance": 100 / 3, "shortcut_ceiling": 33.0,
+            "date": "2026-12-01 00:00 UTC", "command": "python -m xmod_lab.paper", "plots": ["probe_loss_vs_k.png"],
+            "settings": {"ks": [1, 4], "posthoc_k": 4, "seeds": list(range(n_seeds)), "overrides": [], "runs": runs}}
+
+
+@pytest.mark.parametrize("n_seeds", [3, 1])
+def test_the_document_states_the_summary_figures_and_verdicts(n_seeds):
+    text = paper.document(fake_summary(n_seeds))
+    curse_line = next(line for line in text.splitlines() if line.startswith("| A shared model"))
+    if n_seeds == 3:
+        assert "**shows**" in curse_line and "shared probe loss K = 1 -> 4: +0.300 (2 sd = 0.057)" in curse_line
+        assert "| shared | 4 | 1000 | 3.300 ± 0.020 | 3.300 ± 0.020 |" in text
+        assert "| modular | 3.400 ± 0.020 | 3.400 ± 0.020 |" not in text  # the before/after columns differ
+        assert "| modular | 5.000 ± 0.020 | 3.400 ± 0.020 | 3.100 ± 0.020 | 0.300 ± 0.020 | 0 |" in text
+    else:  # one seed: no spread, so no verdict, and no "± sd" that is not there
+        assert "**does not show** (fewer than 2 seeds" in curse_line
+        assert "| shared | 4 | 1000 | 3.300 | 3.300 |" in text and "±" not in text.split("## Curse")[1]
+    assert "**shown**: modular largest change of an old language's loss" in text
+    assert "model: hidden_size 64; epochs 12" in text and "![probe_loss_vs_k.png](img/paper_probe_loss_vs_k.png)" in text
+
+
+def test_a_study_that_mixes_two_worlds_is_refused(tmp_path):
+    """Resuming after a change of the world would put runs of two data settings in one table."""
+    data = {"n_corpus": 60, "n_train": 48, "n_eval": 24, "seed": 0, "vocab_size": 1000, "shared_facts": 64,
+            "private_facts": 128, "vocab_overlap": 0.0, "orders": None}  # fmt: skip
+    dirs = [tmp_path / step / paper.run_name(mode, k, seed) for step in ("mlm", "nli") for mode in paper.MODES
+            for k in (1, 2) for seed in (0, 1)]  # fmt: skip
+    dirs += [tmp_path / "posthoc" / f"{mode}_k2_seed{seed}_train{t}" for mode in paper.MODES for seed in (0, 1)
+             for t in (True, False)]  # fmt: skip
+    for run_dir in dirs:
+        run_dir.mkdir(parents=True)
+        OmegaConf.save({"data": data}, run_dir / "config.yaml")
+    paper.check_one_world(tmp_path, [1, 2], [0, 1], 2)
+    OmegaConf.save({"data": {**data, "private_facts": 256}}, dirs[5] / "config.yaml")
+    with pytest.raises(ValueError, match=rf"{dirs[5]} generated its data with other settings .*private_facts"):
+        paper.check_one_world(tmp_path, [1, 2], [0, 1], 2)
+
+
 @pytest.mark.slow
 def test_paper_study_at_a_toy_setting(tmp_path):
-    """`make paper` end to end (K = 1, 2; 2 updates per run): summary schema, post-hoc changes, outputs."""
-    out = tmp_path / "paper"
+    """`make paper` end to end (K = 1, 2; 2 seeds; 2 updates per run): summary schema with the spread over
+    seeds, post-hoc identity in every seed, and the document generated from summary.json."""
+    out, doc = tmp_path / "paper", tmp_path / "docs" / "paper.md"
     done = subprocess.run(
         [sys.executable, "-m", "xmod_lab.paper", "--out", str(out), "--ks", "1,2", "--posthoc-k", "2",
-         "trainer.max_steps=2", *DATA],
+         "--seeds", "2", "--doc", str(doc), "trainer.max_steps=2", *DATA],
         cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, "XMOD_CACHE": str(tmp_path / "c")},
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
+    assert {"curse", "posthoc", "wall_seconds", "verdict", "seeds"} <= set(summary) and summary["seeds"] == [0, 1]
     assert [(r["mode"], r["languages"]) for r in summary["curse"]] == [
         ("shared", 1), ("shared", 2), ("modular", 1), ("modular", 2)]
     for row in summary["curse"]:
-        assert isinstance(row["probe_mlm_loss"], float) and row["probe_mlm_loss"] > 0
+        losses = [r["probe_mlm_loss"] for r in row["per_seed"]]
+        assert [r["seed"] for r in row["per_seed"]] == [0, 1] and all(v > 0 for v in losses)
+        assert row["probe_mlm_loss"] == pytest.approx(statistics.mean(losses))
+        assert row["probe_mlm_loss_sd"] == pytest.approx(statistics.stdev(losses))
+        assert losses[0] != losses[1]  # the seed reaches the runs: a spread of 0 would fake certainty
+        assert (out / "mlm" / f"{row['mode']}_synthetic{row['languages']}_seed1" / "run_complete").is_file()
         assert (row["zero_shot_acc"] is None) == (row["languages"] == 1)  # no other language at K = 1
         assert row["zero_shot_acc"] is None or 0.0 <= row["zero_shot_acc"] <= 100.0
+    verdict = summary["verdict"]
+    assert isinstance(verdict["curse_shows"], bool) and verdict["no_verdict_because"] is None
+    assert verdict["gap_at_largest_k_sd"] is not None and (verdict["smallest_k"], verdict["largest_k"]) == (1, 2)
     posthoc = {r["mode"]: r for r in summary["posthoc"]}
     assert set(posthoc) == {"shared", "modular"}
-    assert posthoc["modular"]["old_languages_max_loss_change"] == 0.0  # old adapters and body untouched
+    for seed_row in posthoc["modular"]["per_seed"]:
+        assert seed_row["old_languages_max_loss_change"] == 0.0  # old adapters and body untouched, every seed
+        assert seed_row["new_minus_old_mlm_loss"] == pytest.approx(
+            seed_row["new_language_mlm_loss"] - seed_row["old_languages_mlm_loss"])
+    assert posthoc["modular"]["old_languages_max_loss_change"] == 0.0
     assert posthoc["shared"]["old_languages_max_loss_change"] > 0.0  # its one adapter serves every language
     assert set(posthoc["modular"]["old_languages_loss_change"]) == {"en", "de"}
+    assert posthoc["modular"]["new_language_mlm_loss_sd"] is not None
     assert isinstance(summary["wall_seconds"], float) and summary["wall_seconds"] > 0
-    assert "## Curse of multilinguality" in (out / "README.md").read_text()
+    text = doc.read_text()
+    assert text == (out / "README.md").read_text() == paper.document(summary)  # a function of summary.json
+    assert "## Verdicts" in text and "## Curse of multilinguality" in text
+    for row in summary["curse"]:  # every figure of the table, with its spread
+        assert f"{row['probe_mlm_loss']:.3f} ± {row['probe_mlm_loss_sd']:.3f}" in text
+    assert (doc.parent / "img" / "paper_probe_loss_vs_k.png").stat().st_size > 0
     assert (out / "probe_loss_vs_k.png").stat().st_size > 0 and (out / "mlm" / "sweep_summary.csv").is_file()
     # the figures: one style per mode, the same as xmod-report's plot of the same MLM runs (whose folders list
     # modular first); degenerate zero-shot runs crossed out

@@ -29,12 +29,13 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from xmod_lab.data.synthetic import synthetic_codes
+from xmod_lab.data.synthetic_world import WORLD_DEFAULTS
 
 log = logging.getLogger(__name__)
 
 RUN_SUBDIR = "pretraining_run"  # the pre-training run's directory inside the cached folder
 # data keys copied from the run's data config: the synthetic generation settings (same folder, same tokenizer)
-GENERATION_KEYS = ("root", "vocab_size", "n_train", "n_eval", "n_corpus", "seed")
+GENERATION_KEYS = ("root", "vocab_size", "n_train", "n_eval", "n_corpus", "seed", *WORLD_DEFAULTS)
 # parts of the pre-training config that do not change the weights it produces
 _NOT_IN_KEY = ("paths", "logger", "callbacks", "name", "tags", "export_dir", "torch_threads", "pretrain")
 _TRAINER_NOT_IN_KEY = ("default_root_dir", "enable_progress_bar", "log_every_n_steps", "enable_model_summary")
@@ -101,7 +102,9 @@ def cache_key(pre: DictConfig) -> str:
     plain: dict[str, Any] = OmegaConf.to_container(pre, resolve=True, enum_to_str=True)  # type: ignore[assignment]
     keyed = {k: v for k, v in plain.items() if k not in _NOT_IN_KEY}
     keyed["trainer"] = {k: v for k, v in keyed.get("trainer", {}).items() if k not in _TRAINER_NOT_IN_KEY}
-    keyed["data"] = {k: v for k, v in keyed.get("data", {}).items() if k not in _DATA_NOT_IN_KEY}
+    # a world setting that is off stays out of the key: caches made before those settings existed stay valid
+    keyed["data"] = {k: v for k, v in keyed.get("data", {}).items()
+                     if k not in _DATA_NOT_IN_KEY and not (k in WORLD_DEFAULTS and v == WORLD_DEFAULTS[k])}  # fmt: skip
     stamp = json.dumps(keyed, sort_keys=True, default=str)
     return hashlib.sha256(stamp.encode()).hexdigest()[:12]
 

@@ -6,7 +6,9 @@ by all languages (the anchors that let transfer happen); verbs, objects, negatio
 are pseudo-words in the language's script (Latin, Cyrillic, CJK, Arabic, Devanagari), and each language
 orders subject, verb and object its own way (SVO, SOV, VSO, ...) and puts negation in its own place. The
 world is shared: each verb takes the same 4 of the 16 objects in every language, so a model that learns it
-once can reuse it everywhere, while the grammars compete for capacity in a shared model.
+once can reuse it everywhere, while the grammars compete for capacity in a shared model. How much the
+languages share and how much each must store alone (fact tables, vocabulary overlap, word-order variety)
+are the world settings of :mod:`xmod_lab.data.synthetic_world`, off by default.
 
 NLI (XNLI-style) label, a rule over the facts:
 
@@ -52,6 +54,23 @@ from typing import Any
 from xmod_lab.data.language_modeling import LanguageModelingDataModule
 from xmod_lab.data.languages import to_xmod_language
 from xmod_lab.data.sentence_pair import XNLI_LABELS, SentencePairDataModule
+from xmod_lab.data.synthetic_world import (
+    CONTENT_WORDS,
+    FUNCTION_WORDS,
+    N_OBJECTS,
+    N_VERBS,
+    NAMES,
+    NEGATED_SHARE,
+    NUMBERS,
+    ORDERS,
+    SURNAMES,
+    Fact,
+    WorldSettings,
+    fact_table,
+    loan_slots,
+    random_fact,
+    table_clause,
+)
 from xmod_lab.data.tokenizer import train_tokenizer
 
 # Pre-training languages, in the order the paper study adds them (K = 1, 2, 4, 8, 16 takes a prefix):
@@ -64,14 +83,8 @@ ALL_LANGUAGES = SYNTHETIC_LANGUAGES + tuple(POSTHOC_LANGUAGES)
 # Dataset code -> X-MOD adapter code for languages outside xmod_lab.data.DEFAULT_LANGUAGE_MAP.
 SYNTHETIC_LANGUAGE_MAP = {"rm": "rm_CH"}
 
-NAMES = ("Anna", "Ben", "Carla", "David", "Eva", "Felix", "Greta", "Hugo", "Ida", "Jonas", "Klara", "Leo")
-SURNAMES = ("Berg", "Costa", "Dumas", "Ivanov", "Kim", "Lopez", "Meyer", "Novak")
-NUMBERS = tuple(str(i) for i in range(1, 10))
-_N_OBJECTS, _N_VERBS, _N_FILLERS, _N_PLACES, _N_ORGS = 16, 8, 6, 8, 6
-_OBJECTS_PER_VERB = 4
 PANX_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC")
-# Constituent orders (S = name, V = verb, O = number + object) and where negation goes.
-ORDERS = ("SVO", "SOV", "VSO", "VOS", "OVS", "OSV")
+# Where negation goes (the constituent orders: xmod_lab.data.synthetic_world.ORDERS).
 NEGATION_PLACES = ("before_verb", "after_verb", "clause_end")
 
 _SCRIPTS = {
@@ -84,11 +97,6 @@ _SCRIPT_OF = {"ru": "cyrillic", "bg": "cyrillic", "uk": "cyrillic", "ar": "arabi
               "hi": "devanagari", "mr": "devanagari", "ne": "devanagari", "zh": "cjk", "ja": "cjk"}  # fmt: skip
 
 
-def verb_objects(verb: int) -> tuple[int, ...]:
-    """The objects a verb takes: the same in every language (the shared latent world)."""
-    return tuple((2 * verb + j) % _N_OBJECTS for j in range(_OBJECTS_PER_VERB))
-
-
 def _word(rng: random.Random, script: str, syllables: int) -> str:
     if script == "cjk":
         return "".join(chr(rng.randrange(0x4E00, 0x4E00 + 2000)) for _ in range(syllables))
@@ -96,13 +104,15 @@ def _word(rng: random.Random, script: str, syllables: int) -> str:
     return "".join(rng.choice(consonants) + rng.choice(vowels) for _ in range(syllables))
 
 
-def make_lexicon(lang: str, seed: int = 0) -> dict[str, list[str]]:
+def make_lexicon(lang: str, seed: int = 0, world: WorldSettings | None = None) -> dict[str, list[str]]:
     """Deterministic pseudo-words of one language for every language-specific concept (all distinct).
 
-    A post-hoc language borrows each word from one of its source languages."""
+    A post-hoc language borrows each word from one of its source languages. With ``world.vocab_overlap``,
+    the loan slots (:func:`~xmod_lab.data.synthetic_world.loan_slots`) hold English's words in every
+    language."""
     if lang in POSTHOC_LANGUAGES:
         rng = random.Random(f"{seed}:{lang}:borrow")
-        sources = [make_lexicon(src, seed) for src in POSTHOC_LANGUAGES[lang]]
+        sources = [make_lexicon(src, seed, world) for src in POSTHOC_LANGUAGES[lang]]
         return {kind: [rng.choice(sources)[kind][i] for i in range(len(words))] for kind, words in sources[0].items()}
     rng = random.Random(f"{seed}:{lang}")
     script = _SCRIPT_OF.get(lang, "latin")
@@ -115,9 +125,18 @@ def make_lexicon(lang: str, seed: int = 0) -> dict[str, list[str]]:
                 used.add(w)
                 return w
 
-    sizes = {"object": _N_OBJECTS, "verb": _N_VERBS, "filler": _N_FILLERS, "place": _N_PLACES, "org": _N_ORGS}
-    lex = {kind: [fresh(rng.choice((2, 3))) for _ in range(n)] for kind, n in sizes.items()}
-    lex.update(neg=[fresh(1)], conj=[fresh(1)], loc_prep=[fresh(1)], org_prep=[fresh(1)])
+    lex = {kind: [fresh(rng.choice((2, 3))) for _ in range(n)] for kind, n in CONTENT_WORDS.items()}
+    lex.update({kind: [fresh(1)] for kind in FUNCTION_WORDS})
+    if world is not None and world.vocab_overlap > 0 and lang != "en":
+        english, slots = make_lexicon("en", seed), loan_slots(world, seed)
+        loans = {english[kind][i] for kind, i in slots}
+        used |= loans
+        for kind, words in lex.items():
+            for i, word in enumerate(words):
+                if (kind, i) in slots:
+                    words[i] = english[kind][i]
+                elif word in loans:  # an own word that a Latin-script language drew the same as a loan
+                    words[i] = fresh(2)
     return lex
 
 
@@ -127,21 +146,13 @@ class Grammar:
     negation: str  # one of NEGATION_PLACES
 
 
-def make_grammar(lang: str, seed: int = 0) -> Grammar:
-    """English is SVO with negation before the verb; every other language draws its own."""
+def make_grammar(lang: str, seed: int = 0, orders: Sequence[str] | None = None) -> Grammar:
+    """English is SVO with negation before the verb; every other language draws its own, its order among
+    ``orders`` (default: all of ORDERS)."""
     if lang == "en":
         return Grammar("SVO", "before_verb")
     rng = random.Random(f"{seed}:{lang}:grammar")
-    return Grammar(rng.choice(ORDERS), rng.choice(NEGATION_PLACES))
-
-
-@dataclass(frozen=True)
-class Fact:
-    name: str
-    verb: int
-    number: str
-    obj: int
-    negated: bool
+    return Grammar(rng.choice(tuple(orders) if orders else ORDERS), rng.choice(NEGATION_PLACES))
 
 
 @dataclass(frozen=True)
@@ -168,19 +179,8 @@ class Language:
         return words
 
 
-def make_language(lang: str, seed: int = 0) -> Language:
-    return Language(lang, make_lexicon(lang, seed), make_grammar(lang, seed))
-
-
-def random_fact(rng: random.Random, name: str | None = None, negated: bool | None = None) -> Fact:
-    verb = rng.randrange(_N_VERBS)
-    return Fact(
-        name=name or rng.choice(NAMES),
-        verb=verb,
-        number=rng.choice(NUMBERS),
-        obj=rng.choice(verb_objects(verb)),
-        negated=rng.random() < 0.5 if negated is None else negated,
-    )
+def make_language(lang: str, seed: int = 0, world: WorldSettings | None = None) -> Language:
+    return Language(lang, make_lexicon(lang, seed, world), make_grammar(lang, seed, world.orders if world else None))
 
 
 def nli_facts(rng: random.Random, label: int) -> tuple[list[Fact], Fact]:
@@ -232,9 +232,9 @@ def ner_example(rng: random.Random, lex: Mapping[str, list[str]], lang: str) -> 
         tokens.append(rng.choice(SURNAMES))
         tags.append(2)
     tokens += [
-        lex["verb"][rng.randrange(_N_VERBS)],
+        lex["verb"][rng.randrange(N_VERBS)],
         rng.choice(NUMBERS),
-        lex["object"][rng.randrange(_N_OBJECTS)],
+        lex["object"][rng.randrange(N_OBJECTS)],
     ]
     tags += [0, 0, 0]
     for kind, prep, b_tag in (("org", "org_prep", 3), ("place", "loc_prep", 5)):
@@ -245,9 +245,13 @@ def ner_example(rng: random.Random, lex: Mapping[str, list[str]], lang: str) -> 
     return {"tokens": tokens, "ner_tags": tags, "langs": [lang] * len(tokens)}
 
 
-def corpus_line(rng: random.Random, language: Language) -> str:
-    """Running text: 1-3 facts (a third negated), sometimes opened by a filler word."""
-    facts = [random_fact(rng, name, rng.random() < 0.3) for name in rng.sample(NAMES, rng.choice((1, 2, 3)))]
+def corpus_line(rng: random.Random, language: Language, table: Sequence[Fact] | None = None) -> str:
+    """Running text: 1-3 facts (30 % negated), sometimes opened by a filler word; with a fact ``table`` (a
+    world with facts), clauses true in the language (:func:`~xmod_lab.data.synthetic_world.table_clause`)."""
+    if table:
+        facts = [table_clause(rng, table) for _ in range(rng.choice((1, 2, 3)))]
+    else:
+        facts = [random_fact(rng, name, rng.random() < NEGATED_SHARE) for name in rng.sample(NAMES, rng.choice((1, 2, 3)))]
     filler = [rng.choice(language.lexicon["filler"])] if rng.random() < 0.3 else []
     return " ".join(filler + language.sentence(facts))
 
@@ -289,17 +293,20 @@ def generate_synthetic(
     n_corpus: int = 2000,
     seed: int = 0,
     ner: bool = True,
+    world: WorldSettings | None = None,
 ) -> Path:
     """Write the NLI (and NER) splits and the MLM text of every language under ``root``; deterministic.
 
     Facts about each language (grammar, the hypothesis-only ceiling of its NLI test set) go to
-    ``root/languages.json``.
+    ``root/languages.json``. ``world``: the knowledge settings (default: the default experiment's world).
     """
     root = Path(root)
+    world = world or WorldSettings()
     sizes = {"train": n_train, "validation": n_eval, "test": n_eval}
     info: dict[str, Any] = {}
     for lang in languages:
-        language = make_language(lang, seed)
+        language = make_language(lang, seed, world)
+        table = fact_table(world, lang, seed) if world.has_facts else None
         nli: dict[str, list[dict[str, Any]]] = {}
         for split, n in sizes.items():
             rng = random.Random(f"{seed}:{lang}:{split}:nli")
@@ -316,7 +323,7 @@ def generate_synthetic(
         # MLM text: held-out lines are a tenth of the training text (at least 50)
         for split, n in (("train", n_corpus), ("validation", max(50, n_corpus // 10)), ("test", max(50, n_corpus // 10))):
             rng = random.Random(f"{seed}:{lang}:{split}:corpus")
-            text = "\n".join(corpus_line(rng, language) for _ in range(n)) + "\n"
+            text = "\n".join(corpus_line(rng, language, table) for _ in range(n)) + "\n"
             (root / "mlm" / lang).mkdir(parents=True, exist_ok=True)
             (root / "mlm" / lang / f"{split}.txt").write_text(text, encoding="utf-8")
             if split == "train":
@@ -341,6 +348,7 @@ def prepare_synthetic(
     n_eval: int = 500,
     n_corpus: int = 2000,
     seed: int = 0,
+    world: WorldSettings | None = None,
 ) -> Path:
     """Generate the data of every language in :data:`ALL_LANGUAGES` and train its tokenizer once; returns
     ``root/<hash of the generation settings>``.
@@ -353,6 +361,9 @@ def prepare_synthetic(
     """
     params = {"languages": list(ALL_LANGUAGES), "vocab_size": vocab_size, "n_train": n_train, "n_eval": n_eval,
               "n_corpus": n_corpus, "seed": seed, "version": _VERSION}  # fmt: skip
+    world = world or WorldSettings()
+    if not world.is_default():  # the default world keeps the folder it had before these settings existed
+        params["world"] = world.as_dict()
     stamp = json.dumps(params, sort_keys=True)
     root = Path(root).expanduser()
     target = root / hashlib.sha256(stamp.encode()).hexdigest()[:12]
@@ -361,7 +372,7 @@ def prepare_synthetic(
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{target.name}-tmp-"))
     try:
-        generate_synthetic(tmp, ALL_LANGUAGES, n_train, n_eval, n_corpus, seed)
+        generate_synthetic(tmp, ALL_LANGUAGES, n_train, n_eval, n_corpus, seed, world=world)
         info = json.loads((tmp / LANGUAGES_FILE).read_text())
         texts = [
             line
@@ -422,6 +433,10 @@ def synthetic_nli(
     n_eval: int = 500,
     n_corpus: int = 2000,
     seed: int = 0,
+    shared_facts: int = 0,
+    private_facts: int = 0,
+    vocab_overlap: float = 0.0,
+    orders: Sequence[str] | None = None,
     max_length: int = 64,
     batch_size: int = 32,
     eval_batch_size: int | None = None,
@@ -432,11 +447,14 @@ def synthetic_nli(
     label_names: Sequence[str] = XNLI_LABELS,
 ) -> SentencePairDataModule:
     """The default experiment's datamodule: generates the data and tokenizer under ``root`` if needed and
-    returns a :class:`SentencePairDataModule` over them. ``languages`` is the model's adapter list."""
+    returns a :class:`SentencePairDataModule` over them. ``languages`` is the model's adapter list;
+    ``shared_facts`` ... ``orders``: the world's knowledge settings
+    (:class:`~xmod_lab.data.synthetic_world.WorldSettings`; the defaults are the default experiment's)."""
     eval_langs = list(eval_langs) if eval_langs is not None else list(train_langs)
     _check_languages(train_langs, "languages.train")
     _check_languages(eval_langs, "languages.eval")
-    folder = prepare_synthetic(root, vocab_size, n_train, n_eval, n_corpus, seed)
+    world = WorldSettings(shared_facts, private_facts, vocab_overlap, tuple(orders) if orders is not None else None)
+    folder = prepare_synthetic(root, vocab_size, n_train, n_eval, n_corpus, seed, world)
     language_map = {**SYNTHETIC_LANGUAGE_MAP, **(language_map or {})}
     datamodule = SentencePairDataModule(
         source={"path": str(folder / "xnli" / "{lang}" / "{split}.jsonl")},
@@ -470,6 +488,10 @@ def synthetic_mlm(
     n_eval: int = 500,
     n_corpus: int = 2000,
     seed: int = 0,
+    shared_facts: int = 0,
+    private_facts: int = 0,
+    vocab_overlap: float = 0.0,
+    orders: Sequence[str] | None = None,
     max_length: int = 64,
     mlm_probability: float = 0.15,
     pack: bool = True,
@@ -486,7 +508,8 @@ def synthetic_mlm(
     eval_langs = list(eval_langs) if eval_langs is not None else list(train_langs)
     _check_languages(train_langs, "languages.train")
     _check_languages(eval_langs, "languages.eval")
-    folder = prepare_synthetic(root, vocab_size, n_train, n_eval, n_corpus, seed)
+    world = WorldSettings(shared_facts, private_facts, vocab_overlap, tuple(orders) if orders is not None else None)
+    folder = prepare_synthetic(root, vocab_size, n_train, n_eval, n_corpus, seed, world)
     return LanguageModelingDataModule(
         source={"path": str(folder / "mlm" / "{lang}" / "{split}.txt")},
         tokenizer=str(folder / "tokenizer"),
