@@ -225,3 +225,18 @@ def test_paper_study_at_a_toy_setting(tmp_path):
     crosses = [x for line in figures["zero_shot_vs_k.png"].axes[0].get_lines() if line.get_gid() == "degenerate"
                for x in line.get_xdata()]
     assert len(crosses) == sum(1 for r in summary["curse"] if r["flags"] and r["zero_shot_acc"] is not None)
+
+
+def test_curse_figures_draw_the_spread_over_seeds_and_no_bar_for_one_seed():
+    rows = [
+        {"mode": mode, "languages": k, "probe_mlm_loss": 3.0 + k / 10, "probe_mlm_loss_sd": sd,
+         "zero_shot_acc": None if k == 1 else 50.0, "zero_shot_acc_sd": None, "flags": {}}
+        for mode, sd in (("shared", 0.2), ("modular", None)) for k in (1, 2)
+    ]
+    figures = paper.curse_figures({"curse": rows, "chance": 33.33})
+    ax = figures["probe_loss_vs_k.png"].axes[0]
+    bars = [c for c in ax.containers if c.lines[2]]  # errorbar containers: (line, caps, bar collections)
+    assert len(bars) == 1  # shared has an sd; modular's is undefined (one seed): no bar, not a bar of 0
+    (segments,) = [b.lines[2][0].get_segments() for b in bars]
+    assert [round(seg[1][1] - seg[0][1], 6) for seg in segments] == [0.4, 0.4]  # mean ± sd
+    assert not [c for c in figures["zero_shot_vs_k.png"].axes[0].containers if c.lines[2]]

@@ -439,7 +439,7 @@ def document(summary: dict[str, Any]) -> str:
 
 def curse_figures(summary: dict[str, Any]) -> dict[str, Any]:
     """``{file name: figure}`` of the curse study: the probe's MLM loss and German's zero-shot accuracy against
-    K, one line per mode in its colour and marker of every plot (``plots.MODE_STYLE``), the modes offset
+    K (mean over seeds, the sd as error bar), one line per mode in its colour and marker of every plot (``plots.MODE_STYLE``), the modes offset
     sideways so equal values never hide each other; runs flagged degenerate crossed out in red."""
     import matplotlib.pyplot as plt
 
@@ -456,6 +456,10 @@ def curse_figures(summary: dict[str, Any]) -> dict[str, Any]:
             xs = [r["languages"] * 2**shift for r in rows]  # log axis: a multiplicative offset
             ax.plot(xs, [r[key] for r in rows], label=mode, markerfacecolor="none" if mode == "modular" else None,
                     **plots.MODE_STYLE[mode])
+            spread = [(x, r[key], r[f"{key}_sd"]) for x, r in zip(xs, rows, strict=True) if r.get(f"{key}_sd")]
+            if spread:  # the sd over seeds; none where it is undefined (one seed)
+                ax.errorbar([x for x, _, _ in spread], [y for _, y, _ in spread], yerr=[e for _, _, e in spread],
+                            fmt="none", capsize=3, color=plots.MODE_STYLE[mode]["color"], gid="sd")
             flagged = [(x, r[key]) for x, r in zip(xs, rows, strict=True) if key == "zero_shot_acc" and r["flags"]]
             if flagged:
                 ax.plot([x for x, _ in flagged], [y for _, y in flagged], "x", color=plots.DEGENERATE_COLOR,
