@@ -25,6 +25,8 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
+from xmod_lab.models.checkpoint_checks import unpickling_refused
+
 # The key under which a checkpoint carries its tokenizer: {"fingerprint": str, "files": {name: bytes}}.
 TOKENIZER_KEY = "xmod_tokenizer"
 # Bounds the training lost to a kill between epoch ends (~minutes of a base-size run on one GPU).
@@ -142,7 +144,6 @@ def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
 
 def unsafe_checkpoint_message(path: str | Path, err: BaseException) -> str:
     if isinstance(err, pickle.UnpicklingError):
-        return (f"{path}: refused to load: it holds objects beyond tensors and plain values, whose unpickling "
-                f"could run code ({str(err).splitlines()[0]}). Checkpoints written by xmod-train load safely; "
-                "do not load this file unless you wrote it.")
-    return f"{path}: not a readable checkpoint ({type(err).__name__}: {err}). Is the file complete?"
+        return unpickling_refused(path, err)  # checkpoints written by xmod-train hold nothing else
+    return f"{path}: not a readable checkpoint ({type(err).__name__}: {str(err).strip().splitlines()[0][:200]}). " \
+           "Is the file complete?"

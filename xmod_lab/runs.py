@@ -32,7 +32,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from xmod_lab.checkpoints import TOKENIZER_KEY, TokenizerRecord, load_checkpoint
 from xmod_lab.data.common import replace_tokenizer
@@ -105,34 +105,6 @@ def with_run_values(cfg: DictConfig, **values: Any) -> DictConfig:
     return out
 
 
-# What a `_target_` in a config.yaml handed over with a checkpoint may name: xmod-lab's own datamodules,
-# tasks, loggers and callbacks, and Lightning's trainer, callbacks and loggers (nothing that imports or calls
-# a name it is given).
-ALLOWED_TARGETS = (
-    "xmod_lab.data.", "xmod_lab.tasks.", "xmod_lab.tracking.", "xmod_lab.checkpoints.",
-    "lightning.Trainer", "lightning.pytorch.Trainer", "lightning.pytorch.callbacks.", "lightning.pytorch.loggers.",
-    "torch.optim.",
-)
-
-
-def check_targets(node: Any, where: str, path: str = "") -> None:
-    """Every `_target_` under `node` starts with one of ALLOWED_TARGETS (checked before anything is
-    instantiated): a config file can choose among xmod-lab's options but not name arbitrary callables."""
-    if isinstance(node, DictConfig | Mapping):
-        items = node.items_ex(resolve=False) if isinstance(node, DictConfig) else node.items()
-        for key, value in items:
-            if key == "_target_" and not str(value).startswith(ALLOWED_TARGETS):
-                raise ValueError(
-                    f"{where}: {path + '.' if path else ''}_target_={value!r} is not one of xmod-lab's own "
-                    f"options (allowed prefixes: {', '.join(ALLOWED_TARGETS)}); refusing to instantiate it. "
-                    "Choose the group on the command line instead (task=..., data=...)."
-                )
-            check_targets(value, where, f"{path}.{key}" if path else str(key))
-    elif isinstance(node, ListConfig | list | tuple):
-        for i, value in enumerate(node):
-            check_targets(value, where, f"{path}[{i}]")
-
-
 def check_precision(trainer: L.Trainer) -> None:
     """Refuse a precision the device cannot train in before any work: fp16 on CPU gives a NaN loss from the
     first step (every score at chance), bf16 needs hardware support on CUDA."""
@@ -176,7 +148,7 @@ def use_model_tokenizer(datamodule: Any, out_dir: str | Path, ckpt_path: str | N
             return
         what, fingerprint = f"the checkpoint {ckpt_path}", record["fingerprint"]
         if not explicit:
-            replace_tokenizer(datamodule, str(write_tokenizer_files(record, Path(out_dir) / "tokenizer")))
+            replace_tokenizer(datamodule, str(write_tokenizer_files(record, Path(out_dir) / "tokenizer", ckpt_path)))
     elif pretrained and (Path(pretrained).expanduser() / "tokenizer_config.json").is_file():
         what = f"the model in {pretrained}"
         if not explicit:

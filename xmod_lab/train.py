@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 import xmod_lab.conf.schema  # noqa: F401  (registers train_schema)
-from xmod_lab import diagnostics, pretraining, results, runs
+from xmod_lab import diagnostics, pretraining, results, runs, trust
 from xmod_lab.checkpoints import safe_loading
 
 log = logging.getLogger("xmod_lab.train")
@@ -33,6 +33,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit + test; returns every logged metric (`test/de/acc`, `val/avg/acc`, ...)."""
     out = Path(cfg.paths.output_dir)
     runs.check_ckpt_path(cfg.ckpt_path)
+    trust.check_handed_over(cfg.ckpt_path, cfg.model.get("pretrained"))  # before pre-training or data preparation
     if pretraining.wanted(cfg):  # the `pretrain` stage: an MLM run (cached) whose export becomes model.pretrained
         cfg = pretraining.use_pretrained(cfg, train)
     L.seed_everything(cfg.seed, workers=True)
