@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
 
 from tests.tasks.run_helpers import SHRINK, SYNTHETIC, compose_run, no_hydra
 from xmod_lab.checkpoints import TOKENIZER_KEY, load_checkpoint
@@ -242,6 +244,88 @@ def test_a_run_config_cannot_name_arbitrary_callables(trained, tmp_path):
     (copy / "config.yaml").write_text(config.replace(target, "_target_: os.system"))
     with pytest.raises(ValueError, match=r"config.yaml: data._target_ refused: _target_='os.system' is not one of xmod-lab's own"):
         run_eval(tmp_path, f"ckpt_path={copy / 'checkpoints' / 'last.ckpt'}")
+
+
+def handed_over(trained, tmp_path) -> Path:
+    _, _, run_dir = trained
+    copy = tmp_path / "handed-over"
+    shutil.copytree(run_dir, copy)
+    return copy
+
+
+@pytest.mark.parametrize("target", ["xmod_lab.checkpoints.torch.load", "xmod_lab.tracking.torch.load"])
+def test_a_run_config_cannot_reach_a_callable_through_a_module_of_ours(trained, tmp_path, target):
+    """The bypass of a prefix allow-list: `<our module>.torch.load` with weights_only=false and a payload."""
+    copy = handed_over(trained, tmp_path)
+    marker = tmp_path / "payload-ran"
+    torch.save(Payload(marker), tmp_path / "payload.pt")
+    saved = OmegaConf.load(copy / "config.yaml")
+    saved.data = {"_target_": target, "f": str(tmp_path / "payload.pt"), "weights_only": False}
+    OmegaConf.save(saved, copy / "config.yaml")
+    with pytest.raises(ValueError, match=rf"config.yaml: data._target_ refused: _target_='{target}' is not one"):
+        run_eval(tmp_path, f"ckpt_path={copy / 'checkpoints' / 'last.ckpt'}")
+    assert not marker.exists()
+    assert not (tmp_path / "eval").exists()  # refused before the run wrote anything
+
+
+def test_a_run_config_cannot_direct_writes_outside_this_machines_paths(trained, tmp_path):
+    """A config.yaml handed over names the data cache and generated-data folders of another machine: the
+    evaluation writes to its own (and scores the same)."""
+    _, metrics, _ = trained
+    copy = handed_over(trained, tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    saved = OmegaConf.load(copy / "config.yaml")
+    saved.data.root, saved.data.cache_dir = str(elsewhere / "synthetic"), str(elsewhere / "tokenized")
+    OmegaConf.save(saved, copy / "config.yaml")
+    again, _ = run_eval(tmp_path, f"ckpt_path={copy / 'checkpoints' / 'last.ckpt'}")
+    assert not elsewhere.exists()
+    assert again["test/avg/acc"] == pytest.approx(metrics["test/avg/acc"], abs=1e-6)
+
+
+@pytest.mark.parametrize("command", ["eval", "train"])
+def test_a_checkpoint_whose_tokenizer_carries_code_is_refused_before_anything_is_written(trained, tmp_path,
+                                                                                         command):
+    copy = handed_over(trained, tmp_path)
+    ckpt = copy / "checkpoints" / "last.ckpt"
+    checkpoint = load_checkpoint(ckpt)
+    marker = tmp_path / "payload-ran"
+    files = checkpoint[TOKENIZER_KEY]["files"]
+    files["tokenization_evil.py"] = f"open({str(marker)!r}, 'w')\n".encode()
+    settings = json.loads(files["tokenizer_config.json"])
+    settings["auto_map"] = {"AutoTokenizer": ["tokenization_evil.EvilTokenizer", None]}
+    files["tokenizer_config.json"] = json.dumps(settings).encode()
+    torch.save(checkpoint, ckpt)
+    run = run_eval if command == "eval" else run_train
+    with pytest.raises(ValueError, match=r"last.ckpt \(tokenizer file 'tokenization_evil.py'\): remote code refused"):
+        run(tmp_path, f"ckpt_path={ckpt}", "trainer.max_epochs=3")
+    assert not marker.exists()
+    assert not (tmp_path / "eval").exists() and not (tmp_path / "run").exists()  # no tokenizer/ written
+
+
+@pytest.mark.parametrize("planted", ["code", "auto_map", "pickle"])
+def test_an_export_with_code_or_pickled_weights_is_refused(trained, tmp_path, planted):
+    tmp, _, _ = trained
+    export = tmp_path / "export"
+    shutil.copytree(tmp / "export", export)
+    marker = tmp_path / "payload-ran"
+    if planted == "code":
+        (export / "modeling_evil.py").write_text(f"open({str(marker)!r}, 'w')\n")
+        refusal = "modeling_evil.py: remote code refused"
+    elif planted == "auto_map":
+        settings = json.loads((export / "config.json").read_text())
+        settings["auto_map"] = {"AutoModel": "modeling_evil.EvilModel"}
+        (export / "config.json").write_text(json.dumps(settings))
+        refusal = "config.json: remote code refused: its auto_map"
+    else:
+        state = load_file(export / "model.safetensors")
+        state["roberta.note"] = Payload(marker)
+        (export / "model.safetensors").unlink()
+        torch.save(state, export / "pytorch_model.bin")
+        refusal = "pytorch_model.bin: unpickling refused: .*could run code"
+    with pytest.raises(ValueError, match=refusal):
+        run_eval(tmp_path, f"model.pretrained={export}")
+    assert not marker.exists()
+    assert not (tmp_path / "eval").exists()
 
 
 # -- a real kill -9 ------------------------------------------------------------------------------------------------
