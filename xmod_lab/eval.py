@@ -183,12 +183,16 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if cfg.ckpt_path and HydraConfig.initialized():
         cfg = reuse_training_config(cfg, overrides)
     trust.check_handed_over(cfg.ckpt_path, cfg.model.get("pretrained"))  # before any data preparation
+    cfg = runs.check_run_values(cfg, training=False)
+    if cfg.split not in ("test", "validation"):
+        raise ValueError(f"split={cfg.split!r}; choose test or validation")
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     L.seed_everything(cfg.seed, workers=True)
     with no_freezing_report():  # a checkpoint, or model.pretrained (an exported directory or a hub id) as is
         task = load_task(cfg) if cfg.ckpt_path else runs.build(cfg.task)
     datamodule = runs.build_datamodule(cfg, task.model.config.languages)
+    runs.check_data_files(datamodule, [], [cfg.split])
     runs.use_model_tokenizer(datamodule, out, cfg.ckpt_path, cfg.model.get("pretrained"),
                              explicit=runs.overridden(overrides, "data.tokenizer"))
     runs.check_eval_sets(datamodule, task)
@@ -202,10 +206,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     runs.check_precision(trainer)
     if cfg.split == "test":
         trainer.test(task, datamodule=datamodule, verbose=False)
-    elif cfg.split == "validation":
-        trainer.validate(task, datamodule=datamodule, verbose=False)
     else:
-        raise ValueError(f"split={cfg.split!r}; choose test or validation")
+        trainer.validate(task, datamodule=datamodule, verbose=False)
     split = "test" if cfg.split == "test" else "val"
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     runs.finish_run(out, split, results.table_from_metrics(metrics, split), datamodule.spec.eval_adapters, {

@@ -34,6 +34,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     out = Path(cfg.paths.output_dir)
     runs.check_ckpt_path(cfg.ckpt_path)
     trust.check_handed_over(cfg.ckpt_path, cfg.model.get("pretrained"))  # before pre-training or data preparation
+    cfg = runs.check_run_values(cfg, training=True)
     if pretraining.wanted(cfg):  # the `pretrain` stage: an MLM run (cached) whose export becomes model.pretrained
         cfg = pretraining.use_pretrained(cfg, train)
     L.seed_everything(cfg.seed, workers=True)
@@ -41,6 +42,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         torch.set_num_threads(cfg.torch_threads)
     task = runs.build(cfg.task)  # the backbone first: its config.languages is what lang_ids index
     datamodule = runs.build_datamodule(cfg, task.model.config.languages)
+    runs.check_data_files(datamodule, ["train"] if cfg.train else [],
+                          (["validation"] if cfg.train else []) + ["test" if cfg.test else "validation"])
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     runs.use_model_tokenizer(datamodule, out, cfg.ckpt_path, cfg.model.get("pretrained"),
                              explicit=runs.overridden(overrides, "data.tokenizer"))
