@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import errno
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -93,16 +94,33 @@ class FullDisk(Callback):
         def save_checkpoint(checkpoint, path, storage_options=None):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             Path(path).write_bytes(b"PK\x03\x04 half a checkpoint")
-            raise OSError(errno.ENOSPC, "No space left on device")
+            raise OSError(self.errno, os.strerror(self.errno))
 
         io.save_checkpoint = save_checkpoint
 
+    errno = errno.ENOSPC
 
-def test_a_failed_write_leaves_no_file_under_a_checkpoint_name(tmp_path):
-    with pytest.raises(OSError, match="No space left"):
-        run_train(tmp_path, "+callbacks.disk._target_=tests.test_checkpoints.FullDisk")
+
+class FileTooLarge(FullDisk):
+    errno = errno.EFBIG
+
+
+@pytest.mark.parametrize(("callback", "reason"), [("FullDisk", "No space left on device"),
+                                                  ("FileTooLarge", "File too large")])
+def test_a_failed_write_leaves_no_file_under_a_checkpoint_name(tmp_path, callback, reason):
+    with pytest.raises(OSError, match=rf"could not write the checkpoint {tmp_path}/run/checkpoints/.*\.ckpt: {reason}"):
+        run_train(tmp_path, f"+callbacks.disk._target_=tests.test_checkpoints.{callback}")
     assert list((tmp_path / "run" / "checkpoints").glob("*")) == []
     assert not (tmp_path / "run" / "run_complete").exists()
+
+
+def test_a_partial_file_left_by_a_kill_is_removed_when_the_run_restarts(tmp_path):
+    _, run_dir = run_train(tmp_path)
+    leftover = run_dir / "checkpoints" / ".last.ckpt.partial"
+    leftover.write_bytes(b"PK\x03\x04 half a checkpoint")  # what a kill during a save leaves
+    run_train(tmp_path, f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "trainer.max_epochs=2")
+    assert not leftover.exists()
+    assert step_of(run_dir / "checkpoints" / "last.ckpt") == 2 * STEPS_PER_EPOCH
 
 
 class Crash(Callback):

@@ -1,5 +1,5 @@
 """Bad values and missing files stop a run before its directory holds anything, with one message naming the key
-or the file; what config.yaml records is what the run used."""
+or the file; what config.yaml records is what the run used; a run that cannot go on ends in one message."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from tests.tasks.run_helpers import SHRINK, SYNTHETIC, compose_run, no_hydra
 from tests.test_cli import cli
+from xmod_lab.cli import explain
 from xmod_lab.eval import evaluate
 from xmod_lab.runs import check_run_values
+from xmod_lab.tasks.common import check_finite_loss
 from xmod_lab.train import train
 
 
@@ -75,3 +78,14 @@ def test_xmod_train_with_a_bad_value_names_the_key_and_leaves_no_directory(tmp_p
     assert "Traceback" not in out.stderr
     runs = tmp_path / "outputs" / "default" / "runs"
     assert not runs.exists() or not list(runs.iterdir()), list(runs.iterdir())
+
+
+def test_a_diverged_loss_is_one_message_on_the_console(capsys):
+    """The traceback goes to the run's log and run_failed (xmod_lab.run_dir.record_failure), not the console."""
+    try:
+        check_finite_loss(None, torch.tensor(float("nan")))
+    except FloatingPointError as err:
+        assert explain(err, "train", [])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0].startswith("xmod-train: error: training loss is nan: the run diverged, stopping.")
+    assert len(lines) == 2 and "Traceback" not in lines[1]

@@ -51,12 +51,24 @@ class XmodCheckpoint(ModelCheckpoint):
         self.last_every_n_train_steps = last_every_n_train_steps or 0
         self._latest_step: int | None = None
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        # a run killed while writing left its temporary file: never a checkpoint, removed when the run restarts
+        if trainer.is_global_zero and self.dirpath and Path(self.dirpath).is_dir():
+            for leftover in Path(self.dirpath).glob(".*.partial"):
+                leftover.unlink(missing_ok=True)
+
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         partial = partial_path(filepath)
         try:
             trainer.save_checkpoint(partial, self.save_weights_only)  # rank 0 writes, then a barrier
             if trainer.is_global_zero:
                 os.replace(partial, filepath)
+        except OSError as err:  # a full disk, a file too large, a quota: the message names the file
+            if trainer.is_global_zero:
+                Path(partial).unlink(missing_ok=True)
+            reason = err.strerror or str(err)
+            raise OSError(err.errno, f"could not write the checkpoint {filepath}: {reason}") from err
         except BaseException:
             if trainer.is_global_zero:
                 Path(partial).unlink(missing_ok=True)
