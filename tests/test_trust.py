@@ -173,3 +173,20 @@ def test_xmod_train_refuses_a_pickled_checkpoint_before_pretraining(tmp_path):
     assert not (tmp_path / "cache").exists()  # no pre-training, no data generated
     runs = tmp_path / "outputs" / "default" / "runs"
     assert not runs.exists() or not list(runs.iterdir())
+
+
+def test_xmod_train_refuses_a_tokenizer_directory_with_code_before_any_work(tmp_path):
+    from xmod_lab.train import train
+
+    marker = tmp_path / "ran"
+    folder = tmp_path / "tok"
+    folder.mkdir()
+    (folder / "tokenizer_config.json").write_bytes(AUTO_MAP)
+    (folder / "tokenization_evil.py").write_text(f"open({str(marker)!r}, 'w')\n")
+    with no_hydra():
+        cfg = compose_run("train", tmp_path / "run", tmp_path / "cache",
+                          [*SHRINK, "data=xnli", f"data.tokenizer={folder}", "pretrain=synthetic_mlm"])
+    with pytest.raises(ValueError, match=rf"^{folder / 'tokenization_evil.py'}: remote code refused"):
+        train(cfg)
+    assert not marker.exists()
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()  # no pre-training, no data

@@ -182,7 +182,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     if cfg.ckpt_path and HydraConfig.initialized():
         cfg = reuse_training_config(cfg, overrides)
-    trust.check_handed_over(cfg.ckpt_path, cfg.model.get("pretrained"))  # before any data preparation
+    trust.check_handed_over(cfg)  # before any data preparation
     cfg = runs.check_run_values(cfg, training=False)
     if cfg.split not in ("test", "validation"):
         raise ValueError(f"split={cfg.split!r}; choose test or validation")

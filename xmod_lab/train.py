@@ -33,7 +33,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit + test; returns every logged metric (`test/de/acc`, `val/avg/acc`, ...)."""
     out = Path(cfg.paths.output_dir)
     runs.check_ckpt_path(cfg.ckpt_path)
-    trust.check_handed_over(cfg.ckpt_path, cfg.model.get("pretrained"))  # before pre-training or data preparation
+    trust.check_handed_over(cfg)  # before pre-training or data preparation
     cfg = runs.check_run_values(cfg, training=True)
     if pretraining.wanted(cfg):  # the `pretrain` stage: an MLM run (cached) whose export becomes model.pretrained
         cfg = pretraining.use_pretrained(cfg, train)

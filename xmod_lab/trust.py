@@ -131,7 +131,11 @@ def check_checkpoint(path: str | Path) -> None:
     """A checkpoint handed over loads without code: weights_only unpickling, plain hyper-parameters, a tokenizer
     record of tokenizer files only."""
     checkpoint = load_checkpoint(path, mmap=True)
-    check_hyperparameters(checkpoint.get("hyper_parameters") or {}, str(path))
+    hparams = checkpoint.get("hyper_parameters") or {}
+    check_hyperparameters(hparams, str(path))
+    model = hparams.get("model")
+    if "model_config" not in hparams and isinstance(model, Mapping):  # rebuilt from model.pretrained then
+        check_pretrained(model.get("pretrained"))
     record = checkpoint.get(TOKENIZER_KEY)
     if record is not None:
         files = record.get("files") if isinstance(record, Mapping) else None
@@ -148,8 +152,12 @@ def check_pretrained(source: str | None) -> None:
         check_weight_files(folder)
 
 
-def check_handed_over(ckpt_path: str | None, pretrained: str | None) -> None:
-    """Every file-trust check of a run, before any work: the checkpoint and the exported model directory."""
-    if ckpt_path:
-        check_checkpoint(ckpt_path)
-    check_pretrained(pretrained)
+def check_handed_over(cfg: DictConfig) -> None:
+    """Every file-trust check of a run, before any work: its checkpoint (``ckpt_path``), exported model directory
+    (``model.pretrained``) and local tokenizer directory (``data.tokenizer``)."""
+    if cfg.get("ckpt_path"):
+        check_checkpoint(cfg.ckpt_path)
+    check_pretrained(OmegaConf.select(cfg, "model.pretrained"))
+    tokenizer = OmegaConf.select(cfg, "data.tokenizer")
+    if isinstance(tokenizer, str) and Path(tokenizer).expanduser().is_dir():
+        check_model_directory(Path(tokenizer).expanduser())
