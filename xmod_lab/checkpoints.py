@@ -157,5 +157,5 @@ def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
 def unsafe_checkpoint_message(path: str | Path, err: BaseException) -> str:
     if isinstance(err, pickle.UnpicklingError):
         return unpickling_refused(path, err)  # checkpoints written by xmod-train hold nothing else
-    return f"{path}: not a readable checkpoint ({type(err).__name__}: {str(err).strip().splitlines()[0][:200]}). " \
-           "Is the file complete?"
+    first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+    return f"{path}: not a readable checkpoint ({type(err).__name__}: {first}). Is the file complete?"

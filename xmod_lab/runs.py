@@ -132,8 +132,8 @@ PRECISION_NAMES = {"16": "16-mixed", "bf16": "bf16-mixed", "32": "32-true", "64"
 
 def check_run_values(cfg: DictConfig, training: bool) -> DictConfig:
     """Values that would fail (or silently mean something else) once the run started, refused before its
-    directory holds anything: batch sizes, precision on its device, a fit that trains nothing, local data files
-    that do not exist. Returns ``cfg`` with the precision under the name the run uses."""
+    directory holds anything: batch sizes, precision on its device, a fit that trains nothing (``training``:
+    xmod-train). Returns ``cfg`` with the precision under the name the run uses, which config.yaml records."""
     data = cfg.get("data") or {}
     for key in ("batch_size", "eval_batch_size"):
         value = data.get(key) if isinstance(data, DictConfig) else None

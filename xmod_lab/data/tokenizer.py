@@ -26,7 +26,7 @@ XLMR_TOKENIZER = "FacebookAI/xlm-roberta-base"
 _SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
 # What a tokenizer directory or a checkpoint's tokenizer record may hold: vocabularies, merges, sentencepiece
 # models and JSON settings. Code (.py, or an `auto_map` naming a class to import) is refused, never prompted for.
-TOKENIZER_SUFFIXES = (".json", ".model", ".txt")
+TOKENIZER_SUFFIXES = (".json", ".model", ".txt", ".jinja")
 # Files of a model directory that name code for transformers to import (`auto_map`)
 CODE_MAP_FILES = ("config.json", "tokenizer_config.json", "processor_config.json", "preprocessor_config.json")
 
