@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.utils import get_object
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from xmod_lab.checkpoints import TOKENIZER_KEY, load_checkpoint
 from xmod_lab.data.tokenizer import check_model_directory, check_tokenizer_files
@@ -62,13 +62,14 @@ def _refuse(where: str, path: str, why: str) -> ValueError:
 
 def check_reused_config(saved: DictConfig, where: str, groups: list[str]) -> None:
     """Refuse a config.yaml that came with a checkpoint (``where``) if the ``groups`` xmod-eval takes from it could
-    run code or write elsewhere. Reads the nodes unresolved: nothing in the file is evaluated first."""
-    _check_no_resolvers(saved, where, "")
+    run code. Read as written (interpolations stay text): nothing in the file is evaluated first."""
+    raw = OmegaConf.to_container(saved, resolve=False)
+    _check_no_resolvers(raw, where, "")
     for group in groups:
-        if group in saved:
-            node = saved._get_node(group)
+        if isinstance(raw, dict) and group in raw:
             allowed = own_targets(TARGET_GROUPS[group]) if group in TARGET_GROUPS else frozenset()
-            _check_node(node, where, group, allowed, top=True)
+            if isinstance(raw[group], dict):
+                _check_node(raw[group], where, group, allowed, top=True)
 
 
 def _check_no_resolvers(node: Any, where: str, path: str) -> None:
@@ -81,27 +82,12 @@ def _check_no_resolvers(node: Any, where: str, path: str) -> None:
 
 
 def _children(node: Any, path: str) -> list[tuple[Any, Any, str]]:
-    """(key, unresolved value, dotted path) of a config node's children (interpolations stay strings)."""
-    if isinstance(node, DictConfig):
-        raw = node._content if isinstance(node._content, dict) else {}
-        return [(k, _raw(v), f"{path}.{k}" if path else str(k)) for k, v in raw.items()]
-    if isinstance(node, ListConfig):
-        raw = node._content if isinstance(node._content, list) else []
-        return [(i, _raw(v), f"{path}[{i}]") for i, v in enumerate(raw)]
+    """(key, value, dotted path) of a mapping's or a list's items."""
     if isinstance(node, Mapping):
         return [(k, v, f"{path}.{k}" if path else str(k)) for k, v in node.items()]
     if isinstance(node, list | tuple):
         return [(i, v, f"{path}[{i}]") for i, v in enumerate(node)]
     return []
-
-
-def _raw(node: Any) -> Any:
-    """A config node as it is written in the file: a container stays a node, a value is its unresolved text."""
-    if isinstance(node, DictConfig | ListConfig):
-        if isinstance(node._content, str):  # the whole container is an interpolation
-            return node._content
-        return node
-    return node._value()
 
 
 def _check_node(node: Any, where: str, path: str, allowed: frozenset[str], top: bool = False) -> None:
