@@ -114,13 +114,16 @@ def test_a_failed_write_leaves_no_file_under_a_checkpoint_name(tmp_path, callbac
     assert not (tmp_path / "run" / "run_complete").exists()
 
 
-def test_a_partial_file_left_by_a_kill_is_removed_when_the_run_restarts(tmp_path):
+@pytest.mark.parametrize("resumed_into", ["its own directory", "a new directory"])
+def test_a_partial_file_left_by_a_kill_is_removed_when_the_run_restarts(tmp_path, resumed_into):
     _, run_dir = run_train(tmp_path)
     leftover = run_dir / "checkpoints" / ".last.ckpt.partial"
     leftover.write_bytes(b"PK\x03\x04 half a checkpoint")  # what a kill during a save leaves
-    run_train(tmp_path, f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "trainer.max_epochs=2")
+    name = "run" if resumed_into == "its own directory" else "resumed"
+    _, resumed = run_train(tmp_path, f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "trainer.max_epochs=2",
+                           name=name)
     assert not leftover.exists()
-    assert step_of(run_dir / "checkpoints" / "last.ckpt") == 2 * STEPS_PER_EPOCH
+    assert step_of(resumed / "checkpoints" / "last.ckpt") == 2 * STEPS_PER_EPOCH
 
 
 class Crash(Callback):

@@ -13,6 +13,7 @@ without running code from the file, and carrying the tokenizer the weights were 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pickle
 from collections.abc import Iterator, Mapping
@@ -26,6 +27,8 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
 from xmod_lab.models.checkpoint_checks import unpickling_refused
+
+log = logging.getLogger(__name__)
 
 # The key under which a checkpoint carries its tokenizer: {"fingerprint": str, "files": {name: bytes}}.
 TOKENIZER_KEY = "xmod_tokenizer"
@@ -53,10 +56,8 @@ class XmodCheckpoint(ModelCheckpoint):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
-        # a run killed while writing left its temporary file: never a checkpoint, removed when the run restarts
-        if trainer.is_global_zero and self.dirpath and Path(self.dirpath).is_dir():
-            for leftover in Path(self.dirpath).glob(".*.partial"):
-                leftover.unlink(missing_ok=True)
+        if trainer.is_global_zero and self.dirpath:
+            remove_partial_files(self.dirpath)
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         partial = partial_path(filepath)
@@ -109,6 +110,17 @@ class XmodCheckpoint(ModelCheckpoint):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
         self._save_latest(trainer)
+
+
+def remove_partial_files(directory: str | Path) -> list[Path]:
+    """Remove the temporary files a run killed while saving left in ``directory`` (never a checkpoint: each is
+    renamed into place only once complete); returns them."""
+    folder = Path(directory)
+    leftovers = sorted(folder.glob(".*.ckpt.partial")) if folder.is_dir() else []
+    for leftover in leftovers:
+        leftover.unlink(missing_ok=True)
+        log.info("removed %s (left by a save that was interrupted)", leftover)
+    return leftovers
 
 
 def partial_path(filepath: str | Path) -> str:

@@ -158,7 +158,7 @@ def reuse_training_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
                         node[key] = raw[key]
                     elif key in WRITE_KEYS:  # where the run writes: this machine's paths, never the file's
                         node[key] = raw[key]
-                for key in set(node.keys()) & set(WRITE_KEYS) - set(raw):
+                for key in set(node.keys()) & (set(WRITE_KEYS) - set(raw)):
                     node[key] = None
             schema = OmegaConf.get_type(cfg, group)
             if is_dataclass(schema):  # a typed group (languages, ...) takes only a node of its schema

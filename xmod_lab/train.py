@@ -20,11 +20,12 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 import xmod_lab.conf.schema  # noqa: F401  (registers train_schema)
 from xmod_lab import diagnostics, pretraining, results, runs, trust
-from xmod_lab.checkpoints import safe_loading
+from xmod_lab.checkpoints import remove_partial_files, safe_loading
 
 log = logging.getLogger("xmod_lab.train")
 
@@ -35,6 +36,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     runs.check_ckpt_path(cfg.ckpt_path)
     trust.check_handed_over(cfg)  # before pre-training or data preparation
     cfg = runs.check_run_values(cfg, training=True)
+    if cfg.ckpt_path and rank_zero_only.rank == 0:  # the run resumed from: a kill during a save left these
+        remove_partial_files(Path(cfg.ckpt_path).parent)
     if pretraining.wanted(cfg):  # the `pretrain` stage: an MLM run (cached) whose export becomes model.pretrained
         cfg = pretraining.use_pretrained(cfg, train)
     L.seed_everything(cfg.seed, workers=True)
