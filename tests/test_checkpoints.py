@@ -6,12 +6,15 @@ from __future__ import annotations
 import csv
 import errno
 import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
 
 from tests.tasks.run_helpers import SHRINK, SYNTHETIC, compose_run, no_hydra
 from xmod_lab.checkpoints import TOKENIZER_KEY, load_checkpoint
@@ -91,16 +94,36 @@ class FullDisk(Callback):
         def save_checkpoint(checkpoint, path, storage_options=None):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             Path(path).write_bytes(b"PK\x03\x04 half a checkpoint")
-            raise OSError(errno.ENOSPC, "No space left on device")
+            raise OSError(self.errno, os.strerror(self.errno))
 
         io.save_checkpoint = save_checkpoint
 
+    errno = errno.ENOSPC
 
-def test_a_failed_write_leaves_no_file_under_a_checkpoint_name(tmp_path):
-    with pytest.raises(OSError, match="No space left"):
-        run_train(tmp_path, "+callbacks.disk._target_=tests.test_checkpoints.FullDisk")
+
+class FileTooLarge(FullDisk):
+    errno = errno.EFBIG
+
+
+@pytest.mark.parametrize(("callback", "reason"), [("FullDisk", "No space left on device"),
+                                                  ("FileTooLarge", "File too large")])
+def test_a_failed_write_leaves_no_file_under_a_checkpoint_name(tmp_path, callback, reason):
+    with pytest.raises(OSError, match=rf"could not write the checkpoint {tmp_path}/run/checkpoints/.*\.ckpt: {reason}"):
+        run_train(tmp_path, f"+callbacks.disk._target_=tests.test_checkpoints.{callback}")
     assert list((tmp_path / "run" / "checkpoints").glob("*")) == []
     assert not (tmp_path / "run" / "run_complete").exists()
+
+
+@pytest.mark.parametrize("resumed_into", ["its own directory", "a new directory"])
+def test_a_partial_file_left_by_a_kill_is_removed_when_the_run_restarts(tmp_path, resumed_into):
+    _, run_dir = run_train(tmp_path)
+    leftover = run_dir / "checkpoints" / ".last.ckpt.partial"
+    leftover.write_bytes(b"PK\x03\x04 half a checkpoint")  # what a kill during a save leaves
+    name = "run" if resumed_into == "its own directory" else "resumed"
+    _, resumed = run_train(tmp_path, f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "trainer.max_epochs=2",
+                           name=name)
+    assert not leftover.exists()
+    assert step_of(resumed / "checkpoints" / "last.ckpt") == 2 * STEPS_PER_EPOCH
 
 
 class Crash(Callback):
@@ -219,7 +242,7 @@ def crafted(trained, tmp_path) -> tuple[Path, Path]:
 
 def test_eval_refuses_a_checkpoint_that_would_run_code(crafted, tmp_path):
     ckpt, marker = crafted
-    with pytest.raises(ValueError, match=r"refused to load.*could run code"):
+    with pytest.raises(ValueError, match=r"last.ckpt: unpickling refused.*could run code.*io.open"):
         run_eval(tmp_path, f"ckpt_path={ckpt}")
     assert not marker.exists()
     assert not (tmp_path / "eval" / "run_complete").exists()
@@ -227,7 +250,7 @@ def test_eval_refuses_a_checkpoint_that_would_run_code(crafted, tmp_path):
 
 def test_train_refuses_to_resume_from_a_checkpoint_that_would_run_code(crafted, tmp_path):
     ckpt, marker = crafted
-    with pytest.raises(ValueError, match=r"refused to load.*could run code"):
+    with pytest.raises(ValueError, match=r"last.ckpt: unpickling refused.*could run code.*io.open"):
         run_train(tmp_path, f"ckpt_path={ckpt}", "trainer.max_epochs=3")
     assert not marker.exists()
 
@@ -240,8 +263,90 @@ def test_a_run_config_cannot_name_arbitrary_callables(trained, tmp_path):
     target = "_target_: xmod_lab.data.synthetic.synthetic_nli"
     assert target in config  # the test must actually plant the payload
     (copy / "config.yaml").write_text(config.replace(target, "_target_: os.system"))
-    with pytest.raises(ValueError, match=r"data._target_='os.system' is not one of xmod-lab's own options"):
+    with pytest.raises(ValueError, match=r"config.yaml: data._target_ refused: _target_='os.system' is not one of xmod-lab's own"):
         run_eval(tmp_path, f"ckpt_path={copy / 'checkpoints' / 'last.ckpt'}")
+
+
+def handed_over(trained, tmp_path) -> Path:
+    _, _, run_dir = trained
+    copy = tmp_path / "handed-over"
+    shutil.copytree(run_dir, copy)
+    return copy
+
+
+@pytest.mark.parametrize("target", ["xmod_lab.checkpoints.torch.load", "xmod_lab.tracking.torch.load"])
+def test_a_run_config_cannot_reach_a_callable_through_a_module_of_ours(trained, tmp_path, target):
+    """The bypass of a prefix allow-list: `<our module>.torch.load` with weights_only=false and a payload."""
+    copy = handed_over(trained, tmp_path)
+    marker = tmp_path / "payload-ran"
+    torch.save(Payload(marker), tmp_path / "payload.pt")
+    saved = OmegaConf.load(copy / "config.yaml")
+    saved.data = {"_target_": target, "f": str(tmp_path / "payload.pt"), "weights_only": False}
+    OmegaConf.save(saved, copy / "config.yaml")
+    with pytest.raises(ValueError, match=rf"config.yaml: data._target_ refused: _target_='{target}' is not one"):
+        run_eval(tmp_path, f"ckpt_path={copy / 'checkpoints' / 'last.ckpt'}")
+    assert not marker.exists()
+    assert not (tmp_path / "eval").exists()  # refused before the run wrote anything
+
+
+def test_a_run_config_cannot_direct_writes_outside_this_machines_paths(trained, tmp_path):
+    """A config.yaml handed over names the data cache and generated-data folders of another machine: the
+    evaluation writes to its own (and scores the same)."""
+    _, metrics, _ = trained
+    copy = handed_over(trained, tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    saved = OmegaConf.load(copy / "config.yaml")
+    saved.data.root, saved.data.cache_dir = str(elsewhere / "synthetic"), str(elsewhere / "tokenized")
+    OmegaConf.save(saved, copy / "config.yaml")
+    again, _ = run_eval(tmp_path, f"ckpt_path={copy / 'checkpoints' / 'last.ckpt'}")
+    assert not elsewhere.exists()
+    assert again["test/avg/acc"] == pytest.approx(metrics["test/avg/acc"], abs=1e-6)
+
+
+@pytest.mark.parametrize("command", ["eval", "train"])
+def test_a_checkpoint_whose_tokenizer_carries_code_is_refused_before_anything_is_written(trained, tmp_path,
+                                                                                         command):
+    copy = handed_over(trained, tmp_path)
+    ckpt = copy / "checkpoints" / "last.ckpt"
+    checkpoint = load_checkpoint(ckpt)
+    marker = tmp_path / "payload-ran"
+    files = checkpoint[TOKENIZER_KEY]["files"]
+    files["tokenization_evil.py"] = f"open({str(marker)!r}, 'w')\n".encode()
+    settings = json.loads(files["tokenizer_config.json"])
+    settings["auto_map"] = {"AutoTokenizer": ["tokenization_evil.EvilTokenizer", None]}
+    files["tokenizer_config.json"] = json.dumps(settings).encode()
+    torch.save(checkpoint, ckpt)
+    run = run_eval if command == "eval" else run_train
+    with pytest.raises(ValueError, match=r"last.ckpt \(tokenizer file 'tokenization_evil.py'\): remote code refused"):
+        run(tmp_path, f"ckpt_path={ckpt}", "trainer.max_epochs=3")
+    assert not marker.exists()
+    assert not (tmp_path / "eval").exists() and not (tmp_path / "run").exists()  # no tokenizer/ written
+
+
+@pytest.mark.parametrize("planted", ["code", "auto_map", "pickle"])
+def test_an_export_with_code_or_pickled_weights_is_refused(trained, tmp_path, planted):
+    tmp, _, _ = trained
+    export = tmp_path / "export"
+    shutil.copytree(tmp / "export", export)
+    marker = tmp_path / "payload-ran"
+    if planted == "code":
+        (export / "modeling_evil.py").write_text(f"open({str(marker)!r}, 'w')\n")
+        refusal = "modeling_evil.py: remote code refused"
+    elif planted == "auto_map":
+        settings = json.loads((export / "config.json").read_text())
+        settings["auto_map"] = {"AutoModel": "modeling_evil.EvilModel"}
+        (export / "config.json").write_text(json.dumps(settings))
+        refusal = "config.json: remote code refused: its auto_map"
+    else:
+        state = load_file(export / "model.safetensors")
+        state["roberta.note"] = Payload(marker)
+        (export / "model.safetensors").unlink()
+        torch.save(state, export / "pytorch_model.bin")
+        refusal = "pytorch_model.bin: unpickling refused: .*could run code"
+    with pytest.raises(ValueError, match=refusal):
+        run_eval(tmp_path, f"model.pretrained={export}")
+    assert not marker.exists()
+    assert not (tmp_path / "eval").exists()
 
 
 # -- a real kill -9 ------------------------------------------------------------------------------------------------

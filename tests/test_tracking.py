@@ -215,3 +215,47 @@ def test_training_run_config_stays_nested_with_numbers_and_prints_validation_sco
     lines = [r.getMessage() for r in caplog.records if "validation acc:" in r.getMessage()]
     assert [line.split(" (")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
     assert all(f"{name} " in lines[-1] for name in ("en", "de", "fr", "ru", "zh", "zs_avg", "avg"))
+
+
+def history_steps(run_dir: Path) -> list[int]:
+    """W&B's step of every history row with a training loss, in the order written."""
+    return [int(r.history.step.num) for r in read_wandb_records(run_dir).get("history", [])
+            if any(("/".join(i.nested_key) or i.key) == "train/loss" for i in r.history.item)]
+
+
+def test_a_resumed_run_continues_the_wandb_run_at_the_checkpoint_step(tmp_path, no_wandb_env):
+    """Killed before its sixth step (last.ckpt at step 4), resumed from last.ckpt into a new run directory: the
+    same W&B run, its history continuing at step 4 instead of starting again at 0."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import read_write
+
+    from tests.tasks.run_helpers import SHRINK, SYNTHETIC, no_hydra
+    from tests.tasks.run_helpers import compose_run as compose
+    from xmod_lab.train import train
+
+    def compose_run(command, run_dir, cache, overrides):
+        cfg = compose(command, run_dir, cache, overrides)
+        with read_write(HydraConfig.get()):  # a real job's output directory (where W&B finds its config)
+            HydraConfig.get().runtime.output_dir = str(run_dir)
+        return cfg
+
+    common = [*SHRINK, *SYNTHETIC, "logger=[csv,wandb]", "trainer.log_every_n_steps=1",
+              "callbacks.model_checkpoint.last_every_n_train_steps=4"]
+    with no_hydra():
+        cfg = compose_run("train", tmp_path / "killed", tmp_path / "cache",
+                          [*common, "+callbacks.crash._target_=tests.test_checkpoints.Crash"])
+    with pytest.raises(RuntimeError, match="killed"):
+        train(cfg)
+    ckpt = tmp_path / "killed" / "checkpoints" / "last.ckpt"
+    with no_hydra():
+        cfg = compose_run("train", tmp_path / "resumed", tmp_path / "cache",
+                          [*common, f"ckpt_path={ckpt}", "trainer.max_epochs=2"])
+    train(cfg)
+    wandb.finish()
+    run_id = (tmp_path / "killed" / tracking.RUN_ID_FILE).read_text()
+    assert (tmp_path / "resumed" / tracking.RUN_ID_FILE).read_text() == run_id
+    (killed,) = offline_runs(tmp_path / "killed")
+    (resumed,) = offline_runs(tmp_path / "resumed")
+    assert killed.name.endswith(run_id) and resumed.name.endswith(run_id)
+    assert history_steps(killed) == [0, 1, 2, 3, 4]  # Lightning logs step k's loss after optimizer step k+1
+    assert history_steps(resumed) == list(range(4, 12))  # from the checkpoint's step on, as the CSV log

@@ -27,6 +27,8 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
+from xmod_lab.models.checkpoint_checks import unpickling_refused
+
 log = logging.getLogger(__name__)
 
 # The key under which a checkpoint carries its tokenizer: {"fingerprint": str, "files": {name: bytes}}.
@@ -54,12 +56,22 @@ class XmodCheckpoint(ModelCheckpoint):
         self._latest_step: int | None = None
         self._restoring_fit = True  # set by on_load_checkpoint: whether a fit (resume) restores this state
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if trainer.is_global_zero and self.dirpath:
+            remove_partial_files(self.dirpath)
+
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         partial = partial_path(filepath)
         try:
             trainer.save_checkpoint(partial, self.save_weights_only)  # rank 0 writes, then a barrier
             if trainer.is_global_zero:
                 os.replace(partial, filepath)
+        except OSError as err:  # a full disk, a file too large, a quota: the message names the file
+            if trainer.is_global_zero:
+                Path(partial).unlink(missing_ok=True)
+            reason = err.strerror or str(err)
+            raise OSError(err.errno, f"could not write the checkpoint {filepath}: {reason}") from err
         except BaseException:
             if trainer.is_global_zero:
                 Path(partial).unlink(missing_ok=True)
@@ -185,6 +197,17 @@ def _link_or_copy(source: str | Path, target: str | Path) -> None:
         shutil.copy2(source, target)
 
 
+def remove_partial_files(directory: str | Path) -> list[Path]:
+    """Remove the temporary files a run killed while saving left in ``directory`` (never a checkpoint: each is
+    renamed into place only once complete); returns them."""
+    folder = Path(directory)
+    leftovers = sorted(folder.glob(".*.ckpt.partial")) if folder.is_dir() else []
+    for leftover in leftovers:
+        leftover.unlink(missing_ok=True)
+        log.info("removed %s (left by a save that was interrupted)", leftover)
+    return leftovers
+
+
 def partial_path(filepath: str | Path) -> str:
     """Where a checkpoint is written before it is renamed to `filepath`: hidden, and not ending in .ckpt."""
     path = Path(filepath)
@@ -230,7 +253,6 @@ def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
 
 def unsafe_checkpoint_message(path: str | Path, err: BaseException) -> str:
     if isinstance(err, pickle.UnpicklingError):
-        return (f"{path}: refused to load: it holds objects beyond tensors and plain values, whose unpickling "
-                f"could run code ({str(err).splitlines()[0]}). Checkpoints written by xmod-train load safely; "
-                "do not load this file unless you wrote it.")
-    return f"{path}: not a readable checkpoint ({type(err).__name__}: {err}). Is the file complete?"
+        return unpickling_refused(path, err)  # checkpoints written by xmod-train hold nothing else
+    first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+    return f"{path}: not a readable checkpoint ({type(err).__name__}: {first}). Is the file complete?"

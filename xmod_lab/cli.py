@@ -40,9 +40,10 @@ from xmod_lab import run_dir
 COMMANDS = {"train": "xmod_lab.train:train", "eval": "xmod_lab.eval:evaluate"}
 PACKAGE_DIR = Path(__file__).resolve().parent
 HYDRA_DIR = Path(hydra.__file__).resolve().parent  # its usage errors ("Only one of --run, --cfg, ...")
-# Exceptions xmod-lab raises on bad input (a value, a file, a language); printed without traceback when
-# raised by xmod-lab's own code. The same types from inside a library are bugs until shown otherwise.
-KNOWN_ERRORS = (ValueError, OSError, RuntimeError, KeyError, TypeError)
+# Exceptions xmod-lab raises on bad input (a value, a file, a language) or a run that cannot go on (a diverged
+# loss, a full disk); printed without traceback when raised by xmod-lab's own code (the traceback is in the
+# run's log and run_failed). The same types from inside a library are bugs until shown otherwise.
+KNOWN_ERRORS = (ValueError, OSError, RuntimeError, KeyError, TypeError, FloatingPointError)
 VERBOSE_FLAGS = ("-v", "--verbose")
 # Framework warnings a user cannot act on (Lightning calling a deprecated torch API): shown with -v only
 FRAMEWORK_WARNINGS = (r"`isinstance\(treespec, LeafSpec\)` is deprecated",)

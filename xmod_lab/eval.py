@@ -29,7 +29,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import xmod_lab.conf.schema  # noqa: F401  (registers eval_schema)
-from xmod_lab import diagnostics, results, runs
+from xmod_lab import diagnostics, results, runs, trust
 from xmod_lab.checkpoints import load_checkpoint, safe_loading, unsafe_checkpoint_message
 from xmod_lab.tasks.common import plain
 
@@ -122,6 +122,9 @@ def no_freezing_report() -> Iterator[None]:
 
 # What a checkpoint's run directory decides unless the command line says otherwise (its config.yaml).
 REUSED_GROUPS = ("task", "data", "model", "languages", "adapter")
+# Keys of a reused group that say where a run writes (generated data, tokenized caches): taken from this
+# evaluation's config, so a config.yaml handed over cannot direct writes outside this machine's paths
+WRITE_KEYS = ("root", "cache_dir")
 
 
 def reuse_training_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
@@ -139,12 +142,12 @@ def reuse_training_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     if not saved_path.is_file() or "experiment" in keys:
         return cfg
     saved = OmegaConf.load(saved_path)
+    reused = [g for g in REUSED_GROUPS if g in saved and g not in keys]
+    # before any value of the file is read or resolved: it came with the checkpoint, it is data
+    trust.check_reused_config(saved, str(saved_path), reused)
     migrated = migrate_saved_config(saved)
     if migrated:
         log.info("%s was written by an older xmod-lab: %s", saved_path, "; ".join(migrated))
-    reused = [g for g in REUSED_GROUPS if g in saved and g not in keys]
-    for group in reused:  # before anything is instantiated from a file that came with the checkpoint
-        runs.check_targets(saved[group], str(saved_path), group)
     fields = {o: k for o, k in zip(overrides, keys, strict=True) if k.split(".")[0] in reused and "." in k}
     values = {k: OmegaConf.select(cfg, k) for o, k in fields.items() if not o.startswith("~")}
     with open_dict(cfg):
@@ -155,6 +158,10 @@ def reuse_training_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
                 for key in set(node.keys()) & set(raw):
                     if OmegaConf.is_interpolation(composed, key) and not raw[key].startswith(("${paths", "${oc.")):
                         node[key] = raw[key]
+                    elif key in WRITE_KEYS:  # where the run writes: this machine's paths, never the file's
+                        node[key] = raw[key]
+                for key in set(node.keys()) & (set(WRITE_KEYS) - set(raw)):
+                    node[key] = None
             schema = OmegaConf.get_type(cfg, group)
             if is_dataclass(schema):  # a typed group (languages, ...) takes only a node of its schema
                 node = OmegaConf.merge(OmegaConf.structured(schema), node)
@@ -200,12 +207,17 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     if cfg.ckpt_path and HydraConfig.initialized():
         cfg = reuse_training_config(cfg, overrides)
+    trust.check_handed_over(cfg)  # before any data preparation
+    cfg = runs.check_run_values(cfg, training=False)
+    if cfg.split not in ("test", "validation"):
+        raise ValueError(f"split={cfg.split!r}; choose test or validation")
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     L.seed_everything(cfg.seed, workers=True)
     with no_freezing_report():  # a checkpoint, or model.pretrained (an exported directory or a hub id) as is
         task = load_task(cfg) if cfg.ckpt_path else runs.build(cfg.task)
     datamodule = runs.build_datamodule(cfg, task.model.config.languages)
+    runs.check_data_files(datamodule, [], [cfg.split])
     runs.use_model_tokenizer(datamodule, out, cfg.ckpt_path, cfg.model.get("pretrained"),
                              explicit=runs.overridden(overrides, "data.tokenizer"))
     runs.check_eval_sets(datamodule, task)
@@ -220,10 +232,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     runs.check_precision(trainer)
     if cfg.split == "test":
         trainer.test(task, datamodule=datamodule, verbose=False)
-    elif cfg.split == "validation":
-        trainer.validate(task, datamodule=datamodule, verbose=False)
     else:
-        raise ValueError(f"split={cfg.split!r}; choose test or validation")
+        trainer.validate(task, datamodule=datamodule, verbose=False)
     split = "test" if cfg.split == "test" else "val"
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     table = results.table_from_metrics(metrics, split)

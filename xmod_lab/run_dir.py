@@ -130,8 +130,8 @@ def record_failure(out_dir: str | os.PathLike, error: BaseException, discard: bo
     if not out.is_dir() or not is_global_rank_zero():
         return "nothing"
     own = str(out) in _CLAIMED.values()
-    if discard and own and not (out / CONFIG).exists() and all(
-        p.name == ".hydra" or p.suffix == ".log" for p in out.iterdir()
+    if discard and own and not (out / CONFIG).exists() and all(  # the model's tokenizer/ is written first
+        p.name in (".hydra", "tokenizer") or p.suffix == ".log" for p in out.iterdir()
     ):
         shutil.rmtree(out, ignore_errors=True)
         return "removed"

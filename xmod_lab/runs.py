@@ -22,20 +22,22 @@ import hashlib
 import json
 import logging
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from xmod_lab.checkpoints import TOKENIZER_KEY, TokenizerRecord, load_checkpoint
 from xmod_lab.data.common import replace_tokenizer
+from xmod_lab.data.sources import SourceSpec, missing_local_file
 from xmod_lab.data.tokenizer import (
     check_same_tokenizer,
     check_vocab_size,
@@ -78,6 +80,22 @@ def check_eval_sets(datamodule: Any, task: Any) -> None:
                          "take languages.eval")
 
 
+def check_data_files(datamodule: Any, train_splits: Sequence[str], eval_splits: Sequence[str]) -> None:
+    """The local files the datamodule will read exist (a FileNotFoundError naming the first missing one), checked
+    before the run directory is written: ``train_splits`` of each training language, ``eval_splits`` of each
+    evaluation set. Hub datasets are checked as they load."""
+    source, eval_source = getattr(datamodule, "source", None), getattr(datamodule, "eval_source", None)
+    spec = getattr(datamodule, "spec", None)
+    if not isinstance(source, SourceSpec) or not isinstance(eval_source, SourceSpec) or spec is None:
+        return
+    wanted = [(source, lang, split) for lang in spec.train_langs for split in train_splits]
+    wanted += [(eval_source, lang, split) for lang in spec.eval_langs for split in eval_splits]
+    for where, lang, split in wanted:
+        missing = missing_local_file(where, lang, split)
+        if missing:
+            raise FileNotFoundError(missing)
+
+
 def check_tokenizer_fits(datamodule: Any, model: Any) -> None:
     """The data's tokenizer must not produce ids past the model's embeddings (an index error, or a CUDA
     device assert, deep inside training otherwise)."""
@@ -105,32 +123,48 @@ def with_run_values(cfg: DictConfig, **values: Any) -> DictConfig:
     return out
 
 
-# What a `_target_` in a config.yaml handed over with a checkpoint may name: xmod-lab's own datamodules,
-# tasks, loggers and callbacks, and Lightning's trainer, callbacks and loggers (nothing that imports or calls
-# a name it is given).
-ALLOWED_TARGETS = (
-    "xmod_lab.data.", "xmod_lab.tasks.", "xmod_lab.tracking.", "xmod_lab.checkpoints.",
-    "lightning.Trainer", "lightning.pytorch.Trainer", "lightning.pytorch.callbacks.", "lightning.pytorch.loggers.",
-    "torch.optim.",
-)
+# Lightning's short precision names and the full ones it runs under (what config.yaml records)
+PRECISION_NAMES = {"16": "16-mixed", "bf16": "bf16-mixed", "32": "32-true", "64": "64-true",
+                   "16-mixed": "16-mixed", "bf16-mixed": "bf16-mixed", "16-true": "16-true", "bf16-true": "bf16-true",
+                   "32-true": "32-true", "64-true": "64-true", "transformer-engine": "transformer-engine",
+                   "transformer-engine-float16": "transformer-engine-float16"}
 
 
-def check_targets(node: Any, where: str, path: str = "") -> None:
-    """Every `_target_` under `node` starts with one of ALLOWED_TARGETS (checked before anything is
-    instantiated): a config file can choose among xmod-lab's options but not name arbitrary callables."""
-    if isinstance(node, DictConfig | Mapping):
-        items = node.items_ex(resolve=False) if isinstance(node, DictConfig) else node.items()
-        for key, value in items:
-            if key == "_target_" and not str(value).startswith(ALLOWED_TARGETS):
-                raise ValueError(
-                    f"{where}: {path + '.' if path else ''}_target_={value!r} is not one of xmod-lab's own "
-                    f"options (allowed prefixes: {', '.join(ALLOWED_TARGETS)}); refusing to instantiate it. "
-                    "Choose the group on the command line instead (task=..., data=...)."
-                )
-            check_targets(value, where, f"{path}.{key}" if path else str(key))
-    elif isinstance(node, ListConfig | list | tuple):
-        for i, value in enumerate(node):
-            check_targets(value, where, f"{path}[{i}]")
+def check_run_values(cfg: DictConfig, training: bool) -> DictConfig:
+    """Values that would fail (or silently mean something else) once the run started, refused before its
+    directory holds anything: batch sizes, precision on its device, a fit that trains nothing (``training``:
+    xmod-train). Returns ``cfg`` with the precision under the name the run uses, which config.yaml records."""
+    data = cfg.get("data") or {}
+    for key in ("batch_size", "eval_batch_size"):
+        value = data.get(key) if isinstance(data, DictConfig) else None
+        if value is None and key == "eval_batch_size":
+            continue
+        if key in data and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"data.{key}={value!r}: a batch size is a positive number of examples")
+    trainer = cfg.get("trainer") or {}
+    precision = str(trainer.get("precision", "32-true"))
+    if precision not in PRECISION_NAMES:
+        raise ValueError(f"trainer.precision={precision}: choose one of 32-true, bf16-mixed, 16-mixed, bf16-true, "
+                         "16-true, 64-true")
+    precision = PRECISION_NAMES[precision]
+    accelerator = str(trainer.get("accelerator", "auto"))
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if on_cpu and precision.startswith("16"):
+        raise ValueError(
+            f"trainer.precision={trainer.precision} on CPU (trainer.accelerator={accelerator}): float16 is not "
+            "trained on CPU (Lightning would switch 16-mixed to bf16-mixed; 16-true overflows to NaN). "
+            "Use trainer.precision=32-true, or bf16-mixed."
+        )
+    if training and cfg.get("train", True):
+        epochs, steps = trainer.get("max_epochs"), trainer.get("max_steps")
+        if steps == 0 or (epochs == 0 and steps in (None, -1)):
+            raise ValueError(
+                f"trainer.max_epochs={epochs}, trainer.max_steps={steps}: the fit would train nothing and test the "
+                "untrained model. Give trainer.max_epochs >= 1 (or max_steps), or train=false to only test."
+            )
+    if "precision" in trainer and str(trainer.precision) != precision:
+        return with_run_values(cfg, trainer={"precision": precision})
+    return cfg
 
 
 def check_precision(trainer: L.Trainer) -> None:
@@ -148,8 +182,6 @@ def check_precision(trainer: L.Trainer) -> None:
 
 
 def _cuda_bf16_supported() -> bool:
-    import torch
-
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
@@ -176,7 +208,7 @@ def use_model_tokenizer(datamodule: Any, out_dir: str | Path, ckpt_path: str | N
             return
         what, fingerprint = f"the checkpoint {ckpt_path}", record["fingerprint"]
         if not explicit:
-            replace_tokenizer(datamodule, str(write_tokenizer_files(record, Path(out_dir) / "tokenizer")))
+            replace_tokenizer(datamodule, str(write_tokenizer_files(record, Path(out_dir) / "tokenizer", ckpt_path)))
     elif pretrained and (Path(pretrained).expanduser() / "tokenizer_config.json").is_file():
         what = f"the model in {pretrained}"
         if not explicit:

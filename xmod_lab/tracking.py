@@ -11,7 +11,9 @@
   counts; every ``<stage>/<language>/<metric>`` the task logs is also gathered into a per-language
   ``wandb.Table`` per stage (``test/results``).
 - the W&B run id is stored in ``<run>/wandb_run_id.txt``; ``ckpt_path=<old run>/checkpoints/...`` finds the
-  old run's id and continues that W&B run.
+  old run's id and continues that W&B run (``resume="allow"``), its history at the checkpoint's step: W&B's
+  step is the trainer's global step, so the resumed process's rows follow the killed one's. Offline, each
+  process writes its own ``offline-run-*`` folder under the same id; ``wandb sync`` both, in order.
 - the resolved config is the run's config, logged once, nested, numbers as numbers: Lightning's own
   hyper-parameter logging (the task's ``save_hyperparameters``) adds only keys the config lacks, as plain
   values, never a ``repr`` string over a config group. Under ``-m`` the job's swept overrides are also its
@@ -36,6 +38,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from lightning.fabric.utilities.logger import _add_prefix
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -263,7 +266,16 @@ class ResultsTableWandbLogger(WandbLogger):
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        super().log_metrics(metrics, step)
+        if step is None:
+            super().log_metrics(metrics, step)
+        else:
+            # W&B's own step is the trainer's: a run resumed from a checkpoint continues its history at the
+            # checkpoint's step (Lightning's logger would restart W&B's step at 0 in every process)
+            values = {**_add_prefix(dict(metrics), self._prefix, self.LOGGER_JOIN_CHAR), "trainer/global_step": step}
+            if step < self.experiment.step:  # re-logging an earlier step (W&B would drop it): keep the values
+                self.experiment.log(values)
+            else:
+                self.experiment.log(values, step=step)
         for key, value in metrics.items():
             parsed = parse_metric_key(key)
             if parsed:

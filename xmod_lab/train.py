@@ -20,11 +20,12 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 import xmod_lab.conf.schema  # noqa: F401  (registers train_schema)
-from xmod_lab import diagnostics, pretraining, results, runs
-from xmod_lab.checkpoints import safe_loading
+from xmod_lab import diagnostics, pretraining, results, runs, trust
+from xmod_lab.checkpoints import remove_partial_files, safe_loading
 
 log = logging.getLogger("xmod_lab.train")
 
@@ -33,6 +34,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit + test; returns every logged metric (`test/de/acc`, `val/avg/acc`, ...)."""
     out = Path(cfg.paths.output_dir)
     runs.check_ckpt_path(cfg.ckpt_path)
+    trust.check_handed_over(cfg)  # before pre-training or data preparation
+    cfg = runs.check_run_values(cfg, training=True)
+    if cfg.ckpt_path and rank_zero_only.rank == 0:  # the run resumed from: a kill during a save left these
+        remove_partial_files(Path(cfg.ckpt_path).parent)
     if pretraining.wanted(cfg):  # the `pretrain` stage: an MLM run (cached) whose export becomes model.pretrained
         cfg = pretraining.use_pretrained(cfg, train)
     L.seed_everything(cfg.seed, workers=True)
@@ -40,6 +45,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         torch.set_num_threads(cfg.torch_threads)
     task = runs.build(cfg.task)  # the backbone first: its config.languages is what lang_ids index
     datamodule = runs.build_datamodule(cfg, task.model.config.languages)
+    runs.check_data_files(datamodule, ["train"] if cfg.train else [],
+                          (["validation"] if cfg.train else []) + ["test" if cfg.test else "validation"])
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     runs.use_model_tokenizer(datamodule, out, cfg.ckpt_path, cfg.model.get("pretrained"),
                              explicit=runs.overridden(overrides, "data.tokenizer"))

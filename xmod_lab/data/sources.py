@@ -184,6 +184,21 @@ def _local_target(path: Path, split_name: str) -> Path | None:
     return None
 
 
+def missing_local_file(source: SourceSpec | Mapping[str, Any] | str, lang: str, split: str) -> str | None:
+    """The message :func:`load_split` would fail with for a local file that does not exist, else None (a split
+    the source does not configure, a hub id, a file that exists): checkable before any data is read."""
+    spec = SourceSpec.coerce(source)
+    split_name = spec.splits.get(split)
+    if split_name is None:
+        return None
+    filled = _fill(spec.path, lang, split_name)
+    if _local_target(Path(filled).expanduser(), split_name) is not None:
+        return None
+    if not _HUB_ID.match(filled) or filled.lower().endswith(_FILE_SUFFIXES):
+        return f"Data file not found: {spec.describe(lang, split)}. Check `path` and the language code."
+    return None
+
+
 def load_split(source: SourceSpec | Mapping[str, Any] | str, lang: str, split: str) -> datasets.Dataset:
     """Rows of one language and split, from the hub or local files; never empty (a clear error instead)."""
     spec = SourceSpec.coerce(source)

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,58 @@ log = logging.getLogger(__name__)
 
 XLMR_TOKENIZER = "FacebookAI/xlm-roberta-base"
 _SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
+# What a tokenizer directory or a checkpoint's tokenizer record may hold: vocabularies, merges, sentencepiece
+# models and JSON settings. Code (.py, or an `auto_map` naming a class to import) is refused, never prompted for.
+TOKENIZER_SUFFIXES = (".json", ".model", ".txt", ".jinja")
+# Files of a model directory that name code for transformers to import (`auto_map`)
+CODE_MAP_FILES = ("config.json", "tokenizer_config.json", "processor_config.json", "preprocessor_config.json")
+
+
+def remote_code_refusal(names: Iterable[str], read: Callable[[str], bytes], label: Callable[[str], str]) -> str | None:
+    """Why the files ``names`` would run code if transformers loaded them, or None. ``read(name)``: a file's
+    bytes; ``label(name)``: how the message names it (a path, or a file inside a checkpoint)."""
+    names = sorted(names)
+    code = [n for n in names if n.endswith(".py")]
+    if code:
+        return f"{label(code[0])}: remote code refused: a model or tokenizer is data, never Python code"
+    for name in names:
+        if name in CODE_MAP_FILES:
+            try:
+                settings = json.loads(read(name))
+            except (ValueError, UnicodeDecodeError) as err:
+                return f"{label(name)}: not a readable JSON file ({err})"
+            if isinstance(settings, dict) and settings.get("auto_map"):
+                return (f"{label(name)}: remote code refused: its auto_map names code to import "
+                        f"({json.dumps(settings['auto_map'])[:120]})")
+    return None
+
+
+def check_tokenizer_files(files: Mapping[str, bytes], where: str | Path) -> None:
+    """The files of a tokenizer record (``where``: the checkpoint or directory it comes from) are plain tokenizer
+    data: plain names, tokenizer suffixes, no code. Checked before any is written, so a refusal leaves nothing."""
+    def label(name: str) -> str:
+        return f"{where} (tokenizer file {name!r})"
+
+    for name in files:
+        if Path(name).name != name or name.startswith("."):  # never write outside the directory
+            raise ValueError(f"{label(name)}: refused: a tokenizer record holds plain file names only")
+    why = remote_code_refusal(files, lambda name: files[name], label)
+    if why:
+        raise ValueError(why)
+    other = sorted(n for n in files if not n.endswith(TOKENIZER_SUFFIXES))
+    if other:
+        raise ValueError(f"{label(other[0])}: refused: not a tokenizer file (a tokenizer record holds "
+                         f"{', '.join(TOKENIZER_SUFFIXES)} files only)")
+
+
+def check_model_directory(path: str | Path) -> None:
+    """A local model or tokenizer directory holds no code for transformers to run (``.py`` files, ``auto_map``)."""
+    path = Path(path)
+    if path.is_dir():
+        names = [p.name for p in path.iterdir() if p.is_file()]
+        why = remote_code_refusal(names, lambda name: (path / name).read_bytes(), lambda name: str(path / name))
+        if why:
+            raise ValueError(why)
 
 
 def load_tokenizer(name_or_path: str = XLMR_TOKENIZER) -> PreTrainedTokenizerBase:
@@ -35,7 +87,14 @@ def load_tokenizer(name_or_path: str = XLMR_TOKENIZER) -> PreTrainedTokenizerBas
             "xmod_lab.data.train_tokenizer(texts, vocab_size, save_dir) or give a hub id such as "
             f"{XLMR_TOKENIZER!r}."
         )
-    tok = AutoTokenizer.from_pretrained(str(path) if path.is_dir() else name_or_path)
+    if path.is_dir():
+        check_model_directory(path)
+    try:  # a hub repository with custom code is refused too (never an interactive prompt)
+        tok = AutoTokenizer.from_pretrained(str(path) if path.is_dir() else name_or_path, trust_remote_code=False)
+    except ValueError as err:
+        if "trust_remote_code" not in str(err):
+            raise
+        raise ValueError(f"tokenizer {name_or_path!r}: remote code refused: it needs custom code to load") from None
     if not tok.is_fast:
         raise ValueError(
             f"Tokenizer {name_or_path!r} is not a fast tokenizer; offset mappings (QA, NER) need one."
@@ -124,13 +183,13 @@ def tokenizer_record(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
     return {"fingerprint": tokenizer_fingerprint(tokenizer), "files": files}
 
 
-def write_tokenizer_files(record: Mapping[str, Any], directory: str | Path) -> Path:
-    """The files of a :func:`tokenizer_record` written to ``directory`` (then ``load_tokenizer(directory)``)."""
+def write_tokenizer_files(record: Mapping[str, Any], directory: str | Path, where: str | Path | None = None) -> Path:
+    """The files of a :func:`tokenizer_record` written to ``directory`` (then ``load_tokenizer(directory)``), once
+    :func:`check_tokenizer_files` accepts them (``where``: the record's source, for the message)."""
     directory = Path(directory)
+    check_tokenizer_files(record["files"], where or directory)  # before anything is written
     directory.mkdir(parents=True, exist_ok=True)
     for name, data in record["files"].items():
-        if Path(name).name != name:  # a record names plain files; never write outside the directory
-            raise ValueError(f"tokenizer record holds a file named {name!r}; expected a plain file name")
         # every process of a DDP run may write the same files: each appears whole, never half-written
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.")
         with os.fdopen(fd, "wb") as f:

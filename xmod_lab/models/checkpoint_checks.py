@@ -9,8 +9,10 @@ another head class); anything else, or a shape mismatch outside a head, raises n
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from collections.abc import Iterable
+from pathlib import Path
 
 import torch
 from safetensors import safe_open
@@ -22,8 +24,17 @@ _HEAD_RE = re.compile(r"^(lm_head|classifier|qa_outputs)\.|(^|\.)pooler\.")
 _OBSOLETE_RE = re.compile(r"embeddings\.(position_ids|token_type_ids)$")
 
 
+def unpickling_refused(path: str | os.PathLike, err: BaseException) -> str:
+    """The one-line refusal of a file that ``torch.load(weights_only=True)`` would not read: what it would import."""
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+    what = f"it would import and call {found[1]}" if found else str(err).strip().splitlines()[-1][:200]
+    return (f"{path}: unpickling refused: it holds objects beyond tensors and plain values, and unpickling them "
+            f"could run code ({what}); only files of tensors and plain values are read")
+
+
 def checkpoint_shapes(files: Iterable[str | os.PathLike]) -> dict[str, tuple[int, ...]]:
-    """Key -> shape of every tensor in these checkpoint files, without reading safetensors data."""
+    """Key -> shape of every tensor in these checkpoint files, without reading safetensors data. A ``.bin`` that
+    needs code to unpickle is refused (ValueError naming the file)."""
     shapes: dict[str, tuple[int, ...]] = {}
     for path in files:
         path = str(path)
@@ -31,9 +42,21 @@ def checkpoint_shapes(files: Iterable[str | os.PathLike]) -> dict[str, tuple[int
             with safe_open(path, framework="pt") as handle:
                 shapes.update({k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()})
         else:  # pytorch_model.bin: memory-mapped, so only the shapes are touched
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except pickle.UnpicklingError as err:
+                raise ValueError(unpickling_refused(path, err)) from None
+            if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+                raise ValueError(f"{path}: refused: not a state dict of tensors")
             shapes.update({k: tuple(v.shape) for k, v in state.items()})
     return shapes
+
+
+def check_weight_files(directory: str | os.PathLike) -> None:
+    """Every weight file of a model directory reads as tensors only (shapes read, data untouched)."""
+    folder = Path(directory)
+    if folder.is_dir():
+        checkpoint_shapes(sorted(p for p in folder.iterdir() if p.suffix in (".bin", ".safetensors", ".pt", ".pth")))
 
 
 def _to_model_key(key: str, prefix: str, has_base: bool) -> str:
