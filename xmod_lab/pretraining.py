@@ -42,8 +42,32 @@ _DATA_NOT_IN_KEY = ("root", "cache_dir", "num_workers")
 
 
 def wanted(cfg: DictConfig) -> bool:
+    """Whether ``cfg`` runs the stage: ``pretrain.overrides`` given, and with pretrain=auto (xmod-train's
+    default) only for a run of the default experiment's kind (:func:`applicable`)."""
     pretrain = cfg.get("pretrain")
-    return bool(pretrain and pretrain.get("overrides"))
+    if not (pretrain and pretrain.get("overrides")):
+        return False
+    if pretrain.get("only_when_applicable"):
+        reason = applicable(cfg)
+        if reason:
+            log.info("no pre-training stage (pretrain=auto): %s", reason)
+            return False
+    return True
+
+
+def applicable(cfg: DictConfig) -> str | None:
+    """Why the synthetic pre-training stage does not apply to ``cfg`` (None: it does): it pre-trains a model
+    from scratch on the synthetic text of every adapter language, with the tokenizer of the run's synthetic data."""
+    if cfg.model.get("pretrained"):
+        return f"model.pretrained={cfg.model.pretrained!r} is loaded"
+    if "root" not in cfg.data or "vocab_size" not in cfg.data:
+        return f"the data ({cfg.data.get('_target_')}) is not synthetic"
+    language_map = OmegaConf.to_container(cfg.languages.map, resolve=True) if cfg.languages.get("map") else {}
+    try:
+        synthetic_codes(list(cfg.languages.adapters or []), language_map)  # type: ignore[arg-type]
+    except ValueError:
+        return f"languages.adapters {list(cfg.languages.adapters or [])} are not all synthetic languages"
+    return None if cfg.languages.adapters else "languages.adapters is null (a checkpoint's own list)"
 
 
 @contextlib.contextmanager
