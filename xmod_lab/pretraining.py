@@ -29,6 +29,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from xmod_lab.data.synthetic import synthetic_codes
+from xmod_lab.models import XmodConfig
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,10 @@ GENERATION_KEYS = ("root", "vocab_size", "n_train", "n_eval", "n_corpus", "seed"
 # parts of the pre-training config that do not change the weights it produces
 _NOT_IN_KEY = ("paths", "logger", "callbacks", "name", "tags", "export_dir", "torch_threads", "pretrain")
 _TRAINER_NOT_IN_KEY = ("default_root_dir", "enable_progress_bar", "log_every_n_steps", "enable_model_summary")
-_DATA_NOT_IN_KEY = ("root", "cache_dir", "num_workers")
+_DATA_NOT_IN_KEY = ("root", "cache_dir", "num_workers", "train_langs", "eval_langs", "language_map")
+# the task node's interpolated copies of top-level groups (keyed once, canonically, from those)
+_TASK_COPIES = ("model", "languages", "adapter", "freeze", "optimizer", "scheduler")
+_CONFIG_NOT_IN_KEY = ("transformers_version", "_name_or_path", "architectures")
 
 
 def wanted(cfg: DictConfig) -> bool:
@@ -120,13 +124,29 @@ def pretraining_config(cfg: DictConfig) -> DictConfig:
     return pre
 
 
-def cache_key(pre: DictConfig) -> str:
-    """A hash of everything in the pre-training config that changes the weights it produces."""
+def canonical(pre: DictConfig) -> dict[str, Any]:
+    """What determines the weights the pre-training config produces, in one canonical form: the model as the
+    XmodConfig it builds (adapter options written out at their defaults equal the defaults left null), the
+    adapters and the synthetic languages they train on (not the map that named them), the data, training and
+    task settings; not where files go, what is logged, or the copies the task node holds of other groups."""
     plain: dict[str, Any] = OmegaConf.to_container(pre, resolve=True, enum_to_str=True)  # type: ignore[assignment]
     keyed = {k: v for k, v in plain.items() if k not in _NOT_IN_KEY}
+    languages = keyed.pop("languages")
+    adapter = {k: v for k, v in (keyed.pop("adapter") or {}).items() if v is not None}
+    model = keyed.pop("model")
+    config = XmodConfig(languages=list(languages["adapters"]), **{**(model.get("config") or {}), **adapter}).to_dict()
+    keyed["model"] = {k: v for k, v in sorted(config.items()) if k not in _CONFIG_NOT_IN_KEY}
+    keyed["languages"] = {"adapters": languages["adapters"], "add": languages.get("add") or {},
+                          "train": languages["train"], "eval": languages["eval"]}
+    keyed["task"] = {k: v for k, v in keyed.get("task", {}).items() if k not in _TASK_COPIES}
     keyed["trainer"] = {k: v for k, v in keyed.get("trainer", {}).items() if k not in _TRAINER_NOT_IN_KEY}
     keyed["data"] = {k: v for k, v in keyed.get("data", {}).items() if k not in _DATA_NOT_IN_KEY}
-    stamp = json.dumps(keyed, sort_keys=True, default=str)
+    return keyed
+
+
+def cache_key(pre: DictConfig) -> str:
+    """A hash of :func:`canonical`: equivalent settings share one pre-trained backbone."""
+    stamp = json.dumps(canonical(pre), sort_keys=True, default=str)
     return hashlib.sha256(stamp.encode()).hexdigest()[:12]
 
 
