@@ -48,7 +48,7 @@ def test_five_mlqa_pairs_on_one_adapter_are_five_results_rows(tmp_path, mlqa_lik
     root, tokenizer = mlqa_like
     with no_hydra():
         cfg = compose_run("train", tmp_path / "run", tmp_path / "cache", [
-            "experiment=qa_zero_shot", "data=mlqa", *SHRINK, "train=false", f"data.tokenizer={tokenizer}",
+            "experiment=qa_zero_shot", "data=mlqa", "freeze=none", *SHRINK, "train=false", f"data.tokenizer={tokenizer}",
             f"data.source.path='{root}/squad/{{split}}.jsonl'", f"data.eval_source.path='{root}/{{lang}}/{{split}}.jsonl'",
             "data.eval_source.name=null", "data.max_length=64", "data.doc_stride=16", "data.num_workers=0",
             "languages.adapters=[en_XX,ar_AR]", "languages.train=[en-ar]", f"languages.eval=[{','.join(PAIRS)}]",
@@ -171,7 +171,7 @@ def test_ud_pos_style_traditional_chinese_is_warned_about_at_setup(tmp_path, cap
 
 def _qa_args(root: Path, tokenizer: Path) -> list[str]:
     return [
-        "experiment=qa_zero_shot", "data=mlqa", "pretrain=none", "model=tiny", "model.config.hidden_size=32",
+        "experiment=qa_zero_shot", "data=mlqa", "pretrain=none", "freeze=none", "model=tiny", "model.config.hidden_size=32",
         "model.config.intermediate_size=64", "model.config.num_attention_heads=2", "train=false",
         "trainer.enable_progress_bar=false", f"data.tokenizer={tokenizer}",
         f"data.source.path='{root}/squad/{{split}}.jsonl'", f"data.eval_source.path='{root}/{{lang}}/{{split}}.jsonl'",

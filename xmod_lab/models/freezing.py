@@ -197,11 +197,13 @@ def apply_freeze_policy(
             f"exclude={list(exclude)}) leaves no trainable parameter"
         )
     if from_scratch:
-        frozen = sorted({g for n, g in groups.items() if n not in trainable
-                         and (g == EMBEDDINGS or g == ADAPTER_LN or g.startswith(ADAPTER_PREFIX))})
+        frozen = {g for n, g in groups.items() if n not in trainable
+                  and (g == EMBEDDINGS or g == ADAPTER_LN or g.startswith(ADAPTER_PREFIX))}
         if frozen:
+            adapters = sum(g.startswith(ADAPTER_PREFIX) for g in frozen)
+            named = [g for g in (EMBEDDINGS, ADAPTER_LN) if g in frozen] + ([f"{adapters} adapter(s)"] if adapters else [])
             raise ValueError(
-                f"freeze policy {policy!r} keeps {', '.join(frozen)} frozen, but this model was built from scratch "
+                f"freeze policy {policy!r} keeps {' and '.join(named)} frozen, but this model was built from scratch "
                 "(model.pretrained=null, no pre-training stage): those weights would stay random for the whole run. "
                 "Freezing them only makes sense after pre-training: use freeze=none (or freeze=auto), pre-train first "
                 "(pretrain=synthetic_mlm on the synthetic languages), or load a backbone (model.pretrained=...)."
