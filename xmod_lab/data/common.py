@@ -226,14 +226,15 @@ def label_indices(values: Sequence[Any], label_names: Sequence[str], where: str,
     """:func:`label_index` of every row but those in ``skip`` (0-based): a row's list of tags, or its one label.
     A row whose decimal made Arrow read the whole column as decimals is reported first (that row, not row 1)."""
     bad = first_bad_label_row(values)
-    if bad is not None:
-        order = [bad, *range(len(values))]
-    else:
-        order = list(range(len(values)))
+    if bad is not None and bad not in set(skip):
+        items = values[bad] if isinstance(values[bad], list) else [values[bad]]
+        culprit = next(v for v in items if isinstance(v, float) and not v.is_integer())
+        label_index(culprit, label_names, where, bad + 1, field)  # raises, naming that row and value
+    order = range(len(values))
     skipped = set(skip)
     out: dict[int, Any] = {}
     for row in order:
-        if row in skipped or row in out:
+        if row in skipped:
             continue
         value = values[row]
         out[row] = ([label_index(v, label_names, where, row + 1, field) for v in value] if isinstance(value, list)
