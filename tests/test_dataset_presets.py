@@ -104,3 +104,22 @@ def test_dataset_preset_runs_with_only_paths_tokenizer_model_and_languages(tmp_p
     rows = {k: v for k, v in results["test"].items() if k not in ("avg", "zs_avg")}
     assert list(rows) == list(cfg.languages.eval)
     assert {name for row in rows.values() for name in row} == metrics
+    assert results["skipped_rows"] == {}  # the excerpts are clean: no row left out
+
+
+@pytest.mark.slow
+def test_skipped_rows_are_listed_and_counted_in_results(tmp_path, tokenizer, xtreme_samples):
+    """PAWS-X rows without a label (-1) are left out of training: results.json counts them and names the first."""
+    for split in ("train", "validation", "test"):
+        rows = (xtreme_samples / "pawsx" / "en" / f"{split}.jsonl").read_text("utf-8").splitlines()
+        if split == "train":
+            rows[1] = json.dumps({**json.loads(rows[1]), "label": -1}, ensure_ascii=False)
+        (tmp_path / "pawsx" / "en").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "pawsx" / "en" / f"{split}.jsonl").write_text("\n".join(rows) + "\n", "utf-8")
+    run_dir = tmp_path / "run"
+    with no_hydra():
+        cfg = compose_train(run_dir, ["data=pawsx", f"data.tokenizer={tokenizer}", *RUN, "languages.eval=[en]",
+                                      f"data.source.path='{tmp_path}/pawsx/{{lang}}/{{split}}.jsonl'"])
+        train(cfg)
+    skipped = json.loads((run_dir / "results.json").read_text())["skipped_rows"]
+    assert skipped == {"train/en": {"count": 1, "first_rows": [2], "reason": "label -1: unlabeled"}}
