@@ -189,8 +189,8 @@ def test_entry_points_reject_bad_input_with_nonzero_exit(tmp_path, command, expe
 
 @pytest.mark.parametrize(("overrides", "message"), [
     (["data=panx", "task=sequence_classification"],
-     r"task=sequence_classification \(SequenceClassificationTask\) cannot train on data=panx, a TokenClassificationDataModule"),
-    (["data=mlqa", "task=token_classification"], r"task=token_classification .* cannot train on data=mlqa"),
+     r"task=sequence_classification \(SequenceClassificationTask\) cannot run on data=panx, a TokenClassificationDataModule"),
+    (["data=mlqa", "task=token_classification"], r"task=token_classification .* cannot run on data=mlqa"),
     (["data=mlm_text", "task=causal_lm"], r"data=mlm_text, a LanguageModelingDataModule \(objective mlm\)"),
 ], ids=["token-data-sentence-task", "qa-data-token-task", "lm-objective"])
 def test_data_task_mismatch_is_refused_before_anything_is_built(tmp_path, overrides, message):

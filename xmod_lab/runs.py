@@ -88,7 +88,7 @@ def check_task_fits_data(cfg: DictConfig) -> None:
         data_kind = data_cls.__name__ + (f" (objective {cfg.data.get('objective', 'mlm')})" if objective else "")
         needs = wanted.__name__ + (f" (objective {objective})" if objective else "")
         raise ValueError(
-            f"task={task_name} ({task_cls.__name__}) cannot train on data={data_name}, a {data_kind}: it needs a "
+            f"task={task_name} ({task_cls.__name__}) cannot run on data={data_name}, a {data_kind}: it needs a "
             f"{needs}. Drop task=... (each data preset selects its own task) or choose data for that task."
         )
 
