@@ -5,8 +5,11 @@ backbone is made by an ordinary xmod-train run: the config composed from ``pretr
 ``task=masked_lm data=synthetic_mlm``) over the same base config, given this run's model, adapter options,
 adapter languages (trained and evaluated on all of them) and synthetic data generation settings, so the
 architecture and tokenizer match by construction. It runs once; its export and run directory are cached
-under ``<paths.cache_dir>/pretrained/<hash of its resolved config>`` and become ``model.pretrained``.
-Change any setting that reaches the pre-training run and it gets its own folder; delete the folder to rerun.
+under ``<paths.cache_dir>/pretrained/<hash of its canonical config>`` and become ``model.pretrained``. The hash
+(:func:`canonical`) covers what determines the weights, so equivalent settings (defaults written out, a language
+map entry, fine-tuning-only overrides) share one folder; change the backbone and it gets its own; delete the
+folder to rerun. ``pretrain=auto`` (xmod-train's default) runs the stage only for a run of the default
+experiment's kind (:func:`applicable`); ``pretrain=synthetic_mlm`` always.
 
 The stage never runs when ``model.pretrained`` is given: pre-training replaces it, so both at once is an error.
 """
