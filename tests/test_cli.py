@@ -29,7 +29,7 @@ def test_help_describes_the_command_and_points_to_the_others(tmp_path, command):
     assert text.startswith(f"{command}: ") and "Common commands:" in text
     others = {"xmod-train", "xmod-eval", "xmod-report"} - {command}
     assert all(f"{other} --help" in text for other in others)
-    assert "freeze: adapters_only, custom, head_only, none, paper" in text  # the groups and their options
+    assert "freeze: adapters_only, auto, custom, head_only, none, paper" in text  # the groups and their options
     assert not (tmp_path / "outputs").exists()
 
 

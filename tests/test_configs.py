@@ -128,14 +128,14 @@ def fast_dev_run(tmp_path: Path, *overrides: str) -> dict:
 
 @pytest.mark.slow
 def test_experiment_xnli_zero_shot_fast_dev_run(tmp_path, synthetic):
-    metrics = fast_dev_run(tmp_path, "experiment=xnli_zero_shot", *local_data(synthetic, "xnli"),
+    metrics = fast_dev_run(tmp_path, "experiment=xnli_zero_shot", "freeze=none", *local_data(synthetic, "xnli"),
                            "languages.eval=[en,de,fr]")
     assert {"test/en/acc", "test/de/acc", "test/fr/acc", "test/avg/acc"} <= set(metrics)
 
 
 @pytest.mark.slow
 def test_experiment_panx_zero_shot_fast_dev_run(tmp_path, synthetic):
-    metrics = fast_dev_run(tmp_path, "experiment=panx_zero_shot", *local_data(synthetic, "panx"),
+    metrics = fast_dev_run(tmp_path, "experiment=panx_zero_shot", "freeze=none", *local_data(synthetic, "panx"),
                            "languages.eval=[en,de]")
     assert {"test/en/f1", "test/de/f1", "test/avg/f1", "test/avg/acc"} <= set(metrics)
 
@@ -143,7 +143,7 @@ def test_experiment_panx_zero_shot_fast_dev_run(tmp_path, synthetic):
 @pytest.mark.slow
 def test_experiment_qa_zero_shot_fast_dev_run(tmp_path, synthetic, xtreme_samples):
     # real XQuAD excerpts stand in for SQuAD (train) and XQuAD (eval)
-    metrics = fast_dev_run(tmp_path, "experiment=qa_zero_shot", *local_data(synthetic, "xnli"),
+    metrics = fast_dev_run(tmp_path, "experiment=qa_zero_shot", "freeze=none", *local_data(synthetic, "xnli"),
                            f"data.source.path='{xtreme_samples}/xquad/{{lang}}/{{split}}.jsonl'",
                            "data.source.splits={train: validation, validation: null, test: null}",
                            f"data.eval_source.path='{xtreme_samples}/xquad/{{lang}}/{{split}}.jsonl'",

@@ -48,7 +48,7 @@ def test_five_mlqa_pairs_on_one_adapter_are_five_results_rows(tmp_path, mlqa_lik
     root, tokenizer = mlqa_like
     with no_hydra():
         cfg = compose_run("train", tmp_path / "run", tmp_path / "cache", [
-            "experiment=qa_zero_shot", "data=mlqa", *SHRINK, "train=false", f"data.tokenizer={tokenizer}",
+            "experiment=qa_zero_shot", "data=mlqa", "freeze=none", *SHRINK, "train=false", f"data.tokenizer={tokenizer}",
             f"data.source.path='{root}/squad/{{split}}.jsonl'", f"data.eval_source.path='{root}/{{lang}}/{{split}}.jsonl'",
             "data.eval_source.name=null", "data.max_length=64", "data.doc_stride=16", "data.num_workers=0",
             "languages.adapters=[en_XX,ar_AR]", "languages.train=[en-ar]", f"languages.eval=[{','.join(PAIRS)}]",
@@ -146,6 +146,20 @@ def test_traditional_chinese_mapped_to_zh_cn_is_warned_with_the_fix():
     assert script_mismatch(traditional, "zh", "zh_TW", ["zh_CN", "zh_TW"]) is None
 
 
+@pytest.mark.parametrize(("text", "script"), [
+    ("然而，這樣的處理也衍生了一些問題。", "traditional"),  # UD Chinese-GSD (Traditional), first sentence
+    ("然而，这样的处理也衍生了一些问题。", "simplified"),
+    ("香港著名電影從業員、監製黃百鳴", "traditional"),  # PAN-X zh test excerpt (WikiANN)
+    ("黑豹队的防守丢了多少分？", "simplified"),  # XQuAD zh excerpt
+    ("我們走吧。", "traditional"),
+    ("你好", None),  # characters both scripts share: no decision
+])
+def test_chinese_script_of_short_real_sentences(text, script):
+    """hanzidentifier classifies every character (CC-CEDICT): a short sentence decides, where 5 of 45 hand-listed
+    marker characters were needed (UD-POS zh scored with zh_CN gave no warning)."""
+    assert chinese_script(text) == script
+
+
 def test_ud_pos_style_traditional_chinese_is_warned_about_at_setup(tmp_path, caplog, monkeypatch):
     """UD-POS's `zh` (UD Chinese-GSD) is Traditional; with the default map (zh -> zh_CN) the datamodule warns
     when it loads it (the shared excerpts hold only de/en UD-POS: rows in its schema here)."""
@@ -171,7 +185,7 @@ def test_ud_pos_style_traditional_chinese_is_warned_about_at_setup(tmp_path, cap
 
 def _qa_args(root: Path, tokenizer: Path) -> list[str]:
     return [
-        "experiment=qa_zero_shot", "data=mlqa", "pretrain=none", "model=tiny", "model.config.hidden_size=32",
+        "experiment=qa_zero_shot", "data=mlqa", "pretrain=none", "freeze=none", "model=tiny", "model.config.hidden_size=32",
         "model.config.intermediate_size=64", "model.config.num_attention_heads=2", "train=false",
         "trainer.enable_progress_bar=false", f"data.tokenizer={tokenizer}",
         f"data.source.path='{root}/squad/{{split}}.jsonl'", f"data.eval_source.path='{root}/{{lang}}/{{split}}.jsonl'",

@@ -46,7 +46,12 @@ def test_pretrain_stage_runs_once_then_fine_tunes_its_export(tmp_path):
     assert results["parameters"]["frozen"] > 0  # embeddings and adapters of the pre-trained model
 
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
-    run(tmp_path, cache, "b", QUICK_PRETRAIN, "languages.eval=[de,fr]")  # fine-tuning settings: same backbone
+    # a sweep of fine-tuning settings, defaults written out and irrelevant keys: one backbone, pre-trained once
+    sweep = [["languages.eval=[de,fr]"], ["adapter.adapter_reduction_factor=2", "adapter.adapter_mode=modular"],
+             ["+languages.map.hi_rom=hi_IN", "optimizer.lr=1e-4", "freeze=none", "seed=7"]]
+    for i, point in enumerate(sweep):
+        run(tmp_path, cache, f"b{i}", QUICK_PRETRAIN, *point)
+        assert f"pretrained: {folder}" in (tmp_path / f"b{i}" / "config.yaml").read_text()
     assert [p.name for p in (cache / "pretrained").iterdir()] == [folder.name]
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
     run(tmp_path, cache, "c", QUICK_PRETRAIN, "model.config.intermediate_size=32")  # the backbone changes
@@ -55,13 +60,44 @@ def test_pretrain_stage_runs_once_then_fine_tunes_its_export(tmp_path):
 
 def test_pretrain_with_a_given_checkpoint_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="use pretrain=none"):
-        run(tmp_path, tmp_path / "cache", "a", QUICK_PRETRAIN, "model.pretrained=facebook/xmod-base")
+        run(tmp_path, tmp_path / "cache", "a", "pretrain=synthetic_mlm", QUICK_PRETRAIN,
+            "model.pretrained=facebook/xmod-base")
 
 
 def test_pretrain_needs_synthetic_languages(tmp_path):
     with pytest.raises(ValueError, match=r"\['sw_KE'\] have no synthetic language"):
-        run(tmp_path, tmp_path / "cache", "a", QUICK_PRETRAIN, "languages.adapters=[en_XX,sw_KE]",
-            "languages.eval=[en]")
+        run(tmp_path, tmp_path / "cache", "a", "pretrain=synthetic_mlm", QUICK_PRETRAIN,
+            "languages.adapters=[en_XX,sw_KE]", "languages.eval=[en]")
+
+
+@pytest.mark.parametrize(("overrides", "reason"), [
+    (["data=panx"], "is not synthetic"),
+    (["languages=xmod13", "languages.eval=[en,ar,hi]"], "are not all synthetic languages"),
+    (["model.pretrained=facebook/xmod-base"], "is loaded"),
+])
+def test_default_pretrain_stage_applies_to_synthetic_runs_only(tmp_path, overrides, reason):
+    """pretrain=auto (the default): the default experiment's stage, never forced on other data or languages."""
+    with no_hydra():
+        cfg = compose_run("train", tmp_path / "run", tmp_path / "cache", ["pretrain=auto", *overrides])
+    assert reason in pretraining.applicable(cfg) and not pretraining.wanted(cfg)
+    with no_hydra():
+        cfg = compose_run("train", tmp_path / "run", tmp_path / "cache", ["pretrain=auto"])
+    assert pretraining.applicable(cfg) is None and pretraining.wanted(cfg)
+
+
+def test_pretraining_cache_key_is_canonical():
+    """Equal weights, equal key (defaults written out, the map); another backbone, another key."""
+    def key(*overrides: str) -> str:
+        with no_hydra():
+            cfg = compose_run("train", Path("/tmp/run"), Path("/tmp/cache"), ["pretrain=synthetic_mlm", *overrides])
+            return pretraining.cache_key(pretraining.pretraining_config(cfg))
+
+    base = key()
+    assert key("adapter.adapter_reduction_factor=2", "adapter.adapter_mode=modular") == base
+    assert key("+languages.map.hi_rom=hi_IN", "optimizer.lr=1e-4", "name=other") == base
+    assert key("adapter.adapter_reduction_factor=4") != base
+    assert key("languages=synthetic4") != base
+    assert key("data.n_corpus=2000") != base  # other pre-training text
 
 
 # the flags themselves, per task and metric: tests/test_diagnostics.py

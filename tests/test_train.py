@@ -64,9 +64,9 @@ def test_run_directory_holds_config_git_checkpoints_and_results(trained):
 
 def test_parameter_counts_are_logged(tmp_path, cache_dir, caplog):
     with caplog.at_level(logging.INFO):
-        run_train(tmp_path, cache_dir, "freeze=paper", "debug=fdr")
-    text = caplog.text
-    assert "trainable" in text and "frozen (freeze.policy=paper)" in text
+        run_train(tmp_path, cache_dir, "debug=fdr")
+    text = caplog.text  # freeze=auto on a model from scratch (no pre-training stage here): nothing frozen
+    assert "trainable" in text and "0 frozen (freeze.policy=none)" in text
     assert "adapter:de_DE" in text  # the per-group report
 
 
@@ -111,16 +111,24 @@ def test_export_loads_in_transformers_with_the_same_outputs(trained):
     lang_ids = torch.tensor([ours.config.lang_id("de_DE")])
     with torch.no_grad():
         torch.testing.assert_close(ours(**enc, lang_ids=lang_ids).logits, theirs(**enc, lang_ids=lang_ids).logits)
+    # pipelines pass no lang_ids: the export names the first training language's adapter (export_default_language)
+    assert theirs.config.default_language == "en_XX"
+    classify = transformers.pipeline("text-classification", model=theirs, tokenizer=tokenizer)
+    with torch.no_grad():
+        expected = theirs(**tokenizer(["Anna 3 kalo"], return_tensors="pt"),
+                          lang_ids=torch.tensor([ours.config.lang_id("en_XX")])).logits.softmax(-1).max().item()
+    assert classify("Anna 3 kalo")[0]["score"] == pytest.approx(expected, abs=1e-5)
 
 
 @pytest.mark.parametrize(("overrides", "error", "message"), [
     (["languages.eval=[en,it]"], ValueError, r"eval language\(s\) \['it_IT'\] have no adapter in the model.*languages.map"),
     (["freeze=custom", "freeze.exclude=[.]"], ValueError, "no trainable parameter"),
+    (["freeze=paper"], ValueError, r"keeps embeddings and 5 adapter\(s\) frozen, but this model was built from scratch"),
     (["ckpt_path=/nonexistent/last.ckpt"], FileNotFoundError, "no such checkpoint"),
     (["languages.eval=[en,xx]"], ValueError, r"languages.eval: \['xx'\] are not synthetic languages"),
     (["model.pretrained=/nonexistent/model"], FileNotFoundError, "no such directory"),
     (["model.config.vocab_size=100"], ValueError, r"tokenizer has \d+ tokens but the model's vocab_size is 100"),
-], ids=["eval-language-without-adapter", "nothing-trainable", "missing-checkpoint", "unknown-dataset-language",
+], ids=["eval-language-without-adapter", "nothing-trainable", "frozen-from-scratch", "missing-checkpoint", "unknown-dataset-language",
         "missing-model-dir", "tokenizer-larger-than-embeddings"])
 def test_bad_input_fails_clearly_and_never_looks_finished(tmp_path, cache_dir, overrides, error, message):
     with pytest.raises(error, match=message):
@@ -179,3 +187,30 @@ def test_entry_points_reject_bad_input_with_nonzero_exit(tmp_path, command, expe
     for text in expected:
         assert text in out.stderr, out.stderr[-2000:]
     assert not (tmp_path / "run" / "run_complete").exists()
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["data=panx", "task=sequence_classification"],
+     r"task=sequence_classification \(SequenceClassificationTask\) cannot run on data=panx, a TokenClassificationDataModule"),
+    (["data=mlqa", "task=token_classification"], r"task=token_classification .* cannot run on data=mlqa"),
+    (["data=mlm_text", "task=causal_lm"], r"data=mlm_text, a LanguageModelingDataModule \(objective mlm\)"),
+], ids=["token-data-sentence-task", "qa-data-token-task", "lm-objective"])
+def test_data_task_mismatch_is_refused_before_anything_is_built(tmp_path, overrides, message):
+    """Each data preset selects its task; a task= that cannot train on it fails at setup, naming both (it used
+    to die in the first step with a 137-line traceback, or on a missing 'data.label_names')."""
+    with no_hydra():
+        cfg = compose_run("train", tmp_path / "run", tmp_path / "cache", overrides)
+        with pytest.raises(ValueError, match=message):
+            train(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("data", "task"), [("panx", "TokenClassificationTask"), ("udpos", "TokenClassificationTask"),
+                                            ("mlqa", "QuestionAnsweringTask"), ("pawsx", "SequenceClassificationTask"),
+                                            ("xcopa", "MultipleChoiceTask"), ("mlm_text", "MaskedLMTask")])
+def test_data_presets_bring_their_task_and_an_override_wins(tmp_path, data, task):
+    with no_hydra():
+        cfg = compose_run("train", tmp_path / "run", tmp_path / "cache", [f"data={data}"])
+        assert cfg.task._target_.endswith(task) and cfg.freeze.policy == "auto"
+        cfg = compose_run("train", tmp_path / "run", tmp_path / "cache", [f"data={data}", "task=causal_lm"])
+        assert cfg.task._target_.endswith("CausalLMTask")

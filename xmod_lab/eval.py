@@ -215,6 +215,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         torch.set_num_threads(cfg.torch_threads)
     L.seed_everything(cfg.seed, workers=True)
     with no_freezing_report():  # a checkpoint, or model.pretrained (an exported directory or a hub id) as is
+        runs.check_task_fits_data(cfg)  # data=panx task=sequence_classification: refused before building
         task = load_task(cfg) if cfg.ckpt_path else runs.build(cfg.task)
     datamodule = runs.build_datamodule(cfg, task.model.config.languages)
     runs.check_data_files(datamodule, [], [cfg.split])

@@ -5,8 +5,11 @@ backbone is made by an ordinary xmod-train run: the config composed from ``pretr
 ``task=masked_lm data=synthetic_mlm``) over the same base config, given this run's model, adapter options,
 adapter languages (trained and evaluated on all of them) and synthetic data generation settings, so the
 architecture and tokenizer match by construction. It runs once; its export and run directory are cached
-under ``<paths.cache_dir>/pretrained/<hash of its resolved config>`` and become ``model.pretrained``.
-Change any setting that reaches the pre-training run and it gets its own folder; delete the folder to rerun.
+under ``<paths.cache_dir>/pretrained/<hash of its canonical config>`` and become ``model.pretrained``. The hash
+(:func:`canonical`) covers what determines the weights, so equivalent settings (defaults written out, a language
+map entry, fine-tuning-only overrides) share one folder; change the backbone and it gets its own; delete the
+folder to rerun. ``pretrain=auto`` (xmod-train's default) runs the stage only for a run of the default
+experiment's kind (:func:`applicable`); ``pretrain=synthetic_mlm`` always.
 
 The stage never runs when ``model.pretrained`` is given: pre-training replaces it, so both at once is an error.
 """
@@ -30,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from xmod_lab.data.synthetic import synthetic_codes
 from xmod_lab.data.synthetic_world import WORLD_DEFAULTS
+from xmod_lab.models import XmodConfig
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +43,39 @@ GENERATION_KEYS = ("root", "vocab_size", "n_train", "n_eval", "n_corpus", "seed"
 # parts of the pre-training config that do not change the weights it produces
 _NOT_IN_KEY = ("paths", "logger", "callbacks", "name", "tags", "export_dir", "torch_threads", "pretrain")
 _TRAINER_NOT_IN_KEY = ("default_root_dir", "enable_progress_bar", "log_every_n_steps", "enable_model_summary")
-_DATA_NOT_IN_KEY = ("root", "cache_dir", "num_workers")
+_DATA_NOT_IN_KEY = ("root", "cache_dir", "num_workers", "train_langs", "eval_langs", "language_map")
+# the task node's interpolated copies of top-level groups (keyed once, canonically, from those)
+_TASK_COPIES = ("model", "languages", "adapter", "freeze", "optimizer", "scheduler")
+_CONFIG_NOT_IN_KEY = ("transformers_version", "_name_or_path", "architectures")
 
 
 def wanted(cfg: DictConfig) -> bool:
+    """Whether ``cfg`` runs the stage: ``pretrain.overrides`` given, and with pretrain=auto (xmod-train's
+    default) only for a run of the default experiment's kind (:func:`applicable`)."""
     pretrain = cfg.get("pretrain")
-    return bool(pretrain and pretrain.get("overrides"))
+    if not (pretrain and pretrain.get("overrides")):
+        return False
+    if pretrain.get("only_when_applicable"):
+        reason = applicable(cfg)
+        if reason:
+            log.info("no pre-training stage (pretrain=auto): %s", reason)
+            return False
+    return True
+
+
+def applicable(cfg: DictConfig) -> str | None:
+    """Why the synthetic pre-training stage does not apply to ``cfg`` (None: it does): it pre-trains a model
+    from scratch on the synthetic text of every adapter language, with the tokenizer of the run's synthetic data."""
+    if cfg.model.get("pretrained"):
+        return f"model.pretrained={cfg.model.pretrained!r} is loaded"
+    if "root" not in cfg.data or "vocab_size" not in cfg.data:
+        return f"the data ({cfg.data.get('_target_')}) is not synthetic"
+    language_map = OmegaConf.to_container(cfg.languages.map, resolve=True) if cfg.languages.get("map") else {}
+    try:
+        synthetic_codes(list(cfg.languages.adapters or []), language_map)  # type: ignore[arg-type]
+    except ValueError:
+        return f"languages.adapters {list(cfg.languages.adapters or [])} are not all synthetic languages"
+    return None if cfg.languages.adapters else "languages.adapters is null (a checkpoint's own list)"
 
 
 @contextlib.contextmanager
@@ -97,15 +128,31 @@ def pretraining_config(cfg: DictConfig) -> DictConfig:
     return pre
 
 
-def cache_key(pre: DictConfig) -> str:
-    """A hash of everything in the pre-training config that changes the weights it produces."""
+def canonical(pre: DictConfig) -> dict[str, Any]:
+    """What determines the weights the pre-training config produces, in one canonical form: the model as the
+    XmodConfig it builds (adapter options written out at their defaults equal the defaults left null), the
+    adapters and the synthetic languages they train on (not the map that named them), the data, training and
+    task settings; not where files go, what is logged, or the copies the task node holds of other groups."""
     plain: dict[str, Any] = OmegaConf.to_container(pre, resolve=True, enum_to_str=True)  # type: ignore[assignment]
     keyed = {k: v for k, v in plain.items() if k not in _NOT_IN_KEY}
+    languages = keyed.pop("languages")
+    adapter = {k: v for k, v in (keyed.pop("adapter") or {}).items() if v is not None}
+    model = keyed.pop("model")
+    config = XmodConfig(languages=list(languages["adapters"]), **{**(model.get("config") or {}), **adapter}).to_dict()
+    keyed["model"] = {k: v for k, v in sorted(config.items()) if k not in _CONFIG_NOT_IN_KEY}
+    keyed["languages"] = {"adapters": languages["adapters"], "add": languages.get("add") or {},
+                          "train": languages["train"], "eval": languages["eval"]}
+    keyed["task"] = {k: v for k, v in keyed.get("task", {}).items() if k not in _TASK_COPIES}
     keyed["trainer"] = {k: v for k, v in keyed.get("trainer", {}).items() if k not in _TRAINER_NOT_IN_KEY}
-    # a world setting that is off stays out of the key: caches made before those settings existed stay valid
+    # a world setting that is off stays out of the key: a world that is off is today's world
     keyed["data"] = {k: v for k, v in keyed.get("data", {}).items()
                      if k not in _DATA_NOT_IN_KEY and not (k in WORLD_DEFAULTS and v == WORLD_DEFAULTS[k])}  # fmt: skip
-    stamp = json.dumps(keyed, sort_keys=True, default=str)
+    return keyed
+
+
+def cache_key(pre: DictConfig) -> str:
+    """A hash of :func:`canonical`: equivalent settings share one pre-trained backbone."""
+    stamp = json.dumps(canonical(pre), sort_keys=True, default=str)
     return hashlib.sha256(stamp.encode()).hexdigest()[:12]
 
 

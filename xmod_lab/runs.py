@@ -22,14 +22,16 @@ import hashlib
 import json
 import logging
 import subprocess
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
@@ -69,6 +71,28 @@ def build_datamodule(cfg: DictConfig, languages: list[str]) -> Any:
     """The datamodule for a backbone whose adapters are `languages` (the built model's `config.languages`,
     in index order: the one list `lang_ids` index into)."""
     return build(cfg.data, languages=list(languages))
+
+
+def check_task_fits_data(cfg: DictConfig) -> None:
+    """Refuse a task that cannot train on the data (``data=panx task=sequence_classification``) before anything
+    is built: otherwise it fails in its first step, or on a missing label set, far from the cause. Each data
+    preset selects its task (conf/data/*.yaml), so the pair only mismatches when ``task=`` is given."""
+    task_cls, made = get_object(cfg.task._target_), get_object(cfg.data._target_)
+    data_cls = made if isinstance(made, type) else typing.get_type_hints(made).get("return")
+    wanted = getattr(task_cls, "DATA", None)
+    if wanted is None or not isinstance(data_cls, type):
+        return  # a task or datamodule of the user's own: nothing declared to compare
+    objective = getattr(task_cls, "OBJECTIVE", None)
+    fits = issubclass(data_cls, wanted) and (objective is None or cfg.data.get("objective", "mlm") == objective)
+    if not fits:
+        choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+        task_name, data_name = choices.get("task") or cfg.task._target_, choices.get("data") or cfg.data._target_
+        data_kind = data_cls.__name__ + (f" (objective {cfg.data.get('objective', 'mlm')})" if objective else "")
+        needs = wanted.__name__ + (f" (objective {objective})" if objective else "")
+        raise ValueError(
+            f"task={task_name} ({task_cls.__name__}) cannot run on data={data_name}, a {data_kind}: it needs a "
+            f"{needs}. Drop task=... (each data preset selects its own task) or choose data for that task."
+        )
 
 
 def check_eval_sets(datamodule: Any, task: Any) -> None:

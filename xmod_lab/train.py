@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 import xmod_lab.conf.schema  # noqa: F401  (registers train_schema)
 from xmod_lab import diagnostics, pretraining, results, runs, trust
 from xmod_lab.checkpoints import remove_partial_files, safe_loading
+from xmod_lab.data.common import skipped_summary
 
 log = logging.getLogger("xmod_lab.train")
 
@@ -34,6 +35,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit + test; returns every logged metric (`test/de/acc`, `val/avg/acc`, ...)."""
     out = Path(cfg.paths.output_dir)
     runs.check_ckpt_path(cfg.ckpt_path)
+    runs.check_task_fits_data(cfg)
     trust.check_handed_over(cfg)  # before pre-training or data preparation
     cfg = runs.check_run_values(cfg, training=True)
     if cfg.ckpt_path and rank_zero_only.rank == 0:  # the run resumed from: a kill during a save left these
@@ -53,8 +55,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     runs.check_eval_sets(datamodule, task)
     runs.check_tokenizer_fits(datamodule, task.model)
     # the task names its main metric (checkpoint selection) unless the config does; saved with the config
+    # and the freezing policy it applied (freeze=auto: paper or none), so config.yaml says what ran
     cfg = runs.with_run_values(cfg, monitor=cfg.monitor or runs.default_monitor(task, cfg.languages),
-                               monitor_mode=cfg.monitor_mode or task.monitor_mode)
+                               monitor_mode=cfg.monitor_mode or task.monitor_mode,
+                               freeze={"policy": task.hparams.freeze["policy"]})
     runs.start_run(out, cfg)
     counts = task.parameter_counts
     log.info("parameters: %s trainable, %s frozen (freeze.policy=%s)", f"{counts['trainable']:,}",
@@ -86,13 +90,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     table = results.table_from_metrics(metrics, split)
 
     if cfg.export_dir and trainer.is_global_zero:
-        export(task, datamodule, cfg.export_dir)
+        export(task, datamodule, cfg.export_dir, cfg.get("export_default_language"))
     diagnosis = diagnostics.assess(table, trainer, datamodule)  # degenerate classifiers, flagged
     runs.finish_run(out, split, table, adapters, {
         "task": cfg.task._target_, "checkpoint": best, "train_languages": list(cfg.languages.train),
         "eval_sets": task.eval_sets, "parameters": counts, "global_step": trainer.global_step,
         **selection_score(checkpoint, cfg),
         "diagnostics": diagnosis,
+        "skipped_rows": skipped_summary(datamodule),  # rows the data left out (label -1, ...), per split/language
     })
     if diagnosis and trainer.is_global_zero:
         log.info("\n%s", diagnostics.format_assessment(table, diagnosis))
@@ -107,13 +112,19 @@ def selection_score(checkpoint: ModelCheckpoint | None, cfg: DictConfig) -> dict
             "best_score": float(score) if score is not None else None}
 
 
-def export(task: L.LightningModule, datamodule: L.LightningDataModule, export_dir: str) -> None:
-    """save_pretrained of backbone + head, and the tokenizer: `transformers` loads the directory."""
+def export(task: L.LightningModule, datamodule: L.LightningDataModule, export_dir: str,
+           default_language: str | None = None) -> None:
+    """save_pretrained of backbone + head, and the tokenizer: `transformers` loads the directory. Its
+    ``config.default_language`` (the adapter used when a caller passes no ``lang_ids``, as transformers' pipelines
+    do) is ``default_language``, or the first training language's adapter."""
+    language = default_language or datamodule.spec.train_languages[0]
+    task.model.set_default_language(language)  # an unknown code: an error listing the model's languages
     task.model.save_pretrained(export_dir)
     tokenizer = getattr(datamodule, "tokenizer", None)
     if tokenizer is not None:
         tokenizer.save_pretrained(export_dir)
-    log.info("exported the model%s to %s", " and tokenizer" if tokenizer is not None else "", export_dir)
+    log.info("exported the model%s to %s (default_language: %s)", " and tokenizer" if tokenizer is not None else "",
+             export_dir, language)
 
 
 if __name__ == "__main__":  # python -m xmod_lab.train: the same as xmod-train

@@ -50,5 +50,5 @@ def test_choice_list_column_and_bad_label(tmp_path, tokenizer_dir):
         tokenizer=str(tokenizer_dir), languages=MODEL_LANGUAGES, train_langs=["en"], context_column="ctx",
         question_column=None, choices_columns=["endings"],
     )  # fmt: skip
-    with pytest.raises(ValueError, match=r"row 2: label 3 is outside the label set \['0', '1', '2'\]"):
+    with pytest.raises(ValueError, match=r"row 2, field 'label': label 3 is outside the label set \['0', '1', '2'\]"):
         dm.setup("fit")

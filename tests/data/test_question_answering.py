@@ -123,7 +123,7 @@ def test_answer_not_in_context_is_skipped_and_counted(tmp_path, tokenizer_dir, c
     dm = make_dm(tmp_path, tokenizer_dir, train_langs=["en"], eval_langs=["en"],
                  source={"path": str(tmp_path / "{lang}" / "{split}.jsonl"), "splits": {"validation": None, "test": None}})  # fmt: skip
     dm.setup("fit")
-    assert "skipped 1 rows whose answer does not occur" in caplog.text
+    assert "skipped 1 rows (answer does not occur at answer_start): rows [2]" in caplog.text
     for r in rows:
         r["answers"]["answer_start"] = [r["answers"]["answer_start"][0] + 1]
     write_jsonl(tmp_path / "en" / "train.jsonl", rows)

@@ -111,7 +111,7 @@ def test_label_outside_label_set_names_the_row(tmp_path, tokenizer_dir):
     rows[2]["label"] = 5
     write_jsonl(tmp_path / "en" / "train.jsonl", rows)
     dm = make_dm(tmp_path, tokenizer_dir, train_only=True, train_langs=["en"], eval_langs=["en"])
-    with pytest.raises(ValueError, match=r"row 3: label 5 is outside the label set"):
+    with pytest.raises(ValueError, match=r"row 3, field 'label': label 5 is outside the label set"):
         dm.setup("fit")
 
 
@@ -123,7 +123,7 @@ def test_unlabeled_rows_are_skipped_and_counted(tmp_path, tokenizer_dir, caplog)
     dm.setup("fit")
     labels = torch.cat([b["labels"] for b in dm.train_dataloader()])
     assert sorted(labels.tolist()) == [0, 1, 2]
-    assert "skipped 1 unlabeled rows" in caplog.text
+    assert "skipped 1 rows (label -1: unlabeled): rows [1]" in caplog.text
 
 
 def test_label_names_are_accepted_in_csv(tmp_path, tokenizer_dir):

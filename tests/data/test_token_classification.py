@@ -66,7 +66,7 @@ def test_tag_errors_name_the_row(tmp_path, tokenizer_dir):
     write_jsonl(
         tmp_path / "en.jsonl", [{"tokens": ["a"], "ner_tags": [0]}, {"tokens": ["a"], "ner_tags": [7]}]
     )
-    with pytest.raises(ValueError, match=r"row 2: label 7 is outside the label set"):
+    with pytest.raises(ValueError, match=r"row 2, field 'ner_tags': label 7 is outside the label set"):
         make_dm(tmp_path, tokenizer_dir, source=src, train_langs=["en"], eval_langs=["en"]).setup("fit")
     write_jsonl(tmp_path / "en.jsonl", [{"words": ["a"], "ner_tags": [0]}])
     with pytest.raises(ValueError, match=r"missing column\(s\) \['tokens'\]"):

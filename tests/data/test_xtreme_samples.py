@@ -57,7 +57,7 @@ def test_pawsx_excerpts(xtreme_samples, xnli_tokenizer):
 def test_tydiqa_lang_column_and_cc100_text(xtreme_samples):
     spec = {"path": str(xtreme_samples / "tydiqa" / "goldp" / "{split}.jsonl"), "lang_column": "lang"}
     assert len(load_split(spec, "fi", "train")) == 2
-    with pytest.raises(ValueError, match=r"Empty split.*language 'ar', split 'train'"):
+    with pytest.raises(ValueError, match=r"language 'ar', split 'train'.*keeps none of the 2 rows"):
         load_split(spec, "ar", "train")
     by_id = {
         **spec,
@@ -66,3 +66,14 @@ def test_tydiqa_lang_column_and_cc100_text(xtreme_samples):
     assert [r["lang"] for r in load_split(by_id, "arabic", "validation")] == ["ar"]
     am = load_split({"path": str(xtreme_samples / "cc100" / "{lang}" / "{split}.jsonl")}, "am", "train")
     assert am.column_names == ["id", "text"] and "" in list(am["text"])  # document breaks are kept as rows
+
+
+def test_tydiqa_id_filter_takes_iso_codes_and_never_empties_a_file_silently(xtreme_samples):
+    """data=tydiqa filters by the language that starts each id; an XQuAD-schema file (hash ids) used to end as
+    'Empty split', all 153 rows removed without saying why."""
+    goldp = {"path": str(xtreme_samples / "tydiqa" / "goldp" / "{split}.jsonl"), "lang_column": "id"}
+    assert [r["lang"] for r in load_split(goldp, "ar", "validation")] == ["ar"]  # 'arabic-...' ids, ISO code
+    xquad = {"path": str(xtreme_samples / "xquad" / "{lang}" / "{split}.jsonl"), "lang_column": "id"}
+    with pytest.raises(ValueError, match=r"lang_column 'id' keeps none of the 153 rows .*lang_column: null"):
+        load_split(xquad, "ar", "validation")
+    assert len(load_split({**xquad, "lang_column": None}, "ar", "validation")) == 153

@@ -156,8 +156,10 @@ def test_evaluation_set_names_are_checked():
             SequenceClassificationTask(**{**COMMON, "languages": {**LANGS, "eval": sets}}, label_names=["a", "b", "c"])
 
 
-def test_freeze_policy_applies_and_nothing_trainable_is_an_error():
-    task = SequenceClassificationTask(**{**COMMON, "freeze": {"policy": "paper"}}, label_names=["a", "b", "c"])
+def test_freeze_policy_applies_and_nothing_trainable_is_an_error(tmp_path):
+    SequenceClassificationTask(**COMMON, label_names=["a", "b", "c"]).model.save_pretrained(tmp_path / "loaded")
+    loaded = {**COMMON, "model": {"pretrained": str(tmp_path / "loaded"), "config": {}}}
+    task = SequenceClassificationTask(**{**loaded, "freeze": {"policy": "paper"}}, label_names=["a", "b", "c"])
     frozen = {n for n, p in task.model.named_parameters() if not p.requires_grad}
     assert "roberta.embeddings.word_embeddings.weight" in frozen
     assert "roberta.encoder.layer.0.output.adapter_modules.en_XX.dense1.weight" in frozen
@@ -165,6 +167,22 @@ def test_freeze_policy_applies_and_nothing_trainable_is_an_error():
     assert task.parameter_counts["frozen"] == sum(p.numel() for n, p in task.model.named_parameters() if n in frozen)
     with pytest.raises(ValueError, match="no trainable parameter"):
         SequenceClassificationTask(**{**COMMON, "freeze": {"policy": "custom", "exclude": ["."]}}, label_names=["a", "b", "c"])
+
+
+@pytest.mark.parametrize("policy", ["paper", "adapters_only", "head_only"])
+def test_freezing_embeddings_or_adapters_of_a_model_from_scratch_is_an_error(policy):
+    """They would stay random for the whole run (265K of 35M parameters trained, without a word)."""
+    with pytest.raises(ValueError, match=rf"freeze policy '{policy}' keeps embeddings.* built from scratch"):
+        SequenceClassificationTask(**{**COMMON, "freeze": {"policy": policy}}, label_names=["a", "b", "c"])
+
+
+def test_freeze_auto_is_paper_after_loading_and_none_from_scratch(tmp_path):
+    scratch = SequenceClassificationTask(**{**COMMON, "freeze": {"policy": "auto"}}, label_names=["a", "b", "c"])
+    assert scratch.hparams.freeze["policy"] == "none" and scratch.parameter_counts["frozen"] == 0
+    scratch.model.save_pretrained(tmp_path / "loaded")
+    loaded = {**COMMON, "model": {"pretrained": str(tmp_path / "loaded"), "config": {}}, "freeze": {"policy": "auto"}}
+    task = SequenceClassificationTask(**loaded, label_names=["a", "b", "c"])
+    assert task.hparams.freeze["policy"] == "paper" and task.parameter_counts["frozen"] > 0
 
 
 def test_seqeval_f1_matches_seqeval_on_word_level_tags():

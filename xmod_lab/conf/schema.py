@@ -27,6 +27,7 @@ class AdapterMode(StrEnum):
 
 
 class FreezePolicy(StrEnum):
+    auto = "auto"  # paper after loading or pre-training the backbone, none from scratch (xmod-train's default)
     none = "none"
     paper = "paper"  # embeddings + all adapters + adapter LayerNorms frozen
     adapters_only = "adapters_only"  # only `languages`' adapters train (adding a language)
@@ -76,7 +77,7 @@ class AdapterConf:
 class FreezeConf:
     """Arguments of xmod_lab.models.freezing.apply_freeze_policy."""
 
-    policy: FreezePolicy = FreezePolicy.paper
+    policy: FreezePolicy = FreezePolicy.auto
     languages: Optional[list[str]] = None
     include: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
@@ -134,6 +135,7 @@ class TrainConf(_RunConf):
     train: bool = True
     test: bool = True  # evaluate the test split of every eval language at the end
     export_dir: Optional[str] = None  # save_pretrained of the final backbone + head (+ tokenizer)
+    export_default_language: Optional[str] = None  # the export's default_language; None: the first training one's
     pretrain: Optional[Any] = None  # the `pretrain` group: a pre-training stage run first (xmod_lab.pretraining)
     monitor: Optional[str] = None  # None: the task's main metric (e.g. val/avg/acc)
     monitor_mode: Optional[str] = None

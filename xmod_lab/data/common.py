@@ -187,20 +187,100 @@ def check_values(ds: datasets.Dataset, columns: Sequence[str], where: str) -> No
             )
 
 
-def label_index(value: Any, label_names: Sequence[str], where: str, row: int) -> int:
-    """A label as an index into label_names (accepts indices or names); a clear error outside the set.
-    ``row``: 1-based, as in the file."""
-    if isinstance(value, str) and not value.lstrip("-").isdigit():
+def label_index(value: Any, label_names: Sequence[str], where: str, row: int, field: str = "label") -> int:
+    """A label as an index into label_names (accepts integer indices or names); a clear error for anything else:
+    a decimal (``1.5`` would be read as ``1``), a boolean, a null, a value outside the set. ``row``: 1-based, as in
+    the file; ``field``: the column it was read from."""
+    if isinstance(value, str):
         if value in label_names:
             return list(label_names).index(value)
+        if value.lstrip("-").isdigit() and 0 <= int(value) < len(label_names):
+            return int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if 0 <= value < len(label_names):
+            return value
     else:
-        idx = int(value)
-        if 0 <= idx < len(label_names):
-            return idx
+        kind = {bool: "a boolean", float: "a decimal number", type(None): "null"}.get(type(value), type(value).__name__)
+        raise ValueError(
+            f"{where}, row {row}, field {field!r}: label {value!r} is {kind}, not one of the label set "
+            f"{list(label_names)} (an index 0..{len(label_names) - 1} or a name). Fix the row or drop it."
+        )
     raise ValueError(
-        f"{where}, row {row}: label {value!r} is outside the label set {list(label_names)} "
+        f"{where}, row {row}, field {field!r}: label {value!r} is outside the label set {list(label_names)} "
         f"(indices 0..{len(label_names) - 1})."
     )
+
+
+def first_bad_label_row(values: Sequence[Any]) -> int | None:
+    """The 0-based row to report first in a label column that Arrow may have read as decimals: a row with a
+    non-integral decimal (``0.7`` turns the whole column into decimals, ``1`` into ``1.0``), else None."""
+    for row, value in enumerate(values):
+        items = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not v.is_integer() for v in items):
+            return row
+    return None
+
+
+def label_indices(values: Sequence[Any], label_names: Sequence[str], where: str, field: str,
+                 skip: Sequence[int] = ()) -> list[Any]:
+    """:func:`label_index` of every row but those in ``skip`` (0-based): a row's list of tags, or its one label.
+    A row whose decimal made Arrow read the whole column as decimals is reported first (that row, not row 1)."""
+    bad = first_bad_label_row(values)
+    if bad is not None and bad not in set(skip):
+        items = values[bad] if isinstance(values[bad], list) else [values[bad]]
+        culprit = next(v for v in items if isinstance(v, float) and not v.is_integer())
+        label_index(culprit, label_names, where, bad + 1, field)  # raises, naming that row and value
+    order = range(len(values))
+    skipped = set(skip)
+    out: dict[int, Any] = {}
+    for row in order:
+        if row in skipped:
+            continue
+        value = values[row]
+        out[row] = ([label_index(v, label_names, where, row + 1, field) for v in value] if isinstance(value, list)
+                    else label_index(value, label_names, where, row + 1, field))
+    return [out[row] for row in sorted(out)]
+
+
+SKIPPED_SHOWN = 5  # skipped rows named in logs and results.json (all are counted)
+
+
+def with_skipped(ds: datasets.Dataset, rows: Sequence[int], reason: str, where: str) -> datasets.Dataset:
+    """``ds`` remembering which source rows (1-based) were left out and why: the record travels with the
+    tokenized cache (the dataset's info), so a cached run reports the same rows. Logs them."""
+    if rows:
+        log.warning("%s: skipped %d rows (%s): rows %s%s", where, len(rows), reason, list(rows[:SKIPPED_SHOWN]),
+                    "..." if len(rows) > SKIPPED_SHOWN else "")
+        ds.info.description = json.dumps({"skipped_rows": [int(r) for r in rows], "reason": reason})
+    return ds
+
+
+def skipped_rows(ds: datasets.Dataset) -> dict[str, Any] | None:
+    """{count, first_rows, reason} of the rows :func:`with_skipped` recorded on ``ds``; None when none were."""
+    try:
+        record = json.loads(ds.info.description or "{}")
+    except ValueError:
+        return None
+    rows = record.get("skipped_rows") if isinstance(record, dict) else None
+    if not rows:
+        return None
+    return {"count": len(rows), "first_rows": rows[:SKIPPED_SHOWN], "reason": record.get("reason")}
+
+
+def skipped_summary(datamodule: Any) -> dict[str, dict[str, Any]]:
+    """{"<split>/<dataset language>": {count, first_rows, reason}} for every split the datamodule loaded that
+    left rows out (results.json's ``skipped_rows``); {} when none did."""
+    spec, data = getattr(datamodule, "spec", None), getattr(datamodule, "_data", None)
+    if spec is None or not isinstance(data, Mapping):
+        return {}
+    out = {}
+    for split, parts in data.items():
+        langs = spec.train_langs if split == "train" else spec.eval_langs
+        for lang, part in zip(langs, parts, strict=False):
+            found = skipped_rows(part.parts[0][0]) if isinstance(part, TaggedDataset) else None
+            if found:
+                out[f"{split}/{lang}"] = found
+    return out
 
 
 def cached(
@@ -337,14 +417,14 @@ _SCRIPT_WARNED: set[tuple[str, str]] = set()
 
 
 def check_script(ds: datasets.Dataset, code: str, lang_id: int, setup: DataSetup,
-                 tokenizer: PreTrainedTokenizerBase, rows: int = 200) -> None:
+                 tokenizer: PreTrainedTokenizerBase) -> None:
     """Warn (once per dataset code and adapter) when the text of dataset language ``code`` is in another
     script than its adapter's (``zh`` of UD-POS is Traditional; the default map gives it ``zh_CN``). Reads
-    the tokenized rows back, so a cached dataset is checked too."""
+    the whole set's tokenized rows back, so a cached dataset is checked too."""
     adapter = setup.languages[lang_id]
     if not adapter.startswith("zh_") or (code, adapter) in _SCRIPT_WARNED or "input_ids" not in ds.column_names:
         return
-    sample = ds.select(range(min(rows, len(ds))))["input_ids"]
+    sample = ds["input_ids"]
     text = "".join(tokenizer.batch_decode([ids if not ids or isinstance(ids[0], int) else ids[0] for ids in sample],
                                           skip_special_tokens=True))
     warning = script_mismatch(text, code, adapter, setup.languages)

@@ -9,7 +9,10 @@ because the order is checkpoint-specific.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
+
+import hanzidentifier
 
 from xmod_lab.models.configuration import PUBLISHED_LANGUAGES
 
@@ -74,24 +77,27 @@ def language_ids(codes: Sequence[str], languages: Sequence[str], *, role: str = 
     return [index[c] for c in codes]
 
 
-# Frequent characters written differently in the two Chinese scripts (Simplified, Traditional): enough of
-# them occur in any paragraph to tell the script of a dataset, which its code (`zh`) often does not say.
-_SIMPLIFIED = "们这个来说时国会为学对后过还发经现与从开关长问见当实种点动无么里头边东车门书马鸟龙电话语读请谢"
-_TRADITIONAL = "們這個來說時國會為學對後過還發經現與從開關長問見當實種點動無麼裡頭邊東車門書馬鳥龍電話語讀請謝"
 _CHINESE_ADAPTERS = {"simplified": "zh_CN", "traditional": "zh_TW"}
 
 
 def chinese_script(text: str) -> str | None:
-    """``simplified`` / ``traditional`` when the text clearly uses one script (at least 5 marker
-    characters, 4 of 5 of them of that script), else None."""
-    simplified = sum(text.count(ch) for ch in _SIMPLIFIED)
-    traditional = sum(text.count(ch) for ch in _TRADITIONAL)
-    if simplified + traditional < 5:
-        return None
-    if traditional >= 4 * simplified:
-        return "traditional"
-    if simplified >= 4 * traditional:
-        return "simplified"
+    """``simplified`` / ``traditional`` when the text's Chinese characters clearly use one script, else None.
+
+    Each distinct character is classified by hanzidentifier (CC-CEDICT's full character sets): characters
+    of both scripts (most of them) say nothing; a script wins when its own characters occur at least once and
+    at least 4 times as often as the other's (a few stray characters, a name or a quote, do not decide).
+    """
+    counts = Counter(ch for ch in text if ord(ch) >= 0x2E80)  # CJK blocks and beyond: skips ASCII, Latin, ...
+    only = {"traditional": 0, "simplified": 0}
+    for ch, n in counts.items():
+        kind = hanzidentifier.identify(ch)
+        if kind == hanzidentifier.TRADITIONAL:
+            only["traditional"] += n
+        elif kind == hanzidentifier.SIMPLIFIED:
+            only["simplified"] += n
+    for script, other in (("traditional", "simplified"), ("simplified", "traditional")):
+        if only[script] and only[script] >= 4 * only[other]:
+            return script
     return None
 
 

@@ -23,7 +23,7 @@ from xmod_lab.data.common import (
     eval_loaders,
     eval_source_or_train,
     first_rows,
-    label_index,
+    label_indices,
     tagged_splits,
     train_loader,
 )
@@ -70,7 +70,7 @@ def encode_choices(
     enc = tokenizer(firsts, seconds, truncation="longest_first", max_length=max_length)["input_ids"]
     input_ids = [enc[i * n_choices : (i + 1) * n_choices] for i in range(n_rows)]
     names = [str(i) for i in range(n_choices)]
-    labels = [label_index(v, names, where, row) for row, v in enumerate(ds[label_column], start=1)]
+    labels = label_indices(list(ds[label_column]), names, where, label_column)
     return datasets.Dataset.from_dict({"input_ids": input_ids, "labels": labels})
 
 

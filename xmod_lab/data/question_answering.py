@@ -35,6 +35,7 @@ from xmod_lab.data.common import (
     first_rows,
     tagged_splits,
     train_loader,
+    with_skipped,
 )
 from xmod_lab.data.sampling import DataPosition
 from xmod_lab.data.sources import SourceSpec, load_split
@@ -61,7 +62,7 @@ def check_answer_fields(ds: datasets.Dataset, answers_column: str, where: str) -
 
 def check_answers(
     ds: datasets.Dataset, context_column: str, answers_column: str, where: str
-) -> datasets.Dataset:
+) -> tuple[datasets.Dataset, list[int]]:
     """Drop (count and log) training rows whose first answer is not at its ``answer_start`` in the context;
     an error when most rows are off, which means the contexts were altered (e.g. stripped) upstream."""
     bad = []
@@ -72,20 +73,14 @@ def check_answers(
         if spans and context[spans[0][0] : spans[0][0] + len(spans[0][1])] != spans[0][1]:
             bad.append(row)
     if not bad:
-        return ds
+        return ds, []
     if len(bad) > len(ds) // 2:
         raise ValueError(
             f"{where}: in {len(bad)} of {len(ds)} rows (first: row {bad[0] + 1}) the answer text does not occur at "
             "answer_start in the context. Were the contexts stripped or re-encoded after the offsets were set?"
         )
-    log.warning(
-        "%s: skipped %d rows whose answer does not occur at answer_start (rows %s...)",
-        where,
-        len(bad),
-        [r + 1 for r in bad[:5]],
-    )
     keep = sorted(set(range(len(ds))) - set(bad))
-    return ds.select(keep)
+    return ds.select(keep), [r + 1 for r in bad]  # logged and recorded with the features (with_skipped)
 
 
 def encode_qa(
@@ -103,8 +98,9 @@ def encode_qa(
     check_columns(ds, required, where)
     check_values(ds, required, where)
     check_answer_fields(ds, a_col, where)
+    skipped: list[int] = []
     if train:
-        ds = check_answers(ds, c_col, a_col, where)
+        ds, skipped = check_answers(ds, c_col, a_col, where)
     # Leading spaces would only waste window tokens. A question must leave room for a context window longer
     # than the stride (the tokenizer refuses otherwise): cut it at max_length - doc_stride - 5 tokens.
     questions = [q.lstrip() for q in ds[q_col]]
@@ -153,7 +149,7 @@ def encode_qa(
             [list(o) if s == 1 else [-1, -1] for o, s in zip(offsets, enc.sequence_ids(i), strict=True)]
             for i, offsets in enumerate(enc["offset_mapping"])
         ]
-    return datasets.Dataset.from_dict(out)
+    return with_skipped(datasets.Dataset.from_dict(out), skipped, "answer does not occur at answer_start", where)
 
 
 # MLQA's languages take its own normalisation; other codes name no rule set and are refused with scoring=mlqa.

@@ -23,9 +23,10 @@ from xmod_lab.data.common import (
     eval_loaders,
     eval_source_or_train,
     first_rows,
-    label_index,
+    label_indices,
     tagged_splits,
     train_loader,
+    with_skipped,
 )
 from xmod_lab.data.sampling import DataPosition
 from xmod_lab.data.sources import SourceSpec, load_split
@@ -44,25 +45,22 @@ def encode_sentence_pairs(
     max_length: int,
     where: str,
 ) -> datasets.Dataset:
-    """Check columns and labels, drop unlabeled rows (label -1, as in SNLI/MNLI; counted), tokenize."""
+    """Check columns and labels, drop unlabeled rows (label -1, as in SNLI/MNLI; listed and counted), tokenize.
+    Any other label must be one of ``label_names`` (an index or a name): decimals, booleans and nulls are errors."""
     check_columns(ds, [*text_columns, label_column], where)
-    check_values(ds, text_columns, where)  # labels may be missing: unlabeled rows are skipped below
+    check_values(ds, [*text_columns, label_column], where)
     raw = list(ds[label_column])
-    keep, labels, skipped = [], [], 0
-    for row, value in enumerate(raw):
-        if value is None or (not isinstance(value, str) and int(value) == -1):
-            skipped += 1
-            continue
-        keep.append(row)
-        labels.append(label_index(value, label_names, where, row + 1))
-    if skipped:
-        log.warning("%s: skipped %d unlabeled rows (label -1 or null)", where, skipped)
-    if not keep:
-        raise ValueError(f"{where}: no labeled rows.")
-    ds = ds.select(keep) if skipped else ds
+    unlabeled = [row for row, value in enumerate(raw) if value == -1 and not isinstance(value, bool | float)
+                 or value == "-1"]
+    if len(unlabeled) == len(raw):
+        raise ValueError(f"{where}: no labeled rows (every {label_column!r} is -1).")
+    labels = label_indices(raw, label_names, where, label_column, skip=unlabeled)
+    if unlabeled:
+        ds = ds.select(sorted(set(range(len(raw))) - set(unlabeled)))
     texts = [[str(t) for t in ds[c]] for c in text_columns]
     enc = tokenizer(*texts, truncation=True, max_length=max_length)
-    return datasets.Dataset.from_dict({"input_ids": enc["input_ids"], "labels": labels})
+    out = datasets.Dataset.from_dict({"input_ids": enc["input_ids"], "labels": labels})
+    return with_skipped(out, [r + 1 for r in unlabeled], f"{label_column} -1: unlabeled", where)
 
 
 class SentencePairDataModule(LightningDataModule):

@@ -27,6 +27,8 @@ from typing import Any
 import datasets
 import pyarrow as pa
 
+from xmod_lab.data.languages import DEFAULT_LANGUAGE_MAP
+
 _FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".txt")
 # `owner/name` or `name`: anything else (extensions, deeper paths) is meant as a local path.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -70,6 +72,16 @@ class SourceSpec:
         where = _fill(self.path, lang, self.splits.get(split) or split)
         name = f" (config {_fill(self.name, lang, split)!r})" if self.name else ""
         return f"{where}{name} [language {lang!r}, split {split!r}]"
+
+
+def _same_language(value: str, lang: str) -> bool:
+    """A ``lang_column`` value names ``lang``: equal, ``<lang>-...`` (TyDi ids, ``en-de``), or a language name or
+    code of the same adapter language before the first ``-`` (``arabic-12...`` for ``ar``)."""
+    if value == lang or value.startswith(f"{lang}-"):
+        return True
+    head = value.split("-", 1)[0]
+    same = DEFAULT_LANGUAGE_MAP.get(head)
+    return same is not None and same == DEFAULT_LANGUAGE_MAP.get(lang)
 
 
 def _fill(template: str, lang: str, split: str) -> str:
@@ -146,6 +158,11 @@ def _load_file(path: Path) -> datasets.Dataset:
         rows, lines = _read_rows_json(path)
         if not rows:
             return datasets.Dataset.from_dict({})
+        # from_list takes its columns from the first row: a key missing there would drop the column for every
+        # row; every key of any row becomes a column, null where a row lacks it (reported at that row)
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        if any(len(row) != len(columns) for row in rows):
+            rows = [{key: row.get(key) for key in columns} for row in rows]
         try:
             return datasets.Dataset.from_list(rows)
         except (TypeError, ValueError, ArithmeticError, pa.ArrowException) as err:
@@ -231,8 +248,15 @@ def load_split(source: SourceSpec | Mapping[str, Any] | str, lang: str, split: s
             raise ValueError(
                 f"{spec.describe(lang, split)}: lang_column {spec.lang_column!r} is not a column ({ds.column_names})."
             )
-        prefix = f"{lang}-"
-        keep = [i for i, v in enumerate(ds[spec.lang_column]) if v == lang or str(v).startswith(prefix)]
+        values = list(ds[spec.lang_column])
+        keep = [i for i, v in enumerate(values) if _same_language(str(v), lang)]
+        if not keep and values:
+            raise ValueError(
+                f"{spec.describe(lang, split)}: lang_column {spec.lang_column!r} keeps none of the {len(values)} rows "
+                f"(values like {str(values[0])!r}): a row is kept when its value is {lang!r}, starts with '{lang}-', "
+                "or starts with a language name of the same language (TyDi ids: 'arabic-...' for ar). For a file "
+                "that holds one language only, set lang_column: null (e.g. data.eval_source.lang_column=null)."
+            )
         ds = ds.select(keep)
     if len(ds) == 0:
         raise ValueError(

@@ -23,7 +23,7 @@ from xmod_lab.data.common import (
     eval_loaders,
     eval_source_or_train,
     first_rows,
-    label_index,
+    label_indices,
     tagged_splits,
     train_loader,
 )
@@ -56,10 +56,10 @@ def encode_tagged_words(
     for row, (words, tags) in enumerate(zip(words_all, tags_all, strict=True)):
         if len(words) != len(tags):
             raise ValueError(f"{where}, row {row + 1}: {len(words)} tokens but {len(tags)} tags.")
+    tag_ids_all = label_indices(tags_all, label_names, where, tags_column)  # decimals, nulls, booleans: errors
     enc = tokenizer(words_all, is_split_into_words=True, truncation=True, max_length=max_length)
     labels, unlabeled = [], 0
-    for row, tags in enumerate(tags_all):
-        tag_ids = [label_index(t, label_names, where, row + 1) for t in tags]
+    for row, tag_ids in enumerate(tag_ids_all):
         seq, previous = [], None
         for word in enc.word_ids(row):
             seq.append(tag_ids[word] if word is not None and word != previous else IGNORE_INDEX)

@@ -32,6 +32,11 @@ Policies (``apply_freeze_policy``):
 
 For every policy ``train_embeddings`` / ``train_head`` add those groups, then ``include`` adds and
 ``exclude`` removes names (``re.search`` over full parameter names).
+
+``auto`` (xmod-train's default) is ``paper`` for a backbone that was loaded or pre-trained, ``none`` for one
+built from scratch (:func:`resolve_policy`). A model built from scratch (``from_scratch=True``) may not keep its
+embeddings or adapters frozen: they would stay random for the whole run, which trains only the rest around
+them and reports the result as if it were the policy's.
 """
 
 from __future__ import annotations
@@ -43,6 +48,15 @@ from dataclasses import dataclass, field
 from torch import nn
 
 POLICIES = ("none", "paper", "adapters_only", "head_only", "custom")
+AUTO = "auto"  # paper after loading or pre-training, none from scratch
+
+
+def resolve_policy(policy: str, from_scratch: bool) -> str:
+    """The policy ``auto`` stands for (``paper``, or ``none`` for a model built from scratch); others as given."""
+    policy = str(getattr(policy, "value", policy))  # an Enum member from a structured Hydra config
+    if policy != AUTO:
+        return policy
+    return "none" if from_scratch else "paper"
 
 EMBEDDINGS = "embeddings"
 SHARED = "shared"
@@ -131,13 +145,14 @@ def apply_freeze_policy(
     exclude: Iterable[str] = (),
     train_embeddings: bool = False,
     train_head: bool = False,
+    from_scratch: bool = False,
 ) -> list[str]:
     """Set ``requires_grad`` on every parameter by ``policy``; returns the trainable names, sorted.
 
-    Raises ValueError for an unknown policy or language, a pattern that matches nothing, or a
-    result with nothing left to train.
+    Raises ValueError for an unknown policy or language, a pattern that matches nothing, a result with
+    nothing left to train, or (``from_scratch``: randomly initialised weights) frozen embeddings or adapters.
     """
-    policy = str(getattr(policy, "value", policy))  # an Enum member from a structured Hydra config
+    policy = resolve_policy(policy, from_scratch)
     if policy not in POLICIES:
         raise ValueError(f"unknown freeze policy {policy!r}; choose one of {POLICIES}")
     if languages is not None and policy != "adapters_only":
@@ -181,6 +196,18 @@ def apply_freeze_policy(
             f"freeze policy {policy!r} (languages={languages}, include={list(include)}, "
             f"exclude={list(exclude)}) leaves no trainable parameter"
         )
+    if from_scratch:
+        frozen = {g for n, g in groups.items() if n not in trainable
+                  and (g == EMBEDDINGS or g == ADAPTER_LN or g.startswith(ADAPTER_PREFIX))}
+        if frozen:
+            adapters = sum(g.startswith(ADAPTER_PREFIX) for g in frozen)
+            named = [g for g in (EMBEDDINGS, ADAPTER_LN) if g in frozen] + ([f"{adapters} adapter(s)"] if adapters else [])
+            raise ValueError(
+                f"freeze policy {policy!r} keeps {' and '.join(named)} frozen, but this model was built from scratch "
+                "(model.pretrained=null, no pre-training stage): those weights would stay random for the whole run. "
+                "Freezing them only makes sense after pre-training: use freeze=none (or freeze=auto), pre-train first "
+                "(pretrain=synthetic_mlm on the synthetic languages), or load a backbone (model.pretrained=...)."
+            )
     for name, param in params:
         param.requires_grad_(name in trainable)
     return sorted(trainable)

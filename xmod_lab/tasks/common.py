@@ -25,7 +25,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from xmod_lab.models import XmodConfig
-from xmod_lab.models.freezing import apply_freeze_policy, parameter_report
+from xmod_lab.models.freezing import apply_freeze_policy, parameter_report, resolve_policy
 from xmod_lab.results import check_eval_set_names, metric_key, with_averages
 
 log = logging.getLogger(__name__)
@@ -160,12 +160,17 @@ def setup_task(module: LightningModule, head_cls: type, head_config: Mapping[str
     (``module.eval_sets``, ``module.train_sets``) and the freezing policy (``module.parameter_counts``)."""
     module.hparams.update({k: plain(v) for k, v in module.hparams.items()})
     hp = module.hparams
+    # weights from a checkpoint or a pretrained directory (model_config: restored from a Lightning checkpoint)
+    from_scratch = not hp.model.get("pretrained") and hp.get("model_config") is None
     module.model = build_model(head_cls, hp.model, hp.languages, hp.adapter, head_config, hp.get("model_config"))
     module.hparams["model_config"] = module.model.config.to_dict()
     module.eval_sets = [str(code) for code in hp.languages.get("eval") or []]
     module.train_sets = [str(code) for code in hp.languages.get("train") or []]
     check_eval_set_names(module.eval_sets)
-    module.parameter_counts = apply_freeze(module.model, **(hp.freeze or {}))
+    freeze = dict(hp.freeze or {})
+    freeze["policy"] = resolve_policy(freeze.get("policy", "paper"), from_scratch)  # auto: paper or none
+    module.hparams["freeze"] = freeze
+    module.parameter_counts = apply_freeze(module.model, **freeze, from_scratch=from_scratch)
 
 
 def fit_in_train_mode(module: LightningModule) -> None:
@@ -190,10 +195,11 @@ def eval_set(module: Any, dataloader_idx: int) -> int:
 
 def apply_freeze(net: nn.Module, policy: str = "paper", languages: Sequence[str] | None = None,
            include: Sequence[str] = (), exclude: Sequence[str] = (), train_embeddings: bool = False,
-           train_head: bool = False) -> dict[str, int]:
+           train_head: bool = False, from_scratch: bool = False) -> dict[str, int]:
     """Apply a freezing policy (xmod_lab.models.freezing); log and return the parameter counts."""
     apply_freeze_policy(net, policy, languages=list(languages) if languages else None, include=list(include),
-                        exclude=list(exclude), train_embeddings=train_embeddings, train_head=train_head)
+                        exclude=list(exclude), train_embeddings=train_embeddings, train_head=train_head,
+                        from_scratch=from_scratch)
     report = parameter_report(net)
     log.info("freeze=%s: %s trainable, %s frozen parameters\n%s", policy, f"{report.trainable:,}",
              f"{report.frozen:,}", report.table)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from lightning import LightningModule
 from torch import nn
 
+from xmod_lab.data.language_modeling import LanguageModelingDataModule
 from xmod_lab.models import XmodForCausalLM, XmodForMaskedLM
 from xmod_lab.tasks.common import (
     check_finite_loss,
@@ -48,6 +49,9 @@ class MaskedLMTask(LightningModule):
     The arguments are those of `SequenceClassificationTask` (no labels: the vocabulary is the label set).
     For adding a language use `+languages.add.<new>=<init_from>` and `freeze.policy=adapters_only`.
     """
+
+    DATA = LanguageModelingDataModule  # the datamodule it trains on (xmod_lab.runs.check_task_fits_data)
+    OBJECTIVE = "mlm"  # the data's `objective`
 
     main_metric, monitor_mode = "loss", "min"
     causal = False
@@ -104,6 +108,9 @@ class MaskedLMTask(LightningModule):
 
 class CausalLMTask(LightningModule):
     """X-MOD as a decoder (`is_decoder=True`) + LM head; logs `{val,test}/<eval set>/loss` and `/ppl`."""
+
+    DATA = LanguageModelingDataModule  # the datamodule it trains on (xmod_lab.runs.check_task_fits_data)
+    OBJECTIVE = "clm"  # the data's `objective`
 
     main_metric, monitor_mode = "loss", "min"
     causal = True

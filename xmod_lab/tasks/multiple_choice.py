@@ -7,6 +7,7 @@ from typing import Any
 
 from lightning import LightningModule
 
+from xmod_lab.data.multiple_choice import MultipleChoiceDataModule
 from xmod_lab.models import XmodForMultipleChoice
 from xmod_lab.tasks.common import per_set_means, setup_task
 from xmod_lab.tasks.sequence_classification import SequenceClassificationTask
@@ -27,6 +28,8 @@ class MultipleChoiceTask(LightningModule):
         model_config: set by the task itself (the built XmodConfig) so `load_from_checkpoint`
             rebuilds the exact architecture without downloading anything.
     """
+
+    DATA = MultipleChoiceDataModule  # the datamodule it trains on (xmod_lab.runs.check_task_fits_data)
 
     main_metric, monitor_mode = "acc", "max"
 

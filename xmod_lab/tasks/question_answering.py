@@ -15,6 +15,7 @@ import torch
 from lightning import LightningModule
 from torch import nn
 
+from xmod_lab.data.question_answering import QuestionAnsweringDataModule
 from xmod_lab.models import XmodForQuestionAnswering
 from xmod_lab.tasks.common import (
     FloatMean,
@@ -39,6 +40,8 @@ class QuestionAnsweringTask(LightningModule):
         max_answer_length: the longest answer span, in tokens.
         The other arguments are those of `SequenceClassificationTask` (no label set: spans are positions).
     """
+
+    DATA = QuestionAnsweringDataModule  # the datamodule it trains on (xmod_lab.runs.check_task_fits_data)
 
     main_metric, monitor_mode = "f1", "max"
 

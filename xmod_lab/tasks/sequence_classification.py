@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from lightning import LightningModule
 
+from xmod_lab.data.sentence_pair import SentencePairDataModule
 from xmod_lab.models import XmodForSequenceClassification
 from xmod_lab.tasks.common import (
     check_finite_loss,
@@ -44,6 +45,8 @@ class SequenceClassificationTask(LightningModule):
         model_config: set by the task itself (the built XmodConfig) so `load_from_checkpoint`
             rebuilds the exact architecture without downloading anything.
     """
+
+    DATA = SentencePairDataModule  # the datamodule it trains on (xmod_lab.runs.check_task_fits_data)
 
     main_metric, monitor_mode = "acc", "max"
 

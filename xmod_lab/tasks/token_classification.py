@@ -13,6 +13,7 @@ from torch import nn
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from xmod_lab.data.token_classification import TokenClassificationDataModule
 from xmod_lab.models import XmodForTokenClassification
 from xmod_lab.tasks.common import (
     check_finite_loss,
@@ -89,6 +90,8 @@ class TokenClassificationTask(LightningModule):
             (PAN-X), not for other tag sets (UD-POS: token accuracy only).
         The other arguments are those of `SequenceClassificationTask`.
     """
+
+    DATA = TokenClassificationDataModule  # the datamodule it trains on (xmod_lab.runs.check_task_fits_data)
 
     def __init__(
         self,
