@@ -14,6 +14,8 @@ CONF = Path(__file__).resolve().parents[2] / "xmod_lab" / "conf" / "data"
 def test_keys_are_constructor_arguments(path):
     cfg = yaml.safe_load(path.read_text())
     for parent in cfg.pop("defaults", []):  # a config extending another (synthetic_mlm: synthetic_nli)
+        if isinstance(parent, dict):  # another group chosen by the preset (its task), not a data key
+            continue
         if parent != "_self_":
             cfg = {**yaml.safe_load((CONF / f"{parent}.yaml").read_text()), **cfg}
     module, _, name = cfg.pop("_target_").rpartition(".")

@@ -99,7 +99,7 @@ def test_plain_converts_omegaconf_and_enums():
 
     cfg = OmegaConf.structured(FreezeConf)
     out = plain(cfg)
-    assert out["policy"] == "paper" and type(out["policy"]) is str and isinstance(out["include"], list)
+    assert out["policy"] == "auto" and type(out["policy"]) is str and isinstance(out["include"], list)
 
 
 def test_fresh_model_needs_adapter_languages():

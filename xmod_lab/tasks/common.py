@@ -168,7 +168,7 @@ def setup_task(module: LightningModule, head_cls: type, head_config: Mapping[str
     module.train_sets = [str(code) for code in hp.languages.get("train") or []]
     check_eval_set_names(module.eval_sets)
     freeze = dict(hp.freeze or {})
-    freeze["policy"] = resolve_policy(freeze.get("policy", "paper"), from_scratch)  # auto: paper or none
+    freeze["policy"] = resolve_policy(freeze.get("policy", "auto"), from_scratch)  # auto: paper or none, as in conf
     module.hparams["freeze"] = freeze
     module.parameter_counts = apply_freeze(module.model, **freeze, from_scratch=from_scratch)
 
