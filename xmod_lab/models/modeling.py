@@ -32,7 +32,7 @@ from transformers.utils.generic import can_return_tuple
 
 from .configuration import SHARED_ADAPTER, XmodConfig
 from .masks import additive_mask, compute_dtype, expand_mask, head_mask_per_layer, self_attention_mask
-from .padding import Unpadded, keep_mask, should_skip
+from .padding import Unpadded, keep_mask, may_skip_padding, may_stop_at_first_token, should_skip
 from .pretrained import XmodPreTrainedModel
 
 
@@ -596,32 +596,6 @@ class XmodModel(XmodPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embeddings.word_embeddings = value
 
-    def _may_skip_padding(self, attention_mask, batch: int, length: int, cache, encoder_states) -> bool:
-        """Whether this call can run on kept tokens only (config.skip_padding, padding.py): a 2-D mask,
-        no KV cache, no cross-attention, and not under torch.compile (it wants static shapes)."""
-        return (
-            self.config.skip_padding != "never"
-            and attention_mask is not None
-            and attention_mask.dim() == 2
-            and attention_mask.shape == (batch, length)
-            and cache is None
-            and encoder_states is None
-            and batch * length > 0
-            and not torch.compiler.is_compiling()
-        )
-
-    def _may_stop_at_first_token(self, mask, output_attentions, output_hidden_states, head_mask, cache, encoder_states):
-        cfg = self.config
-        return (
-            not (output_attentions or output_hidden_states or cfg.is_decoder)
-            and head_mask is None
-            and cache is None
-            and encoder_states is None
-            and cfg.position_embedding_type == "absolute"
-            and (mask is None or mask.shape[2] == 1)
-            and cfg.num_hidden_layers > 0
-        )
-
     @can_return_tuple
     def forward(
         self,
@@ -687,7 +661,7 @@ class XmodModel(XmodPreTrainedModel):
         if token_type_ids is not None:
             bad_token_types = ((token_type_ids < 0) | (token_type_ids >= cfg.type_vocab_size)).any()
         keep = None
-        if self._may_skip_padding(attention_mask, batch, length, cache, encoder_hidden_states):
+        if may_skip_padding(cfg, attention_mask, batch, length, cache, encoder_hidden_states):
             keep = keep_mask(attention_mask.to(device), keep_positions, causal=cfg.is_decoder)  # (B, T)
         routing, bad = route_languages(
             cfg, lang_ids, batch, device, also_check=bad_token_types,
@@ -708,7 +682,9 @@ class XmodModel(XmodPreTrainedModel):
             encoder_mask = additive_mask(expand_mask(encoder_attention_mask, batch), dtype)
         head_mask = head_mask_per_layer(cfg, head_mask, dtype)
         first_only = None
-        if first_token_only and self._may_stop_at_first_token(mask, output_attentions, output_hidden_states, head_mask, cache, encoder_hidden_states):
+        if first_token_only and may_stop_at_first_token(
+            cfg, mask, output_attentions or output_hidden_states, head_mask, cache, encoder_hidden_states
+        ):
             first_only = routing  # the last layer's rows are routed as rows
         padding = None
         if keep is not None and should_skip(cfg.skip_padding, routing.tokens, batch * length):

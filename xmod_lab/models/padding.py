@@ -59,6 +59,37 @@ def labelled_positions(labels: torch.Tensor | None, shift: int = 0) -> torch.Ten
     return wanted
 
 
+def may_skip_padding(config, attention_mask, batch: int, length: int, cache, encoder_states) -> bool:
+    """Whether a forward can run on kept tokens only: a 2-D mask, no KV cache, no cross-attention, and
+    not under torch.compile (it wants static shapes). ``should_skip`` then decides from the count."""
+    return (
+        config.skip_padding != "never"
+        and attention_mask is not None
+        and attention_mask.dim() == 2
+        and tuple(attention_mask.shape) == (batch, length)
+        and cache is None
+        and encoder_states is None
+        and batch * length > 0
+        and not torch.compiler.is_compiling()
+    )
+
+
+def may_stop_at_first_token(config, mask, every_token_out: bool, head_mask, cache, encoder_states) -> bool:
+    """Whether the last layer may compute each row's first token only: nothing else asks for every
+    token's output (``every_token_out``: hidden states or attentions), no head mask, no decoder or
+    cache, absolute positions (relative scores assume the queries are the last positions), and a
+    (B, 1, 1, S) mask that broadcasts over one query."""
+    return (
+        not (every_token_out or config.is_decoder)
+        and head_mask is None
+        and cache is None
+        and encoder_states is None
+        and config.position_embedding_type == "absolute"
+        and (mask is None or mask.shape[2] == 1)
+        and config.num_hidden_layers > 0
+    )
+
+
 def should_skip(mode: str, kept: int, positions: int) -> bool:
     """Whether to skip padding for a batch that keeps ``kept`` of its ``positions``."""
     if mode == "never" or kept == positions:
