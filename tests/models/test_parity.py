@@ -101,9 +101,10 @@ def run_pair(head: str, config, inputs: dict, train: bool = True, seed: int = 0)
 
 
 @pytest.mark.parametrize("flags", FLAGS, ids=FLAG_IDS)
+@pytest.mark.parametrize("skip", ["always", "never"], ids=["skip-padding", "padded"])
 @pytest.mark.parametrize("head", HEADS)
-def test_head_parity_all_adapter_flags(head, flags):
-    config = _config_for(head, flags)
+def test_head_parity_all_adapter_flags(head, flags, skip):
+    config = _config_for(head, flags, skip_padding=skip)
     inputs = _inputs(head)
     ours, theirs, a, b = run_pair(head, config, inputs)
     mask = inputs["attention_mask"]
