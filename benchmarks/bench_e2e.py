@@ -34,7 +34,9 @@ def run_ours(cache: str, threads: int | None, extra: list[str]) -> dict:
         if threads is not None:
             cmd.append(f"torch_threads={threads}")
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "XMOD_CACHE": cache}, capture_output=True, text=True)
+        proc = subprocess.run(
+            cmd, cwd=ROOT, env={**os.environ, "XMOD_CACHE": cache}, capture_output=True, text=True
+        )
         wall = time.perf_counter() - t0
         if proc.returncode != 0:
             raise RuntimeError(f"xmod-train failed:\n{proc.stderr[-3000:]}")
@@ -59,14 +61,20 @@ def run_theirs(cache: str, threads: int) -> dict:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=1)
-    p.add_argument("--threads", type=int, default=2, help="torch threads of both runs (xmod-train's default is 1)")
+    p.add_argument(
+        "--threads", type=int, default=2, help="torch threads of both runs (xmod-train's default is 1)"
+    )
     p.add_argument("--cache", default=str(ROOT / "outputs" / ".cache"))
-    p.add_argument("--ours", nargs="*", default=[], help="more xmod-train overrides, e.g. data.group_by_length=true")
+    p.add_argument(
+        "--ours", nargs="*", default=[], help="more xmod-train overrides, e.g. data.group_by_length=true"
+    )
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from xmod_lab.data.synthetic import prepare_synthetic
 
-    prepare_synthetic(f"{args.cache}/synthetic", vocab_size=1000, n_train=4000, n_eval=500, n_corpus=4000, seed=0)
+    prepare_synthetic(
+        f"{args.cache}/synthetic", vocab_size=1000, n_train=4000, n_eval=500, n_corpus=4000, seed=0
+    )
     runs: dict[str, list[dict]] = {"xmod-train": [], "transformers Trainer": []}
     for i in range(args.rounds):  # alternate who goes first
         order = [("xmod-train", lambda: run_ours(args.cache, args.threads, args.ours)),
@@ -74,7 +82,9 @@ def main(argv: list[str] | None = None) -> None:
         for name, fn in order if i % 2 == 0 else order[::-1]:
             runs[name].append(fn())
             print(f"# round {i + 1}: {name} {runs[name][-1]['wall_s']:.1f} s", flush=True)
-    print(f"| {'runner':<20} | wall s (median of {args.rounds}) | train examples/s | test acc en | test acc mean |")
+    print(
+        f"| {'runner':<20} | wall s (median of {args.rounds}) | train examples/s | test acc en | test acc mean |"
+    )
     print("|----------------------|----------------|------------------|-------------|---------------|")
     walls = {}
     for name, results in runs.items():
@@ -84,8 +94,10 @@ def main(argv: list[str] | None = None) -> None:
         mean = sum(acc.values()) / len(acc)
         print(f"| {name:<20} | {wall:>14.1f} | {EPOCHS * TRAIN_EXAMPLES / wall:>16.1f} | {acc['en']:>11.2f} | "
               f"{mean:>13.2f} |")  # fmt: skip
-    print(f"# whole job: Trainer script / xmod-train = {walls['transformers Trainer'] / walls['xmod-train']:.2f}x "
-          "(target >= 1.2x at equal or better accuracy); examples/s counts the whole run's wall time")
+    print(
+        f"# whole job: Trainer script / xmod-train = {walls['transformers Trainer'] / walls['xmod-train']:.2f}x "
+        "(target >= 1.2x at equal or better accuracy); examples/s counts the whole run's wall time"
+    )
 
 
 if __name__ == "__main__":

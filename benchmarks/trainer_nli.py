@@ -58,8 +58,13 @@ def main(argv: list[str] | None = None) -> dict:
     tokenizer = load_tokenizer(str(folder / "tokenizer"))
     adapters = [to_xmod_language(lang, SYNTHETIC_LANGUAGE_MAP) for lang in LANGS]
     train = read_split(folder, "en", "train", tokenizer, 0, args.max_length)
-    val = {lang: read_split(folder, lang, "validation", tokenizer, i, args.max_length) for i, lang in enumerate(LANGS)}
-    test = {lang: read_split(folder, lang, "test", tokenizer, i, args.max_length) for i, lang in enumerate(LANGS)}
+    val = {
+        lang: read_split(folder, lang, "validation", tokenizer, i, args.max_length)
+        for i, lang in enumerate(LANGS)
+    }
+    test = {
+        lang: read_split(folder, lang, "test", tokenizer, i, args.max_length) for i, lang in enumerate(LANGS)
+    }
     config = transformers.XmodConfig(
         vocab_size=len(tokenizer), hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256,
         max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5, hidden_dropout_prob=0.0,
@@ -86,7 +91,9 @@ def main(argv: list[str] | None = None) -> dict:
         t0 = time.perf_counter()
         trainer.train()
         fit = time.perf_counter() - t0
-        scores = {lang: trainer.evaluate(ds, metric_key_prefix="test")["test_acc"] for lang, ds in test.items()}
+        scores = {
+            lang: trainer.evaluate(ds, metric_key_prefix="test")["test_acc"] for lang, ds in test.items()
+        }
     result = {
         "runner": "transformers Trainer",
         "wall_s": round(time.perf_counter() - start, 1),

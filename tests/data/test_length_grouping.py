@@ -88,7 +88,9 @@ def test_sorted_evaluation_gives_the_same_predictions_and_accuracy(nli_root, tok
     """Each row's prediction, mapped back through the sampler's indices, and the accuracy are the same."""
     torch.manual_seed(0)
     model = XmodForSequenceClassification(
-        tiny_config(languages=MODEL_LANGUAGES, vocab_size=2000, max_position_embeddings=200, type_vocab_size=1)
+        tiny_config(
+            languages=MODEL_LANGUAGES, vocab_size=2000, max_position_embeddings=200, type_vocab_size=1
+        )
     ).eval()
     results = {}
     for sort in (False, True):

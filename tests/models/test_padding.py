@@ -195,7 +195,11 @@ def test_auto_follows_the_padding_fraction(monkeypatch):
     mask[1, 20 - 2 :] = 0  # now at or above it
     model(ids, attention_mask=mask, lang_ids=0)
     assert calls == [int(mask.sum())]
-    assert not should_skip("never", 10, 100) and should_skip("always", 99, 100) and not should_skip("always", 5, 5)
+    assert (
+        not should_skip("never", 10, 100)
+        and should_skip("always", 99, 100)
+        and not should_skip("always", 5, 5)
+    )
 
 
 def test_switched_off_it_is_the_padded_path(monkeypatch):
@@ -259,10 +263,14 @@ def test_first_token_only_steps_aside_where_other_outputs_need_every_token():
     for extra in ({"output_hidden_states": True}, {"output_attentions": True}):
         model = build("XmodForSequenceClassification", "never").eval()
         shapes = []
-        model.roberta.encoder.layer[-1].register_forward_hook(lambda _m, _a, out, s=shapes: s.append(out[0].shape))
+        model.roberta.encoder.layer[-1].register_forward_hook(
+            lambda _m, _a, out, s=shapes: s.append(out[0].shape)
+        )
         out = model(ids, attention_mask=mask, lang_ids=LANG_IDS, **extra)
         assert shapes == [(6, 12, 32)] and out.logits.shape == (6, 3)
-    relative = xm.XmodForSequenceClassification(tiny_config(position_embedding_type="relative_key", skip_padding="never"))
+    relative = xm.XmodForSequenceClassification(
+        tiny_config(position_embedding_type="relative_key", skip_padding="never")
+    )
     relative.eval()
     shapes = []
     relative.roberta.encoder.layer[-1].register_forward_hook(lambda _m, _a, out: shapes.append(out[0].shape))
