@@ -58,5 +58,7 @@ lock:
 	{ sed -n '1,2p' $(CONSTRAINTS); $(LATEST_VENV)/bin/pip freeze --exclude-editable | grep -viE '^(torch|xmod-lab|nvidia-|triton)[=@ ]'; } > $(CONSTRAINTS).new
 	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 
+# The model benchmark (ARGS), then the whole default job: xmod-train vs a transformers Trainer script (E2E_ARGS).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_model.py $(ARGS)
+	$(BIN)/python benchmarks/bench_e2e.py $(E2E_ARGS)

@@ -45,7 +45,9 @@ from xmod_lab.models import (  # noqa: E402
 )
 
 MODES = ("pretrain", "finetune", "inference")
-BATCH_KINDS = ("one", "sorted8", "unsorted8", "sorted16", "unsorted16")
+BATCH_KINDS = ("one", "sorted8", "unsorted8", "sorted16", "unsorted16", "padded8")
+# padded8: 8 languages interleaved, sentences of 12..seq tokens (uniform) right-padded to seq (~43% padding
+# at seq 128), as real fine-tuning and evaluation batches are.
 # Our config fields transformers' XmodConfig does not have.
 _OUR_ONLY = ("adapter_layers", "adapter_activation", "adapter_mode", "attn_implementation", "architectures")
 # Dense bf16 tensor-core peaks (FLOP/s) for the model FLOP utilisation column.
@@ -72,6 +74,15 @@ def model_config(size: str, languages: list[str]) -> XmodConfig:
             intermediate_size=3072,
             **common,
         )
+    if size == "small":  # between the two: 6 x 384, where matmuls, not bookkeeping, take most of a step
+        return XmodConfig(
+            vocab_size=8000,
+            hidden_size=384,
+            num_hidden_layers=6,
+            num_attention_heads=6,
+            intermediate_size=1536,
+            **common,
+        )
     if size == "tiny":
         return XmodConfig(
             vocab_size=1000,
@@ -81,7 +92,7 @@ def model_config(size: str, languages: list[str]) -> XmodConfig:
             intermediate_size=128,
             **common,
         )
-    raise ValueError(f"--size must be tiny or base, got {size!r}")
+    raise ValueError(f"--size must be tiny, small or base, got {size!r}")
 
 
 def _release_allocator_memory() -> None:
@@ -176,7 +187,7 @@ def make_batch(
     """
     g = torch.Generator().manual_seed(seed)
     rng = random.Random(seed)
-    k = 1 if kind == "one" else int(kind.removeprefix("unsorted").removeprefix("sorted"))
+    k = 1 if kind == "one" else int(kind.removeprefix("unsorted").removeprefix("sorted").removeprefix("padded"))
     k = min(k, len(config.languages))
     rows = max(batch, k)
     length = max(8, batch * seq // rows)
@@ -188,16 +199,29 @@ def make_batch(
         ids = [langs[i % k] for i in range(rows)]
     input_ids = torch.randint(5, config.vocab_size, (rows, length), generator=g)
     input_ids[:, 0], input_ids[:, -1] = 0, 2  # <s> ... </s>
-    chosen = torch.rand(rows, length, generator=g) < 0.15
+    mask = torch.ones_like(input_ids)
+    if kind.startswith("padded"):
+        mask = padded_mask(rows, length, min(12, length), g)
+        input_ids = input_ids.masked_fill(mask == 0, config.pad_token_id)
+    chosen = (torch.rand(rows, length, generator=g) < 0.15) & (mask == 1)
     labels = torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
     return Batch(
         kind=kind,
         input_ids=input_ids.to(device),
-        attention_mask=torch.ones_like(input_ids).to(device),
+        attention_mask=mask.to(device),
         lang_ids=torch.tensor(ids, dtype=torch.long).to(device),
         mlm_labels=labels.to(device),
         cls_labels=torch.randint(0, config.num_labels, (rows,), generator=g).to(device),
     )
+
+
+def padded_mask(rows: int, length: int, shortest: int, g: torch.Generator, fraction: float | None = None) -> torch.Tensor:
+    """(rows, length) right-padding mask: lengths uniform in shortest..length, or all rows padded by ``fraction``."""
+    if fraction is None:
+        lengths = torch.randint(shortest, length + 1, (rows,), generator=g)
+    else:
+        lengths = torch.full((rows,), max(1, round(length * (1 - fraction))))
+    return (torch.arange(length)[None, :] < lengths[:, None]).long()
 
 
 # ------------------------------------------------------------------------------------ measurement
@@ -486,7 +510,8 @@ def check_same_outputs(ours: nn.Module, theirs: nn.Module, batch: Batch) -> floa
         b = theirs(
             input_ids=batch.input_ids, attention_mask=batch.attention_mask, lang_ids=batch.lang_ids
         ).logits
-    diff = (a.float() - b.float()).abs().max().item()
+    real = batch.attention_mask.bool()  # skipped padding positions hold no computed output
+    diff = (a[real].float() - b[real].float()).abs().max().item()
     if not diff < 1e-3:
         raise RuntimeError(f"ours and transformers disagree by {diff:g} on the same weights: not comparable")
     return diff
@@ -530,7 +555,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
-    p.add_argument("--size", choices=("tiny", "base"), default="tiny")
+    p.add_argument("--size", choices=("tiny", "small", "base"), default="tiny")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument(
         "--dtype",
@@ -561,9 +586,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batches", default=",".join(BATCH_KINDS))
     p.add_argument(
         "--sections",
-        default="transformers,languages,variants,data",
+        default="transformers,languages,variants,padding,data",
         help="transformers: ours vs transformers 5; languages: our 81- vs 1-language model; "
-        "variants: SDPA vs eager, gradient checkpointing; data: tokenize+collate vs training step",
+        "variants: SDPA vs eager, gradient checkpointing; padding: our model skipping padding or not, by "
+        "padding fraction; data: tokenize+collate vs training step",
     )
     p.add_argument(
         "--threads",
@@ -764,6 +790,9 @@ def main(argv: list[str] | None = None) -> list[Row]:
                 del plain, ckpt
                 gc.collect()
 
+    if "padding" in args.sections:
+        rows += skip_padding_rows(models, config, device, autocast, memory, peak, gpu, args)
+
     data_line = None
     if "data" in args.sections:
         data_batch = 32
@@ -846,6 +875,61 @@ def interleaved_pair(
         order = [(a, a_batch), (b, b_batch)]
         for r, batch in order if i % 2 == 0 else order[::-1]:
             r.run(batch, memory, record=True)
+
+
+PADDING_FRACTIONS = (0.0, 0.05, 0.1, 0.2, 0.43)
+
+
+def skip_padding_rows(
+    models: dict[str, nn.Module],
+    config: XmodConfig,
+    device: torch.device,
+    autocast: torch.dtype | None,
+    memory: Memory,
+    peak: float | None,
+    gpu: bool,
+    args: argparse.Namespace,
+) -> list[Row]:
+    """Our model with padding skipped (A) vs not (B), same batch, by padding fraction: where skipping pays
+    (the threshold of skip_padding="auto", xmod_lab/models/padding.py)."""
+    out = []
+    for mode in args.modes:
+        model = models[mode]
+        for fraction in PADDING_FRACTIONS:
+            b = make_batch("unsorted8", args.batch, args.seq, config, device, args.seed)
+            g = torch.Generator().manual_seed(args.seed)
+            mask = padded_mask(*b.input_ids.shape, 1, g, fraction).to(device)
+            b = Batch(f"pad{round(100 * padding_of_mask(mask)):02d}", b.input_ids.masked_fill(mask == 0, config.pad_token_id),
+                      mask, b.lang_ids, b.mlm_labels.masked_fill(mask == 0, -100), b.cls_labels)  # fmt: skip
+            with policy([model], mode):
+                skip = Runner("skip", model, mode, autocast, lean=args.lean)
+                keep = Runner("no skip", model, mode, autocast, lean=args.lean)
+                skip.step_fn = _with_skip_padding(skip.step_fn, model, "always")
+                keep.step_fn = _with_skip_padding(keep.step_fn, model, "never")
+                keep.opt = skip.opt  # one model, one optimizer state
+                row = compare("skip-pad", mode, b, skip, keep, config, peak, memory, args)
+                keep.opt = None
+                out.append(row)
+                print(table_row(row, gpu), flush=True)
+                del skip, keep
+                gc.collect()
+    return out
+
+
+def padding_of_mask(mask: torch.Tensor) -> float:
+    return 1.0 - mask.float().mean().item()
+
+
+def _with_skip_padding(step: Callable[[Batch], None], model: nn.Module, mode: str) -> Callable[[Batch], None]:
+    def run(b: Batch) -> None:
+        before = model.config.skip_padding
+        model.config.skip_padding = mode
+        try:
+            step(b)
+        finally:
+            model.config.skip_padding = before
+
+    return run
 
 
 def _with_attention(step: Callable[[Batch], None], model: nn.Module, sdpa: bool) -> Callable[[Batch], None]:

@@ -70,5 +70,17 @@ def token_batch(batch: int = 4, length: int = 9, seed: int = 0, pad_rows: tuple[
     return ids, ids.ne(PAD).long()
 
 
+def at_real(x: torch.Tensor, mask: torch.Tensor | None, attention: bool = False) -> torch.Tensor:
+    """Per-position outputs at the real tokens only, others as they are: with padding skipped
+    (config.skip_padding) the outputs at padding positions are zeros, not transformers' values.
+    ``attention``: x is (B, H, T, S) attention probabilities, whose query rows are the positions."""
+    if mask is None or mask.dim() < 2:
+        return x
+    real = mask.reshape(-1, mask.shape[-1]).bool()
+    if attention:
+        x = x.transpose(1, 2)
+    return x[real] if x.dim() >= 2 and x.shape[:2] == real.shape else x
+
+
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.detach().float() - b.detach().float()).abs().max().item()

@@ -208,6 +208,7 @@ def test_configure_optimizers_uses_config_and_schedule(tmp_path):
     assert opt.defaults["betas"] == (0.8, 0.9) and opt.defaults["eps"] == 1e-5
     assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
     assert opt.param_groups[0]["lr"] == pytest.approx(0.5 * 1.0)  # after 1 step of a 2-step warmup
+    assert opt.defaults["fused"] is True  # CPU parameters: the fused AdamW kernel
 
 
 def _qa_eval_batch(context: str, gold: str, language) -> dict:

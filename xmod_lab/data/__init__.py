@@ -11,7 +11,10 @@
 All take ``source`` (+ optional ``eval_source``): a hub id with a per-language config or local files with a
 ``{lang}`` placeholder; ``languages``: the model's ``config.languages`` (``lang_ids`` index it);
 ``train_langs`` / ``eval_langs``: dataset codes mapped to X-MOD codes (``language_map`` over
-:data:`DEFAULT_LANGUAGE_MAP`); ``batching``: mixed | sorted | homogeneous. After construction
+:data:`DEFAULT_LANGUAGE_MAP`); ``batching``: mixed | sorted | homogeneous; the padded datamodules (all but
+language modelling, whose blocks are full) also take ``group_by_length`` (training batches of similar
+lengths) and ``sort_eval_by_length`` (evaluation batches longest first), None for the measured defaults in
+``data/common.py``. After construction
 each ``eval_langs`` code is an evaluation set with its own val/test dataloader, in that order
 (``dm.spec.eval_adapters``: set -> the adapter that scores it); ``dm.spec`` (a ``DataSetup``) holds the shared
 arguments as resolved (adapter indices, batch sizes, cache, limits). Batches: ``input_ids``, ``attention_mask``,

@@ -48,6 +48,12 @@ def resolve_languages(
     return codes, language_ids(codes, languages, role=role)
 
 
+# Defaults of the datamodules' ``group_by_length`` / ``sort_eval_by_length`` (None there means these):
+# measured on the default job, docs/benchmarks.md ("Batches that carry little padding").
+GROUP_BY_LENGTH = False
+SORT_EVAL_BY_LENGTH = True
+
+
 @dataclass(frozen=True)
 class DataSetup:
     """The arguments every datamodule takes besides its source and columns, checked and resolved once.
@@ -70,6 +76,8 @@ class DataSetup:
     seed: int
     max_train_examples: int | None
     max_eval_examples: int | None
+    group_by_length: bool = GROUP_BY_LENGTH
+    sort_eval_by_length: bool = SORT_EVAL_BY_LENGTH
 
     @property
     def eval_adapters(self) -> dict[str, str]:
@@ -107,8 +115,12 @@ def data_setup(
     seed: int,
     max_train_examples: int | None,
     max_eval_examples: int | None,
+    group_by_length: bool | None = None,
+    sort_eval_by_length: bool | None = None,
 ) -> DataSetup:
-    """Check and resolve the shared datamodule arguments (``eval_langs`` None: the train languages)."""
+    """Check and resolve the shared datamodule arguments (``eval_langs`` None: the train languages).
+    ``group_by_length``: training batches of similar lengths; ``sort_eval_by_length``: evaluation batches
+    longest first (sampling.py); None: the measured defaults above."""
     if batching not in BATCHING_MODES:
         raise ValueError(f"Unknown batching {batching!r}; choose one of {BATCHING_MODES}.")
     languages = [str(x) for x in languages]
@@ -124,6 +136,8 @@ def data_setup(
         eval_lang_ids=eval_lang_ids, batch_size=batch_size, eval_batch_size=eval_batch_size or batch_size,
         batching=batching, cache_dir=cache_dir, num_workers=num_workers, seed=seed,
         max_train_examples=max_train_examples, max_eval_examples=max_eval_examples,
+        group_by_length=GROUP_BY_LENGTH if group_by_length is None else bool(group_by_length),
+        sort_eval_by_length=SORT_EVAL_BY_LENGTH if sort_eval_by_length is None else bool(sort_eval_by_length),
     )  # fmt: skip
 
 
@@ -373,6 +387,20 @@ class TaggedDataset(Dataset):
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
+    def lengths(self) -> np.ndarray:
+        """Tokens per example (multiple choice: its longest choice), what padding a batch to its longest costs."""
+        out = []
+        for part, (ds, _) in enumerate(self.parts):
+            columns = self._columns[part]
+            if columns is None:
+                columns = self._columns[part] = _Columns(ds)
+            if "input_ids" in columns.ragged:
+                out.append(np.diff(columns.ragged["input_ids"][1]))
+            else:  # nested lists (choices)
+                rows = columns.objects["input_ids"]
+                out.append(np.array([max((len(c) for c in r), default=0) for r in rows], dtype=np.int64))
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} examples")
@@ -447,6 +475,7 @@ def train_loader(
     merged = TaggedDataset([p.parts[0] for p in parts])
     sampler = position.attach(LanguageBatchSampler(
         merged.example_langs, setup.batch_size, mode=setup.batching, shuffle=True, alpha=alpha, seed=setup.seed,
+        lengths=merged.lengths() if setup.group_by_length else None,
     ))  # fmt: skip
     return ResumableLoader(
         merged,
@@ -471,7 +500,9 @@ def eval_loaders(
         DataLoader(
             d,
             batch_sampler=ShardedEvalSampler(
-                len(d), setup.eval_batch_size, groups=groups(d) if groups is not None else None
+                len(d), setup.eval_batch_size, groups=groups(d) if groups is not None else None,
+                # QA (groups): an example's features stay in order, its answer picks the first of equal scores
+                lengths=d.lengths() if setup.sort_eval_by_length and groups is None else None,
             ),
             collate_fn=collate,
             num_workers=setup.num_workers,

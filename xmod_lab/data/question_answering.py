@@ -210,6 +210,8 @@ class QuestionAnsweringDataModule(LightningDataModule):
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         batching: str = "mixed",
+        group_by_length: bool | None = None,
+        sort_eval_by_length: bool | None = None,
         language_map: Mapping[str, str] | None = None,
         cache_dir: str | None = None,
         num_workers: int = 0,
@@ -221,7 +223,7 @@ class QuestionAnsweringDataModule(LightningDataModule):
         super().__init__()
         self.spec = data_setup(
             languages, train_langs, eval_langs, language_map, batch_size, eval_batch_size, batching, cache_dir,
-            num_workers, seed, max_train_examples, max_eval_examples,
+            num_workers, seed, max_train_examples, max_eval_examples, group_by_length, sort_eval_by_length,
         )  # fmt: skip
         if not 0 <= doc_stride < max_length - 8:
             raise ValueError(f"doc_stride={doc_stride} must be in [0, max_length - 8 = {max_length - 8}).")

@@ -8,6 +8,12 @@ Batching modes (``batching`` in the data configs):
 * ``homogeneous``: every batch holds one language (one adapter call per layer; under DDP all ranks get the
   same language at the same step, so the same adapters get gradients everywhere).
 
+Length grouping (``group_by_length``, training): as transformers' ``group_by_length``, the epoch's shuffled
+order is cut into pools of ``LENGTH_POOL_STEPS`` global steps, each pool is sorted by length (longest first)
+and cut into steps, and the steps are shuffled: a batch holds examples of similar length, so little of it is
+padding, while which examples meet still changes every epoch. Evaluation (``ShardedEvalSampler`` with
+``lengths``) batches each rank's shard longest first; every example is still scored exactly once.
+
 With ``alpha`` set (multilingual MLM), each epoch first takes its examples by language with
 p_i proportional to (n_i / N)^alpha (XLM-R / X-MOD sampling; low-resource languages are up-sampled): an epoch of
 N examples holds round(p_i * N) of language i (largest remainders, so the realised mix is the configured one to
@@ -36,6 +42,13 @@ from torch.utils.data import BatchSampler, DistributedSampler, Sampler
 log = logging.getLogger(__name__)
 
 BATCHING_MODES = ("mixed", "sorted", "homogeneous")
+LENGTH_POOL_STEPS = 50  # transformers' LengthGroupedSampler: megabatches of 50 batches
+
+
+def by_length(order: np.ndarray, lengths: np.ndarray, pool: int) -> np.ndarray:
+    """``order`` with each run of ``pool`` entries sorted longest first (stable: ties keep the shuffle)."""
+    runs = [order[i : i + pool] for i in range(0, len(order), pool)]
+    return np.concatenate([r[np.argsort(-lengths[r], kind="stable")] for r in runs]) if runs else order
 
 
 def distributed_context(
@@ -130,7 +143,9 @@ class LanguageBatchSampler(BatchSampler):
         rank: int | None = None,
         sampler: Sampler | None = None,
         on_epoch: Callable[[int, dict[int, int]], None] | None = None,
+        lengths: Sequence[int] | None = None,
     ) -> None:
+        """``lengths`` (one per example, e.g. tokens): given, batches are grouped by length (module doc)."""
         if mode not in BATCHING_MODES:
             raise ValueError(f"Unknown batching mode {mode!r}; choose one of {BATCHING_MODES}.")
         if batch_size < 1:
@@ -138,6 +153,9 @@ class LanguageBatchSampler(BatchSampler):
         if len(example_langs) == 0:
             raise ValueError("Cannot batch an empty dataset.")
         self.example_langs = np.asarray(example_langs, dtype=np.int64)
+        self.lengths = None if lengths is None else np.asarray(lengths, dtype=np.int64)
+        if self.lengths is not None and self.lengths.shape != self.example_langs.shape:
+            raise ValueError(f"lengths has {len(self.lengths)} entries for {len(self.example_langs)} examples.")
         self.batch_size = batch_size
         self.mode = mode
         self.shuffle = shuffle
@@ -198,6 +216,9 @@ class LanguageBatchSampler(BatchSampler):
         rng = np.random.default_rng([self.seed, self.epoch])
         pools = self._epoch_indices(rng)
         step_size = self.batch_size * self.num_replicas
+        grouped = self.lengths is not None
+        if grouped:
+            pools = {lang: by_length(pool, self.lengths, LENGTH_POOL_STEPS * step_size) for lang, pool in pools.items()}
         if self.mode == "homogeneous":
             steps = [
                 pool[i : i + step_size] for pool in pools.values() for i in range(0, len(pool), step_size)
@@ -210,11 +231,15 @@ class LanguageBatchSampler(BatchSampler):
         order = np.concatenate(list(pools.values()))
         if self.shuffle:
             order = rng.permutation(order)
+        if grouped:
+            order = by_length(order, self.lengths, LENGTH_POOL_STEPS * step_size)
         if self.alpha is not None:
             order = _separate_repeats(order, step_size, rng)
         steps = [order[i : i + step_size] for i in range(0, len(order), step_size)]
         if self.drop_last and steps and len(steps[-1]) < step_size:
             steps.pop()
+        if grouped and self.shuffle:  # pools come out longest first: shuffle which step comes when
+            steps = [steps[i] for i in rng.permutation(len(steps))]
         return steps
 
     def _rank_share(self, step: np.ndarray) -> np.ndarray:
@@ -227,7 +252,8 @@ class LanguageBatchSampler(BatchSampler):
         """The data position: this epoch and the batches of it already yielded, plus what the plan depends on."""
         return {"epoch": self.epoch, "batches": self.yielded, "step_size": self.batch_size * self.num_replicas,
                 "examples_per_language": {str(k): len(v) for k, v in self._by_lang.items()},
-                "alpha": self.alpha, "mode": self.mode, "seed": self.seed}  # fmt: skip
+                "alpha": self.alpha, "mode": self.mode, "seed": self.seed,
+                "group_by_length": self.lengths is not None}  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from ``state``: the next pass over ``state['epoch']`` skips its first ``batches`` batches.
@@ -237,6 +263,8 @@ class LanguageBatchSampler(BatchSampler):
         self.set_epoch(epoch)
         mine = self.state_dict()
         changed = [k for k in ("examples_per_language", "alpha", "mode", "seed") if state.get(k) != mine[k]]
+        if state.get("group_by_length", False) != mine["group_by_length"]:  # older checkpoints: not grouped
+            changed.append("group_by_length")
         if changed:
             log.warning(
                 "The checkpoint's data order was made with other %s (%s, now %s): epoch %d restarts from its first "
@@ -293,7 +321,9 @@ class ShardedEvalSampler(BatchSampler):
         sampler: Sampler | None = None,
         drop_last: bool = False,
         groups: Sequence | None = None,
+        lengths: Sequence[int] | None = None,
     ) -> None:
+        """``lengths`` (one per example): batch each shard longest first instead of in order."""
         self.size = size
         self.batch_size = batch_size
         self.drop_last = False  # evaluation never drops examples
@@ -308,10 +338,15 @@ class ShardedEvalSampler(BatchSampler):
             starts = np.array([0] + [i for i in range(1, size) if groups[i] != groups[i - 1]] + [size])
             bounds = starts[np.searchsorted(starts, bounds)]
         self.start, self.stop = int(bounds[self.rank]), int(bounds[self.rank + 1])
+        self.order = np.arange(self.start, self.stop)
+        if lengths is not None:
+            if len(lengths) != size:
+                raise ValueError(f"lengths has {len(lengths)} entries for {size} examples.")
+            self.order = by_length(self.order, np.asarray(lengths, dtype=np.int64), len(self.order))
 
     def __iter__(self) -> Iterator[list[int]]:
-        for i in range(self.start, self.stop, self.batch_size):
-            yield list(range(i, min(i + self.batch_size, self.stop)))
+        for i in range(0, len(self.order), self.batch_size):
+            yield self.order[i : i + self.batch_size].tolist()
 
     def __len__(self) -> int:
         return math.ceil((self.stop - self.start) / self.batch_size)

@@ -82,6 +82,8 @@ class SentencePairDataModule(LightningDataModule):
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         batching: str = "mixed",
+        group_by_length: bool | None = None,
+        sort_eval_by_length: bool | None = None,
         language_map: Mapping[str, str] | None = None,
         cache_dir: str | None = None,
         num_workers: int = 0,
@@ -93,7 +95,7 @@ class SentencePairDataModule(LightningDataModule):
         super().__init__()
         self.spec = data_setup(
             languages, train_langs, eval_langs, language_map, batch_size, eval_batch_size, batching, cache_dir,
-            num_workers, seed, max_train_examples, max_eval_examples,
+            num_workers, seed, max_train_examples, max_eval_examples, group_by_length, sort_eval_by_length,
         )  # fmt: skip
         if len(text_columns) not in (1, 2):
             raise ValueError(f"text_columns must name one or two columns, got {list(text_columns)}.")

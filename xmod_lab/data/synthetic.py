@@ -445,6 +445,8 @@ def synthetic_nli(
     cache_dir: str | None = None,
     num_workers: int = 0,
     label_names: Sequence[str] = XNLI_LABELS,
+    group_by_length: bool | None = None,
+    sort_eval_by_length: bool | None = None,
 ) -> SentencePairDataModule:
     """The default experiment's datamodule: generates the data and tokenizer under ``root`` if needed and
     returns a :class:`SentencePairDataModule` over them. ``languages`` is the model's adapter list;
@@ -471,6 +473,8 @@ def synthetic_nli(
         num_workers=num_workers,
         seed=seed,
         label_names=label_names,
+        group_by_length=group_by_length,
+        sort_eval_by_length=sort_eval_by_length,
     )
     # test accuracy a hypothesis-only model reaches, per evaluation set (xmod_lab.diagnostics reads it)
     facts = synthetic_info(folder)["languages_info"]

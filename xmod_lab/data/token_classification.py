@@ -91,6 +91,8 @@ class TokenClassificationDataModule(LightningDataModule):
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         batching: str = "mixed",
+        group_by_length: bool | None = None,
+        sort_eval_by_length: bool | None = None,
         language_map: Mapping[str, str] | None = None,
         cache_dir: str | None = None,
         num_workers: int = 0,
@@ -102,7 +104,7 @@ class TokenClassificationDataModule(LightningDataModule):
         super().__init__()
         self.spec = data_setup(
             languages, train_langs, eval_langs, language_map, batch_size, eval_batch_size, batching, cache_dir,
-            num_workers, seed, max_train_examples, max_eval_examples,
+            num_workers, seed, max_train_examples, max_eval_examples, group_by_length, sort_eval_by_length,
         )  # fmt: skip
         self.source = SourceSpec.coerce(source)
         self.eval_source = eval_source_or_train(self.source, eval_source)

@@ -64,6 +64,7 @@ PUBLISHED_LANGUAGES: dict[str, tuple[str, ...]] = {
 
 ADAPTER_MODES = ("modular", "shared", "none")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
+SKIP_PADDING_MODES = ("auto", "always", "never")
 POSITION_EMBEDDING_TYPES = ("absolute", "relative_key", "relative_key_query")
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 SHARED_ADAPTER = "shared"  # adapter_modules key used by adapter_mode="shared"
@@ -110,6 +111,9 @@ class XmodConfig(PretrainedConfig):
     adapter_activation: str | None = None
     adapter_mode: str = "modular"
     pruned_heads: dict[int, list[int]] = field(default_factory=dict)  # prune_heads() fills it
+    # Run token-wise work on real tokens only (models/padding.py): "auto" (when enough is padding),
+    # "always" or "never". Same numbers at every real position either way.
+    skip_padding: str = "auto"
 
     def __post_init__(self, **kwargs: Any) -> None:
         for key in _DERIVED:
@@ -227,6 +231,7 @@ class XmodConfig(PretrainedConfig):
         choices = (
             ("adapter_mode", self.adapter_mode, ADAPTER_MODES),
             ("attn_implementation", self.attn_implementation, ATTN_IMPLEMENTATIONS),
+            ("skip_padding", self.skip_padding, SKIP_PADDING_MODES),
             ("position_embedding_type", self.position_embedding_type, POSITION_EMBEDDING_TYPES),
         )
         for name, value, allowed in choices:

@@ -26,6 +26,7 @@ from transformers.utils.generic import can_return_tuple
 
 from .configuration import XmodConfig
 from .modeling import XmodModel
+from .padding import labelled_positions
 from .pretrained import XmodPreTrainedModel
 
 logger = logging.getLogger(__name__)
@@ -117,6 +118,7 @@ class XmodForMaskedLM(XmodPreTrainedModel):
             encoder_attention_mask=encoder_attention_mask,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
+            keep_positions=labelled_positions(labels),
             return_dict=True,
         )
         if masked_logits_only:
@@ -200,6 +202,7 @@ class XmodForCausalLM(XmodPreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
+            keep_positions=labelled_positions(labels, shift=1),
             return_dict=True,
         )
         logits = self.lm_head(out.last_hidden_state)  # (B, T, V)
@@ -277,6 +280,7 @@ class XmodForSequenceClassification(XmodPreTrainedModel):
             inputs_embeds=inputs_embeds,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
+            first_token_only=True,  # the classifier reads <s> only
             return_dict=True,
         )
         logits = self.classifier(out.last_hidden_state)  # (B, num_labels)
@@ -351,6 +355,7 @@ class XmodForTokenClassification(XmodPreTrainedModel):
             inputs_embeds=inputs_embeds,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
+            keep_positions=labelled_positions(labels),
             return_dict=True,
         )
         logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, T, num_labels)
@@ -393,6 +398,10 @@ class XmodForQuestionAnswering(XmodPreTrainedModel):
         output_hidden_states: bool | None = None,
     ) -> QuestionAnsweringModelOutput | tuple:
         """``start_positions``/``end_positions`` (B,): token indices; positions past the input take no loss."""
+        # The span loss is a softmax over every position, padding included: all of them are computed.
+        every = None
+        if start_positions is not None and end_positions is not None and attention_mask is not None:
+            every = torch.ones(attention_mask.shape, dtype=torch.bool, device=attention_mask.device)
         out = self.roberta(
             input_ids,
             lang_ids=lang_ids,
@@ -403,6 +412,7 @@ class XmodForQuestionAnswering(XmodPreTrainedModel):
             inputs_embeds=inputs_embeds,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
+            keep_positions=every,
             return_dict=True,
         )
         logits = self.qa_outputs(out.last_hidden_state)  # (B, T, 2)
@@ -470,6 +480,7 @@ class XmodForMultipleChoice(XmodPreTrainedModel):
             inputs_embeds=flat(inputs_embeds),
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
+            first_token_only=True,  # the pooler reads <s> only
             return_dict=True,
         )
         logits = self.classifier(self.dropout(out.pooler_output)).view(batch, choices)  # (B, C)

@@ -33,6 +33,7 @@ from transformers.utils.generic import can_return_tuple
 
 from .configuration import SHARED_ADAPTER, XmodConfig
 from .masks import additive_mask, compute_dtype, expand_mask, head_mask_per_layer, self_attention_mask
+from .padding import Unpadded, keep_mask, may_skip_padding, may_stop_at_first_token, should_skip
 from .pretrained import XmodPreTrainedModel
 
 
@@ -51,6 +52,18 @@ class LanguageRouting:
     counts: tuple[int, ...] = ()
     order: torch.Tensor | None = None  # (B,) rows sorted by language
     inverse: torch.Tensor | None = None  # (B,) position of each row in ``order``
+    row_lang: torch.Tensor | None = None  # (B,) each row's language index (mixed batches only)
+    tokens: int | None = None  # sum of ``row_tokens`` when route_languages was given them
+    token_counts: tuple[int, ...] = ()  # per adapter in ``keys``: its rows' share of ``tokens``
+
+    def for_tokens(self, rows: torch.Tensor) -> LanguageRouting:
+        """The same routing for a flat (N, D) batch of kept tokens; ``rows`` (N,) is each token's row."""
+        if self.single is not None or not self.keys:
+            return self
+        order = torch.argsort(self.row_lang.index_select(0, rows), stable=True)  # (N,)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(order.numel(), device=order.device)
+        return LanguageRouting(keys=self.keys, counts=self.token_counts, order=order, inverse=inverse)
 
     def apply(self, adapters: nn.ModuleDict, h: torch.Tensor) -> torch.Tensor:
         if self.single is not None:
@@ -70,16 +83,26 @@ def route_languages(
     batch_size: int,
     device: torch.device,
     also_check: torch.Tensor | None = None,
+    row_tokens: torch.Tensor | None = None,
 ) -> tuple[LanguageRouting, bool]:
     """Validate ``lang_ids`` and build the routing, with at most one host sync.
 
     A python int, the default language or a shared/none adapter mode need no sync at all.
     ``also_check`` is an optional 0-d bool tensor (another input check, e.g. token type ids out of
-    range) fetched in the same sync; its value is returned with the routing.
+    range) fetched in the same sync; its value is returned with the routing. ``row_tokens`` (B,),
+    optional: the tokens each row keeps when padding is skipped; their total and per-language sums
+    come back in the routing (``tokens``, ``token_counts``), in the same sync (one even where the
+    language alone would need none).
     """
     no_sync = _route_without_sync(config, lang_ids, batch_size)
     if no_sync is not None:
-        return no_sync, bool(also_check) if also_check is not None else False
+        if row_tokens is None:
+            return no_sync, bool(also_check) if also_check is not None else False
+        fetched = torch.stack(
+            [row_tokens.sum().double(), also_check.double() if also_check is not None else row_tokens.new_zeros((), dtype=torch.float64)]
+        ).tolist()
+        no_sync.tokens = int(fetched[0])
+        return no_sync, bool(fetched[1])
     languages = config.languages
     num_languages = len(languages)
     if lang_ids.dim() == 2 and lang_ids.shape[1] == 1:  # (B, 1), a common collate output
@@ -100,6 +123,12 @@ def route_languages(
         (lang_ids != lang_ids.round()).any() if lang_ids.is_floating_point() else lang_ids.new_zeros(())
     )
     ids_long = lang_ids.long()
+    if ids_long.numel() == 1 and batch_size != 1:  # one language for the whole batch
+        ids_long = ids_long.expand(batch_size)
+    one_hot = ids_long.clamp(0, num_languages - 1)[:, None] == torch.arange(num_languages, device=device)  # (B, L)
+    per_language_tokens = []
+    if row_tokens is not None:
+        per_language_tokens = [(one_hot * row_tokens.to(device)[:, None]).sum(0).double()]
     # One sync brings back validity, the per-language counts and the caller's check together.
     stats = torch.cat(
         [
@@ -113,12 +142,12 @@ def route_languages(
                 ]
             ),
             # A (B, L) comparison, not torch.bincount: CUDA's bincount reads min and max back (2 syncs).
-            (ids_long.clamp(0, num_languages - 1)[:, None] == torch.arange(num_languages, device=device))
-            .sum(0)
-            .double(),
+            one_hot.sum(0).double(),
+            *per_language_tokens,
         ]
     ).tolist()
-    low, high, has_fraction, check, counts = stats[0], stats[1], stats[2], bool(stats[3]), stats[4:]
+    low, high, has_fraction, check = stats[0], stats[1], stats[2], bool(stats[3])
+    counts, token_counts = stats[4 : 4 + num_languages], stats[4 + num_languages :]
     if has_fraction:
         raise _bad_lang_ids(
             f"must hold whole numbers (language indices), got {lang_ids.tolist()}; pass a LongTensor"
@@ -129,8 +158,9 @@ def route_languages(
             f"got min {low:g}, max {high:g}"
         )
     present = [i for i, n in enumerate(counts) if n > 0]
+    tokens = int(sum(token_counts)) if row_tokens is not None else None
     if len(present) == 1:  # includes a one-element lang_ids for the whole batch
-        return LanguageRouting(single=languages[present[0]]), check
+        return LanguageRouting(single=languages[present[0]], tokens=tokens), check
     order = torch.argsort(ids_long, stable=True)  # (B,)
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(order.numel(), device=order.device)
@@ -139,6 +169,9 @@ def route_languages(
         counts=tuple(int(counts[i]) for i in present),
         order=order,
         inverse=inverse,
+        row_lang=ids_long,
+        tokens=tokens,
+        token_counts=tuple(int(token_counts[i]) for i in present) if row_tokens is not None else (),
     )
     return routing, check
 
@@ -259,13 +292,15 @@ class XmodSelfAttention(nn.Module):
             self.distance_embedding = nn.Embedding(2 * config.max_position_embeddings - 1, self.head_dim)
         self.config = config  # read at call time: attn_implementation can be switched after loading
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+    def _heads(self, x: torch.Tensor, padding: Unpadded | None = None) -> torch.Tensor:
+        if padding is not None:  # (N, D) kept tokens -> (B, T, D), zeros where padding was skipped
+            x = padding.pad(x)
         batch, length, _ = x.shape
         return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, Hd)
 
-    def _keys_values(self, x, encoder_states, cache):
+    def _keys_values(self, x, encoder_states, cache, padding=None):
         if not self.is_cross_attention:
-            k, v = self._heads(self.key(x)), self._heads(self.value(x))  # (B, H, T, Hd)
+            k, v = self._heads(self.key(x), padding), self._heads(self.value(x), padding)  # (B, H, T, Hd)
             if cache is not None:
                 own = cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
                 k, v = own.update(k, v, self.layer_idx)  # (B, H, S, Hd) with the cached tokens
@@ -287,9 +322,15 @@ class XmodSelfAttention(nn.Module):
         encoder_states: torch.Tensor | None = None,
         cache: Cache | None = None,
         output_attentions: bool = False,
+        padding: Unpadded | None = None,
+        queries: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        q = self._heads(self.query(x))  # (B, H, T, Hd)
-        k, v = self._keys_values(x, encoder_states, cache)  # (B, H, S, Hd)
+        """``queries`` (B, 1, D): attend for these (each row's first token) instead of for every ``x``."""
+        if queries is None:
+            q = self._heads(self.query(x), padding)  # (B, H, T, Hd)
+        else:
+            q = self._heads(self.query(queries))  # (B, H, 1, Hd)
+        k, v = self._keys_values(x, encoder_states, cache, padding)  # (B, H, S, Hd)
         if mask is not None and mask.dtype != q.dtype:
             mask = mask.to(q.dtype)
         dropout_p = self.dropout.p if self.training else 0.0
@@ -301,6 +342,8 @@ class XmodSelfAttention(nn.Module):
             ctx, probs = self._eager(q, k, v, mask, head_mask)
         batch, _, length, _ = ctx.shape
         ctx = ctx.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim)  # (B, T, D)
+        if padding is not None and queries is None:
+            ctx = padding.unpad(ctx)  # (N, D)
         return ctx, probs if output_attentions else None
 
     def _eager(self, q, k, v, mask, head_mask):
@@ -344,11 +387,22 @@ class XmodAttention(nn.Module):
         self.output = XmodSelfOutput(config, self.self.num_heads)
         self.pre_norm = config.pre_norm
 
-    def forward(self, x, mask, head_mask=None, encoder_states=None, cache=None, output_attentions=False):
-        residual = x
+    def forward(
+        self,
+        x,
+        mask,
+        head_mask=None,
+        encoder_states=None,
+        cache=None,
+        output_attentions=False,
+        padding=None,
+        queries=None,
+    ):
+        residual = x if queries is None else queries
         if self.pre_norm:
             x = self.output.LayerNorm(x)
-        ctx, probs = self.self(x, mask, head_mask, encoder_states, cache, output_attentions)
+            queries = self.output.LayerNorm(queries) if queries is not None else None
+        ctx, probs = self.self(x, mask, head_mask, encoder_states, cache, output_attentions, padding, queries)
         out = self.output.dropout(self.output.dense(ctx)) + residual  # (B, T, D)
         if not self.pre_norm:
             out = self.output.LayerNorm(out)
@@ -435,8 +489,18 @@ class XmodLayer(GradientCheckpointingLayer):
         encoder_mask: torch.Tensor | None = None,
         cache: Cache | None = None,
         output_attentions: bool = False,
+        padding: Unpadded | None = None,
+        first_token_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        a, self_probs = self.attention(x, mask, head_mask, cache=cache, output_attentions=output_attentions)
+        """``x`` is (B, T, D), or (N, D) kept tokens when ``padding`` says where they sit (padding.py).
+        ``first_token_only``: return (B, 1, D), the layer's output for each row's first token alone (all
+        tokens are still keys and values); ``routing`` is then per row."""
+        queries = None
+        if first_token_only:
+            queries = x[:, :1] if padding is None else x.index_select(0, padding.row_starts).unsqueeze(1)
+        a, self_probs = self.attention(
+            x, mask, head_mask, cache=cache, output_attentions=output_attentions, padding=padding, queries=queries
+        )
         cross_probs = None
         if encoder_states is not None:
             if not hasattr(self, "crossattention"):
@@ -477,20 +541,32 @@ class XmodEncoder(nn.Module):
         cache: Cache | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
+        padding: Unpadded | None = None,
+        first_token_only: LanguageRouting | None = None,
     ) -> tuple[torch.Tensor, tuple | None, tuple | None, tuple | None]:
+        """With ``padding``, ``x`` is (N, D) kept tokens; the states returned are (B, T, D) again.
+        ``first_token_only`` (the per-row routing): the last layer computes each row's first token only
+        and the last state is (B, 1, D), all a sentence classifier reads."""
+        last_layer = len(self.layer) - 1 if first_token_only is not None else -1
+
+        def padded(h: torch.Tensor) -> torch.Tensor:
+            return padding.pad(h) if padding is not None and h.dim() == 2 else h
+
         hidden, attentions, cross = [], [], []
         for i, layer in enumerate(self.layer):
             if output_hidden_states:
-                hidden.append(x)
+                hidden.append(padded(x))
             layer_head_mask = head_mask[i] if head_mask is not None else None
+            first = i == last_layer
             x, probs, cross_probs = layer(
-                x, routing, mask, layer_head_mask, encoder_states, encoder_mask,
-                cache=cache, output_attentions=output_attentions,
+                x, first_token_only if first else routing, mask, layer_head_mask, encoder_states, encoder_mask,
+                cache=cache, output_attentions=output_attentions, padding=padding, first_token_only=first,
             )  # fmt: skip
             attentions.append(probs)
             cross.append(cross_probs)
         if self.LayerNorm is not None:
             x = self.LayerNorm(x)
+        x = padded(x)
         if output_hidden_states:
             hidden.append(x)
         return (
@@ -547,9 +623,18 @@ class XmodModel(XmodPreTrainedModel):
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
+        keep_positions: torch.Tensor | None = None,
+        first_token_only: bool = False,
     ) -> BaseModelOutputWithPoolingAndCrossAttentions:
         """``lang_ids`` (B,): indices into ``config.languages`` (or one python int for the whole batch);
-        ``cache``: transformers' ``DynamicCache`` (``EncoderDecoderCache`` with cross-attention)."""
+        ``cache``: transformers' ``DynamicCache`` (``EncoderDecoderCache`` with cross-attention).
+
+        When padding is skipped (``config.skip_padding``, padding.py), outputs at padding positions are
+        zeros, except position 0 and the positions in ``keep_positions`` (B, T) bool, which are computed
+        as without skipping (heads pass the positions their loss reads). ``first_token_only`` (sentence
+        heads): the last layer computes only each row's first token, ``last_hidden_state`` is (B, 1, D);
+        ignored where that would change other outputs (hidden states, attentions, head mask, decoders,
+        relative positions, 3-D masks)."""
         cfg = self.config
         output_attentions = cfg.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
@@ -586,7 +671,13 @@ class XmodModel(XmodPreTrainedModel):
         bad_token_types = None
         if token_type_ids is not None:
             bad_token_types = ((token_type_ids < 0) | (token_type_ids >= cfg.type_vocab_size)).any()
-        routing, bad = route_languages(cfg, lang_ids, batch, device, also_check=bad_token_types)
+        keep = None
+        if may_skip_padding(cfg, attention_mask, batch, length, cache, encoder_hidden_states):
+            keep = keep_mask(attention_mask.to(device), keep_positions, causal=cfg.is_decoder)  # (B, T)
+        routing, bad = route_languages(
+            cfg, lang_ids, batch, device, also_check=bad_token_types,
+            row_tokens=keep.sum(1) if keep is not None else None,
+        )  # fmt: skip
         if bad:
             raise ValueError(
                 f"token_type_ids must be in 0..{cfg.type_vocab_size - 1} (config.type_vocab_size="
@@ -601,10 +692,21 @@ class XmodModel(XmodPreTrainedModel):
         if encoder_hidden_states is not None and encoder_attention_mask is not None:
             encoder_mask = additive_mask(expand_mask(encoder_attention_mask, batch), dtype)
         head_mask = head_mask_per_layer(cfg, head_mask, dtype)
+        first_only = None
+        if first_token_only and may_stop_at_first_token(
+            cfg, mask, output_attentions or output_hidden_states, head_mask, cache, encoder_hidden_states
+        ):
+            first_only = routing  # the last layer's rows are routed as rows
+        padding = None
+        if keep is not None and should_skip(cfg.skip_padding, routing.tokens, batch * length):
+            padding = Unpadded.from_keep(keep, routing.tokens)
+            x = padding.unpad(x)  # (N, D): the encoder's token-wise work runs on the kept tokens only
+            routing = routing.for_tokens(padding.rows)
 
         last, hidden, attentions, cross = self.encoder(
             x, routing, mask, head_mask, encoder_hidden_states, encoder_mask,
             cache=cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+            padding=padding, first_token_only=first_only,
         )  # fmt: skip
         return BaseModelOutputWithPoolingAndCrossAttentions(
             last_hidden_state=last,
