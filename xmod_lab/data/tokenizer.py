@@ -20,6 +20,8 @@ from typing import Any
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, XLMRobertaTokenizer
 
+from xmod_lab import hub
+
 log = logging.getLogger(__name__)
 
 XLMR_TOKENIZER = "FacebookAI/xlm-roberta-base"
@@ -35,7 +37,8 @@ def load_tokenizer(name_or_path: str = XLMR_TOKENIZER) -> PreTrainedTokenizerBas
             "xmod_lab.data.train_tokenizer(texts, vocab_size, save_dir) or give a hub id such as "
             f"{XLMR_TOKENIZER!r}."
         )
-    tok = AutoTokenizer.from_pretrained(str(path) if path.is_dir() else name_or_path)
+    with hub.reaching("tokenizer", name_or_path, "data.tokenizer"):
+        tok = AutoTokenizer.from_pretrained(str(path) if path.is_dir() else name_or_path)
     if not tok.is_fast:
         raise ValueError(
             f"Tokenizer {name_or_path!r} is not a fast tokenizer; offset mappings (QA, NER) need one."
