@@ -30,7 +30,7 @@ BIN = Path(sys.executable).parent
 # README command -> what runs instead, and why.
 MAPPED = {
     "make train": "xmod-train $ARGS (the Makefile's recipe; its `make install` step is the environment this test runs in)",
-    "make paper": "python -m xmod_lab.paper, toy form (--ks 1 --posthoc-k 1, FAST overrides), into the work folder",
+    "make paper": "python -m xmod_lab.paper, toy form (--ks 2 --posthoc-k 2, FAST overrides), into the work folder",
     "jupyter lab": "jupyter lab --version (a server never exits); the notebook itself runs in tests/test_notebooks.py",
 }
 SKIPPED = {
@@ -110,7 +110,7 @@ make() {  # MAPPED / SKIPPED in tests/test_readme.py
     for a in "$@"; do [[ "$a" == ARGS=* ]] && ARGS="${a#ARGS=}"; done
     case "$target" in
         train) eval "xmod-train $ARGS" > /dev/null ;;
-        paper) "$BIN/python" -m xmod_lab.paper --ks 1 --posthoc-k 1 --jobs 1 $FAST_TRAINER data.n_train=64 \
+        paper) "$BIN/python" -m xmod_lab.paper --ks 2 --posthoc-k 2 --jobs 1 $FAST_TRAINER data.n_train=64 \
                    data.n_eval=16 data.n_corpus=200 > /dev/null ;;
         test|bench) echo "skipped: make $target $*"; return 0 ;;
         *) echo "make $target: not in the test's MAPPED/SKIPPED table" >&2; return 1 ;;
