@@ -89,9 +89,18 @@ def test_bad_value_fails_with_one_message_and_leaves_no_run_directory(tmp_path):
     out = cli("xmod-train", "languages.eval=[en,sw]", "data.n_train=32", "data.n_eval=8", cwd=tmp_path)
     assert out.returncode == 1
     assert "xmod-train: error: languages.eval: ['sw'] are not synthetic languages" in out.stderr
-    assert "Traceback" not in out.stderr
-    runs = tmp_path / "outputs" / "default" / "runs"
-    assert not runs.exists() or not list(runs.iterdir()), list(runs.iterdir())
+    assert "Traceback" not in out.stderr and "Error executing job" not in out.stderr  # the one message only
+    assert not (tmp_path / "outputs").exists(), list((tmp_path / "outputs").rglob("*"))  # not even empty folders
+
+
+@pytest.mark.slow
+def test_hub_model_out_of_reach_is_one_message_naming_it_and_leaves_no_directory(tmp_path):
+    out = cli("xmod-train", "experiment=xnli_zero_shot", "trainer=cpu", cwd=tmp_path,
+              env={"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 1
+    assert out.stderr.startswith("xmod-train: error: model 'facebook/xmod-base' is not in the local Hugging Face cache")
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 2, out.stderr  # + the help hint
+    assert not (tmp_path / "outputs").exists(), list((tmp_path / "outputs").rglob("*"))
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ which bring torch and Lightning) is looked up by name once a config has composed
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import inspect
@@ -70,14 +71,42 @@ def main(command: str) -> None:
     sys.argv[1:] = argv
     users = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing a trimmed traceback
+    multirun = any(a in ("-m", "--multirun") for a in argv)
     try:
-        hydra.main(version_base="1.3", config_path="conf", config_name=command)(_job_function(command, users))()
+        with contextlib.nullcontext() if multirun or users == "1" else _StderrWithout(_HYDRA_JOB_LINE):
+            hydra.main(version_base="1.3", config_path="conf", config_name=command)(_job_function(command, users))()
     except Exception as err:
         if users == "1" or not explain(err, command, argv):
             raise
         sys.exit(1)
     finally:
         _set_env("HYDRA_FULL_ERROR", users)
+
+
+# Hydra writes this before re-raising a job's error: in a single run it only repeats the command line (a sweep
+# keeps it: it names the point that failed)
+_HYDRA_JOB_LINE = "Error executing job with overrides: "
+
+
+class _StderrWithout(contextlib.AbstractContextManager):
+    """sys.stderr, minus the writes that start with ``prefix``, while in the ``with`` block."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def __enter__(self) -> _StderrWithout:
+        self.stream = sys.stderr
+        sys.stderr = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sys.stderr = self.stream
+
+    def write(self, text: str) -> int:
+        return len(text) if text.startswith(self.prefix) else self.stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
 
 
 def _set_env(name: str, value: str | None) -> None:

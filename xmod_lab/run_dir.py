@@ -16,6 +16,7 @@ and its traceback, also appended to the run's log).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -35,6 +36,7 @@ CONFIG = "config.yaml"
 _NOT_IN_NAME = ("hydra.", "paths.", "ckpt_path", "export_dir", "name", "tags", "logger")
 _MAX_NAME = 60
 _CLAIMED: dict[tuple[str, str], str] = {}  # (parent, name) -> directory: resolved once per process
+_CREATED_PARENTS: list[Path] = []  # folders claim() created above run directories (outputs/<name>/runs), deepest first
 
 
 def override_summary(overrides: Iterable[str], keys: set[str] | None = None, max_len: int = _MAX_NAME) -> str:
@@ -66,7 +68,9 @@ def claim(parent: str | os.PathLike, name: str) -> str:
     """``parent/name`` (else ``name-2``, ``name-3``, ...) created by this call: a directory no other run has."""
     key = (str(parent), name)
     if key not in _CLAIMED:
+        missing = [p for p in (Path(parent), *Path(parent).parents) if not p.exists()]
         Path(parent).mkdir(parents=True, exist_ok=True)
+        _CREATED_PARENTS.extend(missing)
         for n in range(1, 10_000):
             path = Path(parent) / (name if n == 1 else f"{name}-{n}")
             try:
@@ -134,6 +138,9 @@ def record_failure(out_dir: str | os.PathLike, error: BaseException, discard: bo
         p.name in (".hydra", "tokenizer") or p.suffix == ".log" for p in out.iterdir()
     ):
         shutil.rmtree(out, ignore_errors=True)
+        for parent in _CREATED_PARENTS:  # outputs/<name>/runs made for this run only: gone with it
+            with contextlib.suppress(OSError):
+                parent.rmdir()  # only if empty
         return "removed"
     # Lightning turns Ctrl-C into a graceful shutdown and sys.exit(1)
     interrupted = isinstance(error, KeyboardInterrupt) or isinstance(error.__context__, KeyboardInterrupt)

@@ -42,6 +42,7 @@ from filelock import FileLock
 from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
+from xmod_lab import hub
 from xmod_lab.data.sources import _HUB_ID, SourceSpec, _fill, _local_target
 
 log = logging.getLogger(__name__)
@@ -209,7 +210,8 @@ def open_rows(
         raise FileNotFoundError(f"Data file not found: {source.describe(lang, split)}. Check `path` and the language code.")
     else:
         name = _fill(source.name, lang, split_name) if source.name else None
-        ds = datasets.load_dataset(filled, name=name, split=split_name, streaming=streaming)
+        with hub.reaching("dataset", filled, "data.source.path", f" (config {name!r})" if name else ""):
+            ds = datasets.load_dataset(filled, name=name, split=split_name, streaming=streaming)
     if source.lang_column is not None:
         column, prefix = source.lang_column, f"{lang}-"
 

@@ -27,6 +27,7 @@ from typing import Any
 import datasets
 import pyarrow as pa
 
+from xmod_lab import hub
 from xmod_lab.data.languages import DEFAULT_LANGUAGE_MAP
 
 _FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".txt")
@@ -242,7 +243,8 @@ def load_split(source: SourceSpec | Mapping[str, Any] | str, lang: str, split: s
         )
     else:
         name = _fill(spec.name, lang, split_name) if spec.name else None
-        ds = datasets.load_dataset(filled, name=name, split=split_name)
+        with hub.reaching("dataset", filled, "data.source.path", f" (config {name!r})" if name else ""):
+            ds = datasets.load_dataset(filled, name=name, split=split_name)
     if spec.lang_column is not None:
         if spec.lang_column not in ds.column_names:
             raise ValueError(

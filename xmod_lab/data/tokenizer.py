@@ -20,6 +20,8 @@ from typing import Any
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, XLMRobertaTokenizer
 
+from xmod_lab import hub
+
 log = logging.getLogger(__name__)
 
 XLMR_TOKENIZER = "FacebookAI/xlm-roberta-base"
@@ -90,7 +92,8 @@ def load_tokenizer(name_or_path: str = XLMR_TOKENIZER) -> PreTrainedTokenizerBas
     if path.is_dir():
         check_model_directory(path)
     try:  # a hub repository with custom code is refused too (never an interactive prompt)
-        tok = AutoTokenizer.from_pretrained(str(path) if path.is_dir() else name_or_path, trust_remote_code=False)
+        with hub.reaching("tokenizer", name_or_path, "data.tokenizer"):
+            tok = AutoTokenizer.from_pretrained(str(path) if path.is_dir() else name_or_path, trust_remote_code=False)
     except ValueError as err:
         if "trust_remote_code" not in str(err):
             raise

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 from torchmetrics import MeanMetric
 
+from xmod_lab import hub
 from xmod_lab.models import XmodConfig
 from xmod_lab.models.freezing import apply_freeze_policy, parameter_report, resolve_policy
 from xmod_lab.results import check_eval_set_names, metric_key, with_averages
@@ -89,7 +90,8 @@ def build_model(
     pretrained = model.get("pretrained")
     if pretrained:
         _check_pretrained_source(pretrained)
-        ckpt_config = XmodConfig.from_pretrained(pretrained)
+        with hub.reaching("model", pretrained, "model.pretrained"):
+            ckpt_config = XmodConfig.from_pretrained(pretrained)
         clashing = {k: (getattr(ckpt_config, k, None), v) for k, v in arch.items() if getattr(ckpt_config, k, None) != v}
         if clashing:
             raise ValueError(
@@ -98,7 +100,8 @@ def build_model(
                 "Use adapter=default with a pretrained checkpoint."
             )
         _check_overrides(pretrained, ckpt_config, model.get("config") or {})
-        net = head_cls.from_pretrained(pretrained, **config)
+        with hub.reaching("model", pretrained, "model.pretrained"):
+            net = head_cls.from_pretrained(pretrained, **config)
         have = list(net.config.languages)
         _check_available(pretrained, have, wanted, to_add)
         if wanted is not None:
