@@ -102,8 +102,8 @@ def test_ddp_inside_multirun_trains_each_sweep_point_on_both_ranks(tmp_path):
     assert counts["2"] > counts["8"], "the sweep points built different models"
     # rank 1 wrote into the job directories only
     assert sorted(p.name for p in sweep.iterdir()) == [
-        "0_adapter_reduction_factor-2", "1_adapter_reduction_factor-8", "multirun.yaml", "sweep_summary.csv",
-        "sweep_summary.json"]  # fmt: skip
+        "0_adapter_reduction_factor-2", "1_adapter_reduction_factor-8", "multirun.yaml", "sweep_configs.csv",
+        "sweep_summary.csv", "sweep_summary.json"]  # fmt: skip
     assert [p.name for p in (tmp_path / "outputs" / "default").iterdir()] == ["multiruns"]
 
 def test_extra_ranks_re_enter_the_job_not_the_sweep(tmp_path, monkeypatch):
