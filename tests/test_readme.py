@@ -31,6 +31,8 @@ BIN = Path(sys.executable).parent
 # README command -> what runs instead, and why.
 MAPPED = {
     "make train": "xmod-train $ARGS (the Makefile's recipe; its `make install` step is the environment this test runs in)",
+    "make train-seeds": "xmod-train -m seed=$SEEDS $ARGS then xmod-report, as the Makefile's recipe (SEEDS 0,1 "
+                        "unless given: two seeds show the aggregation, six only cost time)",
     "make paper": "python -m xmod_lab.paper, toy form (--ks 2 --posthoc-k 2, FAST overrides), into the work folder",
     "jupyter lab": "jupyter lab --version (a server never exits); the notebook itself runs in tests/test_notebooks.py",
 }
@@ -111,6 +113,9 @@ make() {  # MAPPED / SKIPPED in tests/test_readme.py
     for a in "$@"; do [[ "$a" == ARGS=* ]] && ARGS="${a#ARGS=}"; done
     case "$target" in
         train) eval "xmod-train $ARGS" > /dev/null ;;
+        train-seeds) local SEEDS="0,1"
+               for a in "$@"; do [[ "$a" == SEEDS=* ]] && SEEDS="${a#SEEDS=}"; done
+               eval "xmod-train -m seed=$SEEDS $ARGS" > /dev/null && "$BIN/xmod-report" > /dev/null ;;
         paper) "$BIN/python" -m xmod_lab.paper --ks 2 --posthoc-k 2 --jobs 1 $FAST_TRAINER data.n_train=64 \
                    data.n_eval=16 data.n_corpus=200 > /dev/null ;;
         test|bench) echo "skipped: make $target $*"; return 0 ;;
