@@ -71,6 +71,21 @@ def test_a_missing_data_file_stops_before_the_run_directory(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("holdout", [0.0, 0.2])
+def test_a_missing_corpus_file_stops_before_the_run_directory(tmp_path, holdout):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for split in ("train", "validation", "test"):
+        (corpus / f"en.{split}.txt").write_text("a line of text\n" * 20)
+    missing = "de.train.txt" if holdout else "de.validation.txt"  # held-out blocks come from the train split
+    overrides = ["data=mlm_text", "task=masked_lm", f"data.source.path='{corpus}/{{lang}}.{{split}}.txt'",
+                 "data.tokenizer=unused/tokenizer", "languages.train=[en]", "languages.eval=[en,de]",
+                 f"data.holdout={holdout}", "data.num_workers=0"]
+    with pytest.raises(FileNotFoundError, match=rf"^Data file not found: .*corpus/{missing}"):
+        run(tmp_path, "train", *overrides, data=())
+    assert not (tmp_path / "run").exists()
+
+
 def test_xmod_train_with_a_bad_value_names_the_key_and_leaves_no_directory(tmp_path):
     out = cli("xmod-train", "pretrain=none", "data.batch_size=-1", cwd=tmp_path)
     assert out.returncode == 1

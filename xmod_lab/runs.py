@@ -108,12 +108,15 @@ def check_data_files(datamodule: Any, train_splits: Sequence[str], eval_splits: 
     """The local files the datamodule will read exist (a FileNotFoundError naming the first missing one), checked
     before the run directory is written: ``train_splits`` of each training language, ``eval_splits`` of each
     evaluation set. Hub datasets are checked as they load."""
-    source, eval_source = getattr(datamodule, "source", None), getattr(datamodule, "eval_source", None)
+    source = getattr(datamodule, "source", None)
+    eval_source = getattr(datamodule, "eval_source", source)  # language modelling: one source for every split
     spec = getattr(datamodule, "spec", None)
     if not isinstance(source, SourceSpec) or not isinstance(eval_source, SourceSpec) or spec is None:
         return
+    # language modelling with a holdout evaluates on rows held out of each language's train split
+    read = (lambda split: "train") if getattr(datamodule, "holdout", 0) else (lambda split: split)
     wanted = [(source, lang, split) for lang in spec.train_langs for split in train_splits]
-    wanted += [(eval_source, lang, split) for lang in spec.eval_langs for split in eval_splits]
+    wanted += [(eval_source, lang, read(split)) for lang in spec.eval_langs for split in eval_splits]
     for where, lang, split in wanted:
         missing = missing_local_file(where, lang, split)
         if missing:
