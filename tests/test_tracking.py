@@ -22,6 +22,7 @@ def read_wandb_records(run_dir: Path, timeout_s: float = 30.0) -> dict[str, list
     The file is a LevelDB-style log of protobuf records in 32 KiB blocks; wandb-core (a separate process)
     may still be flushing when the run is finished, so wait for the final ``exit`` record.
     """
+    from google.protobuf.message import DecodeError
     from wandb.proto import wandb_internal_pb2 as pb
 
     (path,) = run_dir.glob("run-*.wandb")
@@ -33,10 +34,17 @@ def read_wandb_records(run_dir: Path, timeout_s: float = 30.0) -> dict[str, list
                 pos += block - pos % block
                 continue
             _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+            if pos + 7 + length > len(data):  # a record wandb-core is still writing: read again
+                break
             chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
             if kind in (1, 4):  # full record, last fragment
                 record = pb.Record()
-                record.ParseFromString(pending + chunk)
+                try:
+                    record.ParseFromString(pending + chunk)
+                except DecodeError:  # its bytes are not flushed yet (the file grows in place): read again
+                    if time.monotonic() > deadline:
+                        raise
+                    break
                 records.setdefault(record.WhichOneof("record_type"), []).append(record)
                 pending = b""
             elif kind in (2, 3):
