@@ -75,6 +75,21 @@ def test_write_summary_csv_and_json(sweep):
     assert json.loads((sweep / "sweep_summary.json").read_text())["failed"] == ["3"]
 
 
+def test_a_failed_summary_write_keeps_the_previous_files_and_leaves_no_temporary_file(sweep, monkeypatch):
+    report.write_summary(sweep)
+    before = {name: (sweep / name).read_text() for name in (report.SUMMARY_CSV, report.CONFIGS_CSV)}
+    entries = set(os.listdir(sweep))
+
+    def fail(self, rows):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(report.csv.DictWriter, "writerows", fail)
+    with pytest.raises(OSError, match="disk full"):
+        report.write_summary(sweep)
+    assert {name: (sweep / name).read_text() for name in before} == before
+    assert set(os.listdir(sweep)) == entries
+
+
 def test_format_table_shows_varying_overrides_only(sweep):
     text = report.format_table(report.collect_sweep(sweep))
     assert "adapter_reduction_factor" in text and "max_steps" not in text

@@ -21,8 +21,9 @@ import csv
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from omegaconf import OmegaConf
 
@@ -281,24 +282,31 @@ def write_summary_files(summary: dict[str, Any], folder: Path) -> None:
     for row in rows:
         columns += [c for c in row if c not in columns and c != "error"]
     columns.append("error")
-    # several jobs may finish at once (submitit): write beside the target, then rename over it
-    tmp_json = folder / f".{SUMMARY_JSON}.{os.getpid()}"
-    tmp_json.write_text(json.dumps(summary, indent=2))
-    tmp_json.replace(folder / SUMMARY_JSON)
-    tmp_csv = folder / f".{SUMMARY_CSV}.{os.getpid()}"
-    with tmp_csv.open("w", newline="") as f:
+    _write_atomically(folder / SUMMARY_JSON, lambda f: f.write(json.dumps(summary, indent=2)))
+    _write_csv_atomically(folder / SUMMARY_CSV, rows, columns)
+    configs = seeds.config_rows(summary["configs"])
+    _write_csv_atomically(folder / CONFIGS_CSV, configs, list(dict.fromkeys(c for row in configs for c in row)))
+
+
+def _write_csv_atomically(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    def write(f: TextIO) -> None:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    tmp_csv.replace(folder / SUMMARY_CSV)
-    configs = seeds.config_rows(summary["configs"])
-    columns = list(dict.fromkeys(c for row in configs for c in row))
-    tmp_csv = folder / f".{CONFIGS_CSV}.{os.getpid()}"
-    with tmp_csv.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(configs)
-    tmp_csv.replace(folder / CONFIGS_CSV)
+
+    _write_atomically(path, write)
+
+
+def _write_atomically(path: Path, write: Callable[[TextIO], None]) -> None:
+    # several jobs may finish at once (submitit): write beside the target, then rename over it, so a
+    # reader sees the old file or the new one, never half of one; a failed write leaves no stray file
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    try:
+        with tmp.open("w", newline="") as f:
+            write(f)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def format_table(summary: dict[str, Any], metric: str | None = None) -> str:
