@@ -89,8 +89,7 @@ def run_test(task, batches, datamodule=None):
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[counter])
     n = task.model.config.num_labels
-    # the forward pass, scripted: logits that predict each batch's `predict` ids (the test step and the counter
-    # both call it)
+    # the forward pass, scripted: logits that predict each batch's `predict` ids (the counter reads the test step's)
     task.forward = lambda **batch: SimpleNamespace(logits=torch.nn.functional.one_hot(batch["predict"], n).float())
     trainer.test(task, dataloaders=[DataLoader(b, batch_size=None) for b in batches], verbose=False)
     table = {name: {k.split("/")[2]: float(v) for k, v in trainer.callback_metrics.items()
@@ -131,3 +130,57 @@ def test_sentence_task_shows_the_shortcut_column_only_with_a_measured_shortcut()
     assert "shortcut" in diagnostics.format_assessment(table, diag)
     _, plain = run_test(task, [[batch], [{**batch, "lang_ids": torch.ones(6, dtype=torch.long)}]])
     assert plain["flags"] == {} and "shortcut" not in diagnostics.format_assessment(table, plain)
+
+
+def _tiny_batch(kind, lang_id, rows=3, length=5):
+    ids = torch.randint(3, TINY["vocab_size"], (rows, length))
+    labels = torch.randint(0, len(PANX), (rows, length)) if kind == TOKEN else torch.randint(0, 3, (rows,))
+    if kind == TOKEN:
+        labels[:, 0] = -100  # an unscored position (a special token)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels,
+            "lang_ids": torch.full((rows,), lang_id)}
+
+
+@pytest.mark.parametrize("kind", [SENTENCE, TOKEN])
+def test_predicted_classes_are_counted_from_the_test_step_without_a_second_forward_pass(kind):
+    torch.manual_seed(0)
+    model = {"pretrained": None, "config": TINY}
+    task = (TokenClassificationTask(model=model, languages=LANGS, label_names=PANX) if kind == TOKEN else
+            SequenceClassificationTask(model=model, languages=LANGS, label_names=["a", "b", "c"]))
+    sets = {"en": [_tiny_batch(kind, 0) for _ in range(3)], "de": [_tiny_batch(kind, 1) for _ in range(2)]}
+    passes = []
+    task.model.register_forward_hook(lambda module, args, out: passes.append(1))
+    counter = diagnostics.PredictedClasses()
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[counter])
+    trainer.test(task, dataloaders=[DataLoader(b, batch_size=None) for b in sets.values()], verbose=False)
+    assert len(passes) == 5  # one per test batch
+
+    # what the former second pass counted: the eval-mode model's argmax over the scored positions
+    task.eval()
+    expected = {}
+    with torch.no_grad():
+        for name, batches in sets.items():
+            slot = expected.setdefault(name, {})
+            for b in batches:
+                preds = task.model(**{k: v for k, v in b.items() if k != "labels"}).logits.argmax(-1)
+                for k in preds[b["labels"] != -100].tolist():
+                    slot[k] = slot.get(k, 0) + 1
+    assert counter.predicted == expected
+    assert sum(counter.predicted["en"].values()) == (3 * 3 * 4 if kind == TOKEN else 3 * 3)
+    assert counter.num_classes == {"en": task.model.config.num_labels, "de": task.model.config.num_labels}
+
+
+def test_a_task_whose_test_step_returns_no_logits_is_not_counted_and_says_so(caplog):
+    task = SequenceClassificationTask(model={"pretrained": None, "config": TINY}, languages=LANGS,
+                                      label_names=["a", "b", "c"])
+    task.test_step = lambda batch, batch_idx, dataloader_idx=0: None
+    counter = diagnostics.PredictedClasses()
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[counter])
+    with caplog.at_level("WARNING", logger="xmod_lab.diagnostics"):
+        trainer.test(task, dataloaders=[DataLoader([_tiny_batch(SENTENCE, 0)] * 2, batch_size=None)], verbose=False)
+    assert counter.predicted == {}
+    assert [r.getMessage() for r in caplog.records if "not counted" in r.getMessage()] == [
+        "SequenceClassificationTask's evaluation step returns no {'logits': ...}: predicted classes are not "
+        "counted and a classifier predicting one class is not flagged"]

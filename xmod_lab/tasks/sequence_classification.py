@@ -75,16 +75,17 @@ class SequenceClassificationTask(LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         return loss
 
-    def _eval_step(self, batch: Mapping[str, Any], stage: str, dataloader_idx: int) -> None:
+    def _eval_step(self, batch: Mapping[str, Any], stage: str, dataloader_idx: int) -> dict[str, torch.Tensor]:
         logits = self(**{k: v for k, v in batch.items() if k != "labels"}).logits
         correct = (logits.argmax(-1) == batch["labels"]).float()
         self.metrics[stage][str(eval_set(self, dataloader_idx))].update(correct)
+        return {"logits": logits}  # the scored predictions, counted by diagnostics.PredictedClasses
 
-    def validation_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, "val", dataloader_idx)
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        return self._eval_step(batch, "val", dataloader_idx)
 
-    def test_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, "test", dataloader_idx)
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        return self._eval_step(batch, "test", dataloader_idx)
 
     def _log_epoch(self, stage: str) -> None:
         means = compute_means(self.metrics[stage], self.eval_sets)

@@ -130,19 +130,21 @@ class TokenClassificationTask(LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         return loss
 
-    def _eval_step(self, batch: Mapping[str, Any], stage: str, dataloader_idx: int) -> None:
+    def _eval_step(self, batch: Mapping[str, Any], stage: str, dataloader_idx: int) -> dict[str, torch.Tensor]:
         labels = batch["labels"]
-        preds = self(**{k: v for k, v in batch.items() if k != "labels"}).logits.argmax(-1)  # (B, T)
+        logits = self(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        preds = logits.argmax(-1)  # (B, T)
         index = str(eval_set(self, dataloader_idx))
         self.accuracy[stage][index].update((preds == labels).float()[labels != IGNORE])
         if self.f1 is not None:
             self.f1[stage][index].update(preds, labels)
+        return {"logits": logits}  # the scored predictions, counted by diagnostics.PredictedClasses
 
-    def validation_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, "val", dataloader_idx)
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        return self._eval_step(batch, "val", dataloader_idx)
 
-    def test_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, "test", dataloader_idx)
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        return self._eval_step(batch, "test", dataloader_idx)
 
     def _log_epoch(self, stage: str) -> None:
         scores = {name: {"acc": 100.0 * v} for name, v in compute_means(self.accuracy[stage], self.eval_sets).items()}
