@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.tasks.run_helpers import SHRINK, SYNTHETIC, compose_run, no_hydra
 from xmod_lab.eval import evaluate
@@ -40,6 +41,24 @@ def test_checkpoint_reproduces_the_training_run_metrics(trained):
         assert again[key] == pytest.approx(metrics[key], abs=1e-6), key
     assert (run_dir / "run_complete").is_file()
     assert json.loads((run_dir / "results.json").read_text())["test"] == results["test"]
+
+
+def test_the_checkpoint_file_is_read_once(trained, monkeypatch):
+    """The trust check, the task and the tokenizer all take the one object read from the file (a base model's
+    checkpoint is gigabytes)."""
+    tmp, cache, metrics, results = trained
+    reads = []
+    real_load = torch.load
+
+    def counting_load(f, *args, **kwargs):
+        reads.append(f if isinstance(f, str | Path) else type(f).__name__)
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    again, _ = run_eval(tmp, cache, f"ckpt_path={results['checkpoint']}", name="eval-read-once")
+    assert [str(f) for f in reads] == [results["checkpoint"]]
+    for key in [k for k in metrics if k.startswith("test/")]:
+        assert again[key] == pytest.approx(metrics[key], abs=1e-6), key
 
 
 def test_checkpoint_alone_reuses_the_training_run_settings(trained):

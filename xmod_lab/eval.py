@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import io
+import inspect
 import json
 import logging
-import pickle
 from collections.abc import Iterator
 from dataclasses import is_dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -30,33 +30,35 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 import xmod_lab.conf.schema  # noqa: F401  (registers eval_schema)
 from xmod_lab import diagnostics, results, runs, trust
-from xmod_lab.checkpoints import load_checkpoint, safe_loading, unsafe_checkpoint_message
+from xmod_lab.checkpoints import load_checkpoint
 from xmod_lab.tasks.common import plain
 
 log = logging.getLogger("xmod_lab.eval")
 
 
-def load_task(cfg: DictConfig) -> L.LightningModule:
-    """The task from a Lightning checkpoint (its saved hyper-parameters, our evaluation languages)."""
+def load_task(cfg: DictConfig, checkpoint: dict[str, Any]) -> L.LightningModule:
+    """The task from a Lightning checkpoint already read (``load_checkpoint(cfg.ckpt_path)``): its saved
+    hyper-parameters with our evaluation languages, and its weights. What ``load_from_checkpoint`` does, on the
+    object in hand: the file is read once per evaluation (it can be gigabytes)."""
     task_cls = get_class(cfg.task._target_)
-    source: str | io.BytesIO = cfg.ckpt_path
-    checkpoint = load_checkpoint(cfg.ckpt_path, mmap=True)
-    if migrate_hyperparameters(checkpoint.get("hyper_parameters") or {}):
+    hparams = checkpoint.get("hyper_parameters") or {}
+    if migrate_hyperparameters(hparams):
         log.info("%s was written by an older xmod-lab: its hyper-parameters are read in today's names", cfg.ckpt_path)
-        source = io.BytesIO()
-        torch.save(checkpoint, source)
-        source.seek(0)
+    arguments = {**hparams, "languages": plain(cfg.languages), "freeze": {"policy": "none"}}
+    accepted = inspect.signature(task_cls.__init__).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+        # as load_from_checkpoint: a hyper-parameter the task no longer takes is dropped
+        arguments = {k: v for k, v in arguments.items() if k in accepted and k != "self"}
     try:
-        with safe_loading():
-            return task_cls.load_from_checkpoint(source, map_location="cpu", weights_only=True,
-                                                 languages=plain(cfg.languages), freeze={"policy": "none"})
-    except pickle.UnpicklingError as err:
-        raise ValueError(unsafe_checkpoint_message(cfg.ckpt_path, err)) from err
+        task = task_cls(**arguments)
+        task.on_load_checkpoint(checkpoint)
+        task.load_state_dict(checkpoint["state_dict"], strict=task.strict_loading)
     except (TypeError, KeyError, RuntimeError) as err:
         raise ValueError(
             f"ckpt_path={cfg.ckpt_path!r} does not load as {task_cls.__name__} ({err}); "
             "pass the task=... (or experiment=...) the checkpoint was trained with"
         ) from err
+    return task
 
 
 # Names xmod-lab used before evaluation sets (adapter options under short names, a class count without the
@@ -207,7 +209,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     if cfg.ckpt_path and HydraConfig.initialized():
         cfg = reuse_training_config(cfg, overrides)
-    trust.check_handed_over(cfg)  # before any data preparation
+    # the checkpoint file is read here, once: every check and the task take the object
+    checkpoint = load_checkpoint(cfg.ckpt_path, mmap=True) if cfg.ckpt_path else None
+    trust.check_handed_over(cfg, checkpoint)  # before any data preparation
     cfg = runs.check_run_values(cfg, training=False)
     if cfg.split not in ("test", "validation"):
         raise ValueError(f"split={cfg.split!r}; choose test or validation")
@@ -216,11 +220,12 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
     with no_freezing_report():  # a checkpoint, or model.pretrained (an exported directory or a hub id) as is
         runs.check_task_fits_data(cfg)  # data=panx task=sequence_classification: refused before building
-        task = load_task(cfg) if cfg.ckpt_path else runs.build(cfg.task)
+        task = load_task(cfg, checkpoint) if checkpoint is not None else runs.build(cfg.task)
     datamodule = runs.build_datamodule(cfg, task.model.config.languages)
     runs.check_data_files(datamodule, [], [cfg.split])
     runs.use_model_tokenizer(datamodule, out, cfg.ckpt_path, cfg.model.get("pretrained"),
-                             explicit=runs.overridden(overrides, "data.tokenizer"))
+                             explicit=runs.overridden(overrides, "data.tokenizer"), checkpoint=checkpoint)
+    del checkpoint  # its weights are in the task now: the mapped file is not held through the evaluation
     runs.check_eval_sets(datamodule, task)
     runs.check_tokenizer_fits(datamodule, task.model)
     runs.start_run(out, cfg)

@@ -218,9 +218,10 @@ def overridden(overrides: list[str], key: str) -> bool:
 
 
 def use_model_tokenizer(datamodule: Any, out_dir: str | Path, ckpt_path: str | None, pretrained: str | None,
-                        explicit: bool) -> None:
+                        explicit: bool, checkpoint: Mapping[str, Any] | None = None) -> None:
     """The data tokenizes with the tokenizer the model was trained with: the one a checkpoint carries, or an
     exported directory's. With `data.tokenizer` given on the command line (`explicit`) it must be that one.
+    `checkpoint`: the contents of `ckpt_path` when the caller has read them already (not read again).
 
     A checkpoint without a record (written before records existed) keeps the configured tokenizer, with a
     warning: nothing can check it.
@@ -228,7 +229,7 @@ def use_model_tokenizer(datamodule: Any, out_dir: str | Path, ckpt_path: str | N
     if getattr(datamodule, "tokenizer", None) is None:
         return
     if ckpt_path:
-        record = load_checkpoint(ckpt_path, mmap=True).get(TOKENIZER_KEY)
+        record = (checkpoint if checkpoint is not None else load_checkpoint(ckpt_path, mmap=True)).get(TOKENIZER_KEY)
         if record is None:
             log.warning("%s records no tokenizer (written by an older xmod-lab): the configured one is used "
                         "unchecked; it must be the tokenizer of the training run", ckpt_path)

@@ -113,10 +113,12 @@ def check_hyperparameters(hparams: Mapping[str, Any], where: str) -> None:
     _check_node(hparams, where, "hyper_parameters", frozenset())
 
 
-def check_checkpoint(path: str | Path) -> None:
+def check_checkpoint(path: str | Path, checkpoint: Mapping[str, Any] | None = None) -> None:
     """A checkpoint handed over loads without code: weights_only unpickling, plain hyper-parameters, a tokenizer
-    record of tokenizer files only."""
-    checkpoint = load_checkpoint(path, mmap=True)
+    record of tokenizer files only. ``checkpoint``: the file's contents when the caller has read them already
+    (with ``load_checkpoint``, the weights_only reader), so the file is not read again."""
+    if checkpoint is None:
+        checkpoint = load_checkpoint(path, mmap=True)
     hparams = checkpoint.get("hyper_parameters") or {}
     check_hyperparameters(hparams, str(path))
     model = hparams.get("model")
@@ -138,11 +140,12 @@ def check_pretrained(source: str | None) -> None:
         check_weight_files(folder)
 
 
-def check_handed_over(cfg: DictConfig) -> None:
-    """Every file-trust check of a run, before any work: its checkpoint (``ckpt_path``), exported model directory
-    (``model.pretrained``) and local tokenizer directory (``data.tokenizer``)."""
+def check_handed_over(cfg: DictConfig, checkpoint: Mapping[str, Any] | None = None) -> None:
+    """Every file-trust check of a run, before any work: its checkpoint (``ckpt_path``; ``checkpoint``: its
+    contents, already read with ``load_checkpoint``), exported model directory (``model.pretrained``) and local
+    tokenizer directory (``data.tokenizer``)."""
     if cfg.get("ckpt_path"):
-        check_checkpoint(cfg.ckpt_path)
+        check_checkpoint(cfg.ckpt_path, checkpoint)
     check_pretrained(OmegaConf.select(cfg, "model.pretrained"))
     tokenizer = OmegaConf.select(cfg, "data.tokenizer")
     if isinstance(tokenizer, str) and Path(tokenizer).expanduser().is_dir():
