@@ -2,7 +2,8 @@
 
 configuration.py      XmodConfig (a transformers PretrainedConfig; same config.json), XMOD_LANGUAGES_81
 pretrained.py         XmodPreTrainedModel (a transformers PreTrainedModel): init, languages, save note
-modeling.py           the layer maths, the once-per-forward language routing and the XmodModel backbone
+modeling.py           the layer maths and the XmodModel backbone
+inputs.py             what forward checks first: the once-per-forward language routing, input shapes, lengths
 masks.py              attention and head masks (0/1 inputs -> additive float masks)
 heads.py              the six task heads (forward + losses); XmodForCausalLM generates via GenerationMixin
 checkpoint_checks.py  refuses a checkpoint whose languages/adapters/shapes do not fit, before loading
