@@ -43,6 +43,15 @@ def test_eval_config_composes(tmp_path):
     assert cfg.freeze.policy == "none" and cfg.split == "test"
 
 
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_every_experiment_preset_composes_for_xmod_eval_with_the_groups_it_gives_xmod_train(tmp_path, preset):
+    evaluation = compose(tmp_path, f"experiment={preset}", "ckpt_path=/x.ckpt", name="eval")
+    training = compose(tmp_path, f"experiment={preset}")
+    for group in ("task", "data", "model", "languages", "adapter", "trainer"):
+        assert OmegaConf.to_container(evaluation[group]) == OmegaConf.to_container(training[group]), group
+    assert evaluation.pretrain.overrides is None  # pretrain=none: xmod-eval never pre-trains
+
+
 @pytest.mark.parametrize("option", ["cpu", "ddp_cpu"])
 def test_cpu_trainers_instantiate(tmp_path, option):
     cfg = compose(tmp_path, f"trainer={option}")

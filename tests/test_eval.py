@@ -77,6 +77,21 @@ def test_checkpoint_alone_reuses_the_training_run_settings(trained):
     assert "n_eval: 24" in saved and "hidden_size: 32" in saved
 
 
+def test_an_experiment_preset_chooses_what_xmod_eval_evaluates(trained):
+    """`xmod-eval experiment=paper_nli ckpt_path=...`: the preset's task, data (its world) and evaluation languages,
+    not the training run's config.yaml; the training settings it also sets (pre-training, optimizer, export) are
+    read by nothing."""
+    tmp, cache, _, results = trained
+    again, run_dir = run_eval(tmp, cache, "experiment=paper_nli", f"ckpt_path={results['checkpoint']}",
+                              "languages=synthetic4", name="eval-preset")
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert list(saved["test"]) == ["en", "de", "fr", "ru", "zs_avg", "avg"]  # synthetic4; the preset trains on en
+    assert all(0.0 <= saved["test"][lang]["acc"] <= 100.0 for lang in saved["test"])
+    config = (run_dir / "config.yaml").read_text()
+    assert "private_facts: 128" in config and "shared_facts: 64" in config  # the paper world's data
+    assert not (run_dir / "export").exists() and "test/ru/acc" in again
+
+
 def test_exported_directory_reproduces_the_metrics_of_the_final_weights(trained):
     tmp, cache, _, results = trained
     last = json.loads((tmp / "train" / "results.json").read_text())

@@ -146,6 +146,13 @@ class TrainConf(_RunConf):
 class EvalConf(_RunConf):
     split: str = "test"  # "test" or "validation"
     freeze: FreezeConf = field(default_factory=lambda: FreezeConf(policy=FreezePolicy.none))
+    # An experiment preset (xmod-eval experiment=... ckpt_path=...) picks the task, data, model, languages, adapter
+    # and trainer to evaluate with; it also sets these training settings, which xmod-eval reads nowhere
+    pretrain: Optional[Any] = None
+    optimizer: Optional[OptimizerConf] = None
+    scheduler: Optional[SchedulerConf] = None
+    test: Optional[bool] = None
+    export_dir: Optional[str] = None
 
 
 def published_languages(checkpoint: str) -> list[str]:
