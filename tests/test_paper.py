@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -276,3 +277,40 @@ def test_curse_figures_draw_the_spread_over_seeds_and_no_bar_for_one_seed():
     (segments,) = [b.lines[2][0].get_segments() for b in bars]
     assert [round(seg[1][1] - seg[0][1], 6) for seg in segments] == [0.4, 0.4]  # mean ± sd
     assert not [c for c in figures["zero_shot_vs_k.png"].axes[0].containers if c.lines[2]]
+
+
+@pytest.mark.parametrize("sd", [None, 0.05])  # one seed, several
+def test_curse_figures_of_a_study_with_one_k(sd):
+    """`--ks 1 --posthoc-k 1`: the probe's loss at K = 1 per mode; the zero-shot panel (no language to transfer
+    to at K = 1) says it has nothing to plot instead of showing an empty axis with the modes in its legend."""
+    rows = [{"mode": mode, "languages": 1, "probe_mlm_loss": loss, "probe_mlm_loss_sd": sd, "zero_shot_acc": None,
+             "zero_shot_acc_sd": None, "flags": {"en": ["seed 0: predicts 1 of 3 classes"]}}
+            for mode, loss in (("shared", 6.5), ("modular", 6.4))]  # fmt: skip
+    figures = paper.curse_figures({"curse": rows, "chance": 33.33})
+    loss = figures["probe_loss_vs_k.png"].axes[0]
+    lines = {line.get_label(): line for line in loss.get_lines()}
+    for mode, value in (("shared", 6.5), ("modular", 6.4)):
+        assert list(lines[mode].get_ydata()) == [value]
+        assert lines[mode].get_xdata()[0] == pytest.approx(1.0, rel=0.1)  # K = 1, offset sideways
+    assert lines["shared"].get_xdata()[0] != lines["modular"].get_xdata()[0]
+    assert [t.get_text() for t in loss.get_xticklabels()] == ["1"] and loss.get_xlim()[0] < 1 < loss.get_xlim()[1]
+    assert len([c for c in loss.containers if c.lines[2]]) == (0 if sd is None else 2)
+    zero_shot = figures["zero_shot_vs_k.png"].axes[0]
+    assert [line.get_label() for line in zero_shot.get_lines()] == ["chance"]
+    assert [t.get_text() for t in zero_shot.texts if t.get_gid() == "empty"] == [
+        "nothing to plot: no zero-shot NLI accuracy (de) at K = 1"]
+    assert not [t for t in loss.texts if t.get_gid() == "empty"]
+    for fig in figures.values():
+        fig.savefig(io.BytesIO(), format="png")  # draws: the layout and the log axis work with one K
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["--ks", "1"], "--posthoc-k 8 is not among --ks 1: the post-hoc step adds a language to models of one of "
+                    "those K; pass it, e.g. --ks 1 --posthoc-k 1"),
+    (["--ks", "0,2", "--posthoc-k", "2"], "--ks 0,2: each K must lie in 1..16"),
+])  # fmt: skip
+def test_study_settings_that_cannot_run_are_refused_before_any_run(tmp_path, capsys, argv, needle):
+    with pytest.raises(SystemExit):
+        paper.main([*argv, "--out", str(tmp_path / "out")])
+    assert needle in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

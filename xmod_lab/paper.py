@@ -451,8 +451,11 @@ def curse_figures(summary: dict[str, Any]) -> dict[str, Any]:
          f"Zero-shot NLI accuracy on {ZERO_SHOT_PROBE} after English fine-tuning, against K"),
     ):  # fmt: skip
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        ks = sorted({r["languages"] for r in summary["curse"]})
         for mode, shift in zip(MODES, plots.offsets(len(MODES)), strict=True):
             rows = [r for r in summary["curse"] if r["mode"] == mode and r[key] is not None]
+            if not rows:  # no legend entry for a line that is not there
+                continue
             xs = [r["languages"] * 2**shift for r in rows]  # log axis: a multiplicative offset
             ax.plot(xs, [r[key] for r in rows], label=mode, markerfacecolor="none" if mode == "modular" else None,
                     **plots.MODE_STYLE[mode])
@@ -466,7 +469,9 @@ def curse_figures(summary: dict[str, Any]) -> dict[str, Any]:
                         markersize=10, mew=2, gid=plots.DEGENERATE, label="degenerate (flagged)")
         if key == "zero_shot_acc":
             ax.axhline(summary["chance"], color="grey", linestyle=":", label="chance")
-        ks = sorted({r["languages"] for r in summary["curse"]})
+        if not any(r[key] is not None for r in summary["curse"]):  # K = 1 only: no other language to transfer to
+            ax.text(0.5, 0.75, f"nothing to plot: no {label} at K = {', '.join(map(str, ks))}",
+                    transform=ax.transAxes, ha="center", va="center", gid="empty")  # above the chance line
         ax.set_xscale("log", base=2)
         ax.set_xlim(ks[0] / 1.5, ks[-1] * 1.5)  # fixed: a panel without points (K = 1 only) still has an axis
         ax.set_xticks(ks, [str(k) for k in ks])
@@ -508,8 +513,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="xmod-train overrides for every run (e.g. trainer.max_steps=5)")
     args = parser.parse_args(argv)
     ks = sorted({int(k) for k in args.ks.split(",")})
-    if ks[-1] > len(SYNTHETIC_LANGUAGES) or args.posthoc_k not in ks or ks[0] < 1:
-        parser.error(f"--ks must lie in 1..{len(SYNTHETIC_LANGUAGES)} and include --posthoc-k ({args.posthoc_k})")
+    if ks[-1] > len(SYNTHETIC_LANGUAGES) or ks[0] < 1:
+        parser.error(f"--ks {args.ks}: each K must lie in 1..{len(SYNTHETIC_LANGUAGES)}")
+    if args.posthoc_k not in ks:
+        parser.error(f"--posthoc-k {args.posthoc_k} is not among --ks {args.ks}: the post-hoc step adds a language "
+                     f"to models of one of those K; pass it, e.g. --ks {args.ks} --posthoc-k {ks[-1]}")
     if args.seeds < 1:
         parser.error(f"--seeds {args.seeds}: at least 1 (3 by default; the verdict needs 2 or more)")
     seeds = list(range(args.seeds))
