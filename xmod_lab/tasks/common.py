@@ -260,15 +260,6 @@ def configure_adamw(module: LightningModule, optimizer: Mapping[str, Any] | None
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-# Batch keys the X-MOD heads accept; collators may add others (example ids, offsets, ...).
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "lang_ids", "labels",
-                "start_positions", "end_positions")
-
-
-def model_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: batch[k] for k in MODEL_INPUTS if k in batch}
-
-
 class FloatMean(MeanMetric):
     """A MeanMetric that accumulates in float32 whatever the module is cast to: precision=bf16-true casts
     the whole LightningModule, and a bf16 sum keeps 8 significant bits (an accuracy of 0.734 read 73.44)."""
