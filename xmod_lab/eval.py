@@ -219,8 +219,6 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         task = load_task(cfg) if cfg.ckpt_path else runs.build(cfg.task)
     datamodule = runs.build_datamodule(cfg, task.model.config.languages)
     runs.check_data_files(datamodule, [], [cfg.split])
-    runs.use_model_tokenizer(datamodule, out, cfg.ckpt_path, cfg.model.get("pretrained"),
-                             explicit=runs.overridden(overrides, "data.tokenizer"))
     runs.check_eval_sets(datamodule, task)
     runs.check_tokenizer_fits(datamodule, task.model)
     runs.start_run(out, cfg)

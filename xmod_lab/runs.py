@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import inspect
 import json
 import logging
 import subprocess
 import typing
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +40,6 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from xmod_lab.checkpoints import TOKENIZER_KEY, TokenizerRecord, load_checkpoint
-from xmod_lab.data.common import replace_tokenizer
 from xmod_lab.data.sources import SourceSpec, missing_local_file
 from xmod_lab.data.tokenizer import (
     check_same_tokenizer,
@@ -69,8 +70,15 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
 
 def build_datamodule(cfg: DictConfig, languages: list[str]) -> Any:
     """The datamodule for a backbone whose adapters are `languages` (the built model's `config.languages`,
-    in index order: the one list `lang_ids` index into)."""
-    return build(cfg.data, languages=list(languages))
+    in index order: the one list `lang_ids` index into), tokenizing with the model's own tokenizer where the
+    model carries one (:func:`model_tokenizer`), chosen before it is built and passed as its `tokenizer`."""
+    chosen = model_tokenizer(cfg.paths.output_dir, cfg.get("ckpt_path"), cfg.model.get("pretrained"),
+                             explicit=overridden(command_line(), "data.tokenizer"))
+    takes = "tokenizer" in inspect.signature(get_object(cfg.data._target_)).parameters  # a datamodule of one's own may not
+    tokenizer = {"tokenizer": chosen.path} if chosen is not None and chosen.path is not None and takes else {}
+    datamodule = build(cfg.data, languages=list(languages), **tokenizer)
+    check_model_tokenizer(datamodule, chosen)
+    return datamodule
 
 
 def check_task_fits_data(cfg: DictConfig) -> None:
@@ -217,35 +225,52 @@ def overridden(overrides: list[str], key: str) -> bool:
     return any(o.split("=", 1)[0].lstrip("+~") == key for o in overrides)
 
 
-def use_model_tokenizer(datamodule: Any, out_dir: str | Path, ckpt_path: str | None, pretrained: str | None,
-                        explicit: bool) -> None:
-    """The data tokenizes with the tokenizer the model was trained with: the one a checkpoint carries, or an
-    exported directory's. With `data.tokenizer` given on the command line (`explicit`) it must be that one.
+def command_line() -> list[str]:
+    """The overrides given on the command line (none outside a Hydra run)."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+@dataclass(frozen=True)
+class ModelTokenizer:
+    """The tokenizer a model was trained with: ``path``, the one the data is to be built with (None: the
+    configured one, chosen on the command line), and the ``fingerprint`` it must have; ``what`` names the model."""
+
+    path: str | None
+    fingerprint: str
+    what: str
+
+
+def model_tokenizer(out_dir: str | Path, ckpt_path: str | None, pretrained: str | None,
+                    explicit: bool) -> ModelTokenizer | None:
+    """The tokenizer the data must use: the one a checkpoint carries (its files written to `<out_dir>/tokenizer`),
+    or an exported directory's. With `data.tokenizer` given on the command line (`explicit`) the configured one
+    is kept, and must be that one (:func:`check_model_tokenizer`). None: the model carries no tokenizer.
 
     A checkpoint without a record (written before records existed) keeps the configured tokenizer, with a
     warning: nothing can check it.
     """
-    if getattr(datamodule, "tokenizer", None) is None:
-        return
     if ckpt_path:
         record = load_checkpoint(ckpt_path, mmap=True).get(TOKENIZER_KEY)
         if record is None:
             log.warning("%s records no tokenizer (written by an older xmod-lab): the configured one is used "
                         "unchecked; it must be the tokenizer of the training run", ckpt_path)
-            return
-        what, fingerprint = f"the checkpoint {ckpt_path}", record["fingerprint"]
-        if not explicit:
-            replace_tokenizer(datamodule, str(write_tokenizer_files(record, Path(out_dir) / "tokenizer", ckpt_path)))
-    elif pretrained and (Path(pretrained).expanduser() / "tokenizer_config.json").is_file():
-        what = f"the model in {pretrained}"
-        if not explicit:
-            replace_tokenizer(datamodule, str(Path(pretrained).expanduser()))
-        fingerprint = tokenizer_fingerprint(load_tokenizer(str(Path(pretrained).expanduser())))
-    else:
+            return None
+        path = None if explicit else str(write_tokenizer_files(record, Path(out_dir) / "tokenizer", ckpt_path))
+        return ModelTokenizer(path, record["fingerprint"], f"the checkpoint {ckpt_path}")
+    if pretrained and (Path(pretrained).expanduser() / "tokenizer_config.json").is_file():
+        directory = str(Path(pretrained).expanduser())
+        fingerprint = tokenizer_fingerprint(load_tokenizer(directory))
+        return ModelTokenizer(None if explicit else directory, fingerprint, f"the model in {pretrained}")
+    return None
+
+
+def check_model_tokenizer(datamodule: Any, chosen: ModelTokenizer | None) -> None:
+    """The datamodule tokenizes with the model's tokenizer (a clear error naming both otherwise)."""
+    if chosen is None or getattr(datamodule, "tokenizer", None) is None:
         return
-    check_same_tokenizer(datamodule.tokenizer, fingerprint, what,
+    check_same_tokenizer(datamodule.tokenizer, chosen.fingerprint, chosen.what,
                          "Drop data.tokenizer=... to use the model's own tokenizer.")
-    log.info("tokenizer: %s's own (fingerprint %s)", what, fingerprint)
+    log.info("tokenizer: %s's own (fingerprint %s)", chosen.what, chosen.fingerprint)
 
 
 def tokenizer_callbacks(datamodule: Any, out_dir: str | Path) -> list[Callback]:

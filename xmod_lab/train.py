@@ -17,7 +17,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
@@ -49,9 +48,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = runs.build_datamodule(cfg, task.model.config.languages)
     runs.check_data_files(datamodule, ["train"] if cfg.train else [],
                           (["validation"] if cfg.train else []) + ["test" if cfg.test else "validation"])
-    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    runs.use_model_tokenizer(datamodule, out, cfg.ckpt_path, cfg.model.get("pretrained"),
-                             explicit=runs.overridden(overrides, "data.tokenizer"))
     runs.check_eval_sets(datamodule, task)
     runs.check_tokenizer_fits(datamodule, task.model)
     # the task names its main metric (checkpoint selection) unless the config does; saved with the config

@@ -167,15 +167,6 @@ class LazyTokenizer:
         return self._fingerprint
 
 
-def replace_tokenizer(datamodule: Any, name_or_path: str) -> None:
-    """Make ``datamodule`` tokenize with ``name_or_path`` instead of its configured tokenizer (a checkpoint's or an
-    export's own; tokenized caches are keyed on the tokenizer, so nothing stale is reused)."""
-    if not isinstance(getattr(datamodule, "_tokenizer", None), LazyTokenizer):
-        raise TypeError(f"{type(datamodule).__name__} does not take its tokenizer from a LazyTokenizer; "
-                        "cannot switch it to the model's own")
-    datamodule._tokenizer = LazyTokenizer(name_or_path)
-
-
 def first_rows(ds: datasets.Dataset, limit: int | None) -> datasets.Dataset:
     return ds.select(range(min(limit, len(ds)))) if limit is not None else ds
 
