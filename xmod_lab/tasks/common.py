@@ -27,6 +27,7 @@ from torchmetrics import MeanMetric
 from xmod_lab import hub
 from xmod_lab.models import XmodConfig
 from xmod_lab.models.freezing import apply_freeze_policy, parameter_report, resolve_policy
+from xmod_lab.options import ADAPTER_FIELDS
 from xmod_lab.results import check_eval_set_names, metric_key, with_averages
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,6 @@ log = logging.getLogger(__name__)
 # from torchmetrics' compute(), which already synced them: the warning is false for those keys only.
 SYNCED_METRIC_WARNING = r"It is recommended to use `self.log\('(val|test)/[^/']+/[^/']+', \.\.\., sync_dist=True\)`"
 warnings.filterwarnings("ignore", message=SYNCED_METRIC_WARNING)
-
-# The `adapter` group's keys: XmodConfig's adapter fields, under their own names.
-ADAPTER_FIELDS = ("adapter_reduction_factor", "adapter_layer_norm", "adapter_reuse_layer_norm", "ln_before_adapter",
-                  "adapter_mode", "adapter_layers", "adapter_activation")
 
 
 def plain(value: Any) -> Any:
@@ -58,7 +55,8 @@ def _adapter_overrides(adapter: Mapping[str, Any] | None) -> dict[str, Any]:
     adapter = dict(adapter or {})
     unknown = set(adapter) - set(ADAPTER_FIELDS)
     if unknown:
-        raise ValueError(f"unknown adapter option(s) {sorted(unknown)}; known (XmodConfig fields): {ADAPTER_FIELDS}")
+        raise ValueError(f"unknown adapter option(s) {sorted(unknown)}; known (XmodConfig fields): "
+                         f"{tuple(ADAPTER_FIELDS)}")
     return {k: v for k, v in adapter.items() if v is not None}  # null = keep the model's (or XmodConfig's) value
 
 
@@ -196,15 +194,14 @@ def eval_set(module: Any, dataloader_idx: int) -> int:
     return dataloader_idx
 
 
-def apply_freeze(net: nn.Module, policy: str = "paper", languages: Sequence[str] | None = None,
-           include: Sequence[str] = (), exclude: Sequence[str] = (), train_embeddings: bool = False,
-           train_head: bool = False, from_scratch: bool = False) -> dict[str, int]:
-    """Apply a freezing policy (xmod_lab.models.freezing); log and return the parameter counts."""
-    apply_freeze_policy(net, policy, languages=list(languages) if languages else None, include=list(include),
-                        exclude=list(exclude), train_embeddings=train_embeddings, train_head=train_head,
+def apply_freeze(net: nn.Module, from_scratch: bool = False, **freeze: Any) -> dict[str, int]:
+    """Apply a freezing policy (``freeze``: the arguments of xmod_lab.models.freezing.apply_freeze_policy, the
+    `freeze` config group); log and return the parameter counts."""
+    languages = freeze.get("languages")
+    apply_freeze_policy(net, **{**freeze, "languages": list(languages) if languages else None},
                         from_scratch=from_scratch)
     report = parameter_report(net)
-    log.info("freeze=%s: %s trainable, %s frozen parameters\n%s", policy, f"{report.trainable:,}",
+    log.info("freeze=%s: %s trainable, %s frozen parameters\n%s", freeze.get("policy"), f"{report.trainable:,}",
              f"{report.frozen:,}", report.table)
     return {"trainable": report.trainable, "frozen": report.frozen}
 
