@@ -112,6 +112,26 @@ def check_eval_sets(datamodule: Any, task: Any) -> None:
                          "take languages.eval")
 
 
+def check_adapters_trained(task: Any, datamodule: Any) -> None:
+    """freeze=adapters_only with ``freeze.languages`` trains only those adapters: each must be the adapter of a
+    training language, or it gets no gradient (when none is, nothing trains and the first step fails inside
+    torch). Refused before the run starts, with the fix."""
+    freeze = task.hparams.get("freeze") or {}
+    listed = [str(code) for code in freeze.get("languages") or []]
+    spec = getattr(datamodule, "spec", None)
+    if freeze.get("policy") != "adapters_only" or not listed or spec is None:
+        return
+    trained = list(dict.fromkeys(spec.train_languages))
+    unreached = [code for code in listed if code not in trained]
+    if unreached:
+        raise ValueError(
+            f"freeze=adapters_only trains the adapters of freeze.languages, but no training language goes through "
+            f"{unreached} (languages.train={list(spec.train_langs)} uses {trained}): they would get no gradient. "
+            f"Add their languages to languages.train, or train the adapters the data reaches: "
+            f"freeze.languages=[{','.join(trained)}]."
+        )
+
+
 def check_data_files(datamodule: Any, train_splits: Sequence[str], eval_splits: Sequence[str]) -> None:
     """The local files the datamodule will read exist (a FileNotFoundError naming the first missing one), checked
     before the run directory is written: ``train_splits`` of each training language, ``eval_splits`` of each

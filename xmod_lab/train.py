@@ -49,6 +49,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     runs.check_data_files(datamodule, ["train"] if cfg.train else [],
                           (["validation"] if cfg.train else []) + ["test" if cfg.test else "validation"])
     runs.check_eval_sets(datamodule, task)
+    if cfg.train:
+        runs.check_adapters_trained(task, datamodule)
     runs.check_tokenizer_fits(datamodule, task.model)
     # the task names its main metric (checkpoint selection) unless the config does; saved with the config
     # and the freezing policy it applied (freeze=auto: paper or none), so config.yaml says what ran

@@ -25,6 +25,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from xmod_lab import hub
+from xmod_lab.data.languages import to_xmod_language
 from xmod_lab.models import XmodConfig
 from xmod_lab.models.freezing import apply_freeze_policy, parameter_report, resolve_policy
 from xmod_lab.options import ADAPTER_FIELDS
@@ -170,8 +171,33 @@ def setup_task(module: LightningModule, head_cls: type, head_config: Mapping[str
     check_eval_set_names(module.eval_sets)
     freeze = dict(hp.freeze or {})
     freeze["policy"] = resolve_policy(freeze.get("policy", "auto"), from_scratch)  # auto: paper or none, as in conf
+    check_freeze_languages(freeze, module.model.config.languages, hp.languages)
     module.hparams["freeze"] = freeze
     module.parameter_counts = apply_freeze(module.model, **freeze, from_scratch=from_scratch)
+
+
+def check_freeze_languages(freeze: Mapping[str, Any], adapters: Sequence[str], languages: Mapping[str, Any]) -> None:
+    """``freeze.languages`` (freeze=adapters_only) names adapters of the built model: otherwise one message with the
+    fix, before anything trains (a dataset code given for its adapter code, or a language whose adapter is not
+    added yet)."""
+    listed = [str(code) for code in freeze.get("languages") or []]
+    unknown = [code for code in listed if code not in adapters]
+    if freeze.get("policy") != "adapters_only" or not unknown:
+        return
+    meant = {code: _adapter_code(code, languages.get("map")) for code in unknown}
+    if all(adapter in adapters for adapter in meant.values()):
+        fix = f"it takes adapter codes: freeze.languages=[{','.join(meant.get(code, code) for code in listed)}]"
+    else:
+        fix = ("a language without an adapter needs one first: +languages.add.<code>=<init_from_language> "
+               "(e.g. '+languages.add.rm_CH=[de_DE,fr_XX]'), or name adapters the model has")
+    raise ValueError(f"freeze.languages {unknown}: the model has no such adapter (its adapters: {list(adapters)}); {fix}")
+
+
+def _adapter_code(code: str, language_map: Mapping[str, str] | None) -> str | None:
+    try:
+        return to_xmod_language(code, language_map)
+    except ValueError:
+        return None
 
 
 def fit_in_train_mode(module: LightningModule) -> None:
