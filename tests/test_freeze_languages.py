@@ -59,6 +59,15 @@ def test_adapters_that_cannot_train_are_refused_before_the_run(tmp_path, cache_d
     assert not (tmp_path / "run" / "config.yaml").exists()  # refused before the run started
 
 
+@pytest.mark.parametrize("overrides", [["freeze.languages=[de]"], ["freeze.languages=[de_DE]", "languages.train=[en]"]],
+                         ids=["dataset-code", "unreached"])
+def test_refused_before_the_pre_training_stage(tmp_path, overrides):
+    """The default experiment pre-trains first (minutes): a freeze.languages that cannot train is refused before."""
+    with pytest.raises(ValueError, match="freeze.languages"):
+        run_train(tmp_path, tmp_path / "cache", "pretrain=auto", *overrides)
+    assert not (tmp_path / "cache" / "pretrained").exists()
+
+
 def test_the_adapters_of_the_training_languages_train(tmp_path, cache_dir, backbone):
     """The check refuses nothing that trains: the training language's adapter listed, the run trains it."""
     metrics = run_train(tmp_path, cache_dir, f"model.pretrained={backbone}", "freeze.languages=[de_DE]",

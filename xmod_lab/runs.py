@@ -40,6 +40,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from xmod_lab.checkpoints import TOKENIZER_KEY, TokenizerRecord, load_checkpoint
+from xmod_lab.data.languages import to_xmod_language
 from xmod_lab.data.sources import SourceSpec, missing_local_file
 from xmod_lab.data.tokenizer import (
     check_same_tokenizer,
@@ -51,6 +52,7 @@ from xmod_lab.data.tokenizer import (
 )
 from xmod_lab.results import AVG, csv_rows, format_table, metric_key
 from xmod_lab.run_dir import FAILED
+from xmod_lab.tasks.common import check_freeze_languages
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,27 @@ def check_eval_sets(datamodule: Any, task: Any) -> None:
                          "take languages.eval")
 
 
+def check_freeze_config(cfg: DictConfig) -> None:
+    """``freeze.languages`` (freeze=adapters_only) checked from the config alone, before the pre-training stage and
+    any build, where the config says enough: the model's adapters (``languages.adapters`` + ``languages.add``) and
+    the training languages' adapters (when each dataset code maps without the datamodule's own map). The built
+    task and datamodule are checked again (``setup_task``, :func:`check_adapters_trained`)."""
+    freeze = cfg.get("freeze") or {}
+    if str(freeze.get("policy")) != "adapters_only" or not freeze.get("languages") or not cfg.get("train", True):
+        return
+    languages = OmegaConf.to_container(cfg.languages, resolve=True)
+    assert isinstance(languages, dict)
+    listed = [str(code) for code in freeze.languages]
+    if languages.get("adapters") is not None:
+        adapters = [*languages["adapters"], *(languages.get("add") or {})]
+        check_freeze_languages({"policy": "adapters_only", "languages": listed}, adapters, languages)
+    try:
+        trained = [to_xmod_language(str(code), languages.get("map")) for code in languages["train"]]
+    except ValueError:  # a code only the datamodule maps (the synthetic rm): checked once it is built
+        return
+    _check_reached(listed, [str(code) for code in languages["train"]], trained)
+
+
 def check_adapters_trained(task: Any, datamodule: Any) -> None:
     """freeze=adapters_only with ``freeze.languages`` trains only those adapters: each must be the adapter of a
     training language, or it gets no gradient (when none is, nothing trains and the first step fails inside
@@ -119,14 +142,17 @@ def check_adapters_trained(task: Any, datamodule: Any) -> None:
     freeze = task.hparams.get("freeze") or {}
     listed = [str(code) for code in freeze.get("languages") or []]
     spec = getattr(datamodule, "spec", None)
-    if freeze.get("policy") != "adapters_only" or not listed or spec is None:
-        return
-    trained = list(dict.fromkeys(spec.train_languages))
+    if freeze.get("policy") == "adapters_only" and listed and spec is not None:
+        _check_reached(listed, list(spec.train_langs), list(spec.train_languages))
+
+
+def _check_reached(listed: list[str], train_langs: list[str], trained: list[str]) -> None:
+    trained = list(dict.fromkeys(trained))
     unreached = [code for code in listed if code not in trained]
     if unreached:
         raise ValueError(
             f"freeze=adapters_only trains the adapters of freeze.languages, but no training language goes through "
-            f"{unreached} (languages.train={list(spec.train_langs)} uses {trained}): they would get no gradient. "
+            f"{unreached} (languages.train={train_langs} uses {trained}): they would get no gradient. "
             f"Add their languages to languages.train, or train the adapters the data reaches: "
             f"freeze.languages=[{','.join(trained)}]."
         )

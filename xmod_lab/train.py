@@ -36,6 +36,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     runs.check_ckpt_path(cfg.ckpt_path)
     runs.check_task_fits_data(cfg)
     trust.check_handed_over(cfg)  # before pre-training or data preparation
+    runs.check_freeze_config(cfg)  # freeze.languages, as far as the config tells, before pre-training
     cfg = runs.check_run_values(cfg, training=True)
     if cfg.ckpt_path and rank_zero_only.rank == 0:  # the run resumed from: a kill during a save left these
         remove_partial_files(Path(cfg.ckpt_path).parent)
