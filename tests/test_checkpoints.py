@@ -204,13 +204,20 @@ def test_a_tokenizer_that_does_not_match_the_checkpoint_is_a_clear_error(trained
     other = tmp_path / "other"
     train_tokenizer([f"Anna {i} kalo Ben {i % 7}" for i in range(300)], 60, other)
     source = next(Path(p) for p in run_dir.parent.parent.glob("cache/synthetic/*/xnli"))
-    datamodule = SentencePairDataModule(source={"path": f"{source}/{{lang}}/{{split}}.jsonl"}, tokenizer=str(other),
-                                        languages=["en_XX", "de_DE"], train_langs=["en"])
+
+    def datamodule(tokenizer: str) -> SentencePairDataModule:
+        return SentencePairDataModule(source={"path": f"{source}/{{lang}}/{{split}}.jsonl"}, tokenizer=tokenizer,
+                                      languages=["en_XX", "de_DE"], train_langs=["en"])
+
     ckpt = run_dir / "checkpoints" / "last.ckpt"
+    chosen = runs.model_tokenizer(tmp_path / "out", str(ckpt), None, explicit=True)
+    assert chosen.path is None  # data.tokenizer given: kept, and checked
     with pytest.raises(ValueError, match=r"is not the tokenizer the checkpoint .*last.ckpt was trained with"):
-        runs.use_model_tokenizer(datamodule, tmp_path / "out", str(ckpt), None, explicit=True)
-    runs.use_model_tokenizer(datamodule, tmp_path / "out", str(ckpt), None, explicit=False)  # not chosen: replaced
-    assert tokenizer_fingerprint(datamodule.tokenizer) == load_checkpoint(ckpt)[TOKENIZER_KEY]["fingerprint"]
+        runs.check_model_tokenizer(datamodule(str(other)), chosen)
+    chosen = runs.model_tokenizer(tmp_path / "out", str(ckpt), None, explicit=False)  # not chosen: the checkpoint's
+    built = datamodule(chosen.path)
+    runs.check_model_tokenizer(built, chosen)
+    assert tokenizer_fingerprint(built.tokenizer) == load_checkpoint(ckpt)[TOKENIZER_KEY]["fingerprint"]
 
 
 # -- no code runs from a file a user was handed ------------------------------------------------------------------

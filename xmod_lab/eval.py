@@ -221,10 +221,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     with no_freezing_report():  # a checkpoint, or model.pretrained (an exported directory or a hub id) as is
         runs.check_task_fits_data(cfg)  # data=panx task=sequence_classification: refused before building
         task = load_task(cfg, checkpoint) if checkpoint is not None else runs.build(cfg.task)
-    datamodule = runs.build_datamodule(cfg, task.model.config.languages)
+    datamodule = runs.build_datamodule(cfg, task.model.config.languages, checkpoint=checkpoint)
     runs.check_data_files(datamodule, [], [cfg.split])
-    runs.use_model_tokenizer(datamodule, out, cfg.ckpt_path, cfg.model.get("pretrained"),
-                             explicit=runs.overridden(overrides, "data.tokenizer"), checkpoint=checkpoint)
     del checkpoint  # its weights are in the task now: the mapped file is not held through the evaluation
     runs.check_eval_sets(datamodule, task)
     runs.check_tokenizer_fits(datamodule, task.model)

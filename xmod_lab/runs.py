@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import inspect
 import json
 import logging
 import subprocess
 import typing
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +40,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from xmod_lab.checkpoints import TOKENIZER_KEY, TokenizerRecord, load_checkpoint
-from xmod_lab.data.common import replace_tokenizer
+from xmod_lab.data.languages import to_xmod_language
 from xmod_lab.data.sources import SourceSpec, missing_local_file
 from xmod_lab.data.tokenizer import (
     check_same_tokenizer,
@@ -50,6 +52,7 @@ from xmod_lab.data.tokenizer import (
 )
 from xmod_lab.results import AVG, csv_rows, format_table, metric_key
 from xmod_lab.run_dir import FAILED
+from xmod_lab.tasks.common import check_freeze_languages
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +70,18 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
         raise
 
 
-def build_datamodule(cfg: DictConfig, languages: list[str]) -> Any:
+def build_datamodule(cfg: DictConfig, languages: list[str], checkpoint: Mapping[str, Any] | None = None) -> Any:
     """The datamodule for a backbone whose adapters are `languages` (the built model's `config.languages`,
-    in index order: the one list `lang_ids` index into)."""
-    return build(cfg.data, languages=list(languages))
+    in index order: the one list `lang_ids` index into), tokenizing with the model's own tokenizer where the
+    model carries one (:func:`model_tokenizer`), chosen before it is built and passed as its `tokenizer`.
+    `checkpoint`: the contents of `ckpt_path` when the caller has read them already (not read again)."""
+    chosen = model_tokenizer(cfg.paths.output_dir, cfg.get("ckpt_path"), cfg.model.get("pretrained"),
+                             explicit=overridden(command_line(), "data.tokenizer"), checkpoint=checkpoint)
+    takes = "tokenizer" in inspect.signature(get_object(cfg.data._target_)).parameters  # a datamodule of one's own may not
+    tokenizer = {"tokenizer": chosen.path} if chosen is not None and chosen.path is not None and takes else {}
+    datamodule = build(cfg.data, languages=list(languages), **tokenizer)
+    check_model_tokenizer(datamodule, chosen)
+    return datamodule
 
 
 def check_task_fits_data(cfg: DictConfig) -> None:
@@ -102,6 +113,50 @@ def check_eval_sets(datamodule: Any, task: Any) -> None:
     if data_sets != list(task.eval_sets):
         raise ValueError(f"data evaluates {data_sets} but the task scores {task.eval_sets} (in this order); both "
                          "take languages.eval")
+
+
+def check_freeze_config(cfg: DictConfig) -> None:
+    """``freeze.languages`` (freeze=adapters_only) checked from the config alone, before the pre-training stage and
+    any build, where the config says enough: the model's adapters (``languages.adapters`` + ``languages.add``) and
+    the training languages' adapters (when each dataset code maps without the datamodule's own map). The built
+    task and datamodule are checked again (``setup_task``, :func:`check_adapters_trained`)."""
+    freeze = cfg.get("freeze") or {}
+    if str(freeze.get("policy")) != "adapters_only" or not freeze.get("languages") or not cfg.get("train", True):
+        return
+    languages = OmegaConf.to_container(cfg.languages, resolve=True)
+    assert isinstance(languages, dict)
+    listed = [str(code) for code in freeze.languages]
+    if languages.get("adapters") is not None:
+        adapters = [*languages["adapters"], *(languages.get("add") or {})]
+        check_freeze_languages({"policy": "adapters_only", "languages": listed}, adapters, languages)
+    try:
+        trained = [to_xmod_language(str(code), languages.get("map")) for code in languages["train"]]
+    except ValueError:  # a code only the datamodule maps (the synthetic rm): checked once it is built
+        return
+    _check_reached(listed, [str(code) for code in languages["train"]], trained)
+
+
+def check_adapters_trained(task: Any, datamodule: Any) -> None:
+    """freeze=adapters_only with ``freeze.languages`` trains only those adapters: each must be the adapter of a
+    training language, or it gets no gradient (when none is, nothing trains and the first step fails inside
+    torch). Refused before the run starts, with the fix."""
+    freeze = task.hparams.get("freeze") or {}
+    listed = [str(code) for code in freeze.get("languages") or []]
+    spec = getattr(datamodule, "spec", None)
+    if freeze.get("policy") == "adapters_only" and listed and spec is not None:
+        _check_reached(listed, list(spec.train_langs), list(spec.train_languages))
+
+
+def _check_reached(listed: list[str], train_langs: list[str], trained: list[str]) -> None:
+    trained = list(dict.fromkeys(trained))
+    unreached = [code for code in listed if code not in trained]
+    if unreached:
+        raise ValueError(
+            f"freeze=adapters_only trains the adapters of freeze.languages, but no training language goes through "
+            f"{unreached} (languages.train={train_langs} uses {trained}): they would get no gradient. "
+            f"Add their languages to languages.train, or train the adapters the data reaches: "
+            f"freeze.languages=[{','.join(trained)}]."
+        )
 
 
 def check_data_files(datamodule: Any, train_splits: Sequence[str], eval_splits: Sequence[str]) -> None:
@@ -217,36 +272,53 @@ def overridden(overrides: list[str], key: str) -> bool:
     return any(o.split("=", 1)[0].lstrip("+~") == key for o in overrides)
 
 
-def use_model_tokenizer(datamodule: Any, out_dir: str | Path, ckpt_path: str | None, pretrained: str | None,
-                        explicit: bool, checkpoint: Mapping[str, Any] | None = None) -> None:
-    """The data tokenizes with the tokenizer the model was trained with: the one a checkpoint carries, or an
-    exported directory's. With `data.tokenizer` given on the command line (`explicit`) it must be that one.
+def command_line() -> list[str]:
+    """The overrides given on the command line (none outside a Hydra run)."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+@dataclass(frozen=True)
+class ModelTokenizer:
+    """The tokenizer a model was trained with: ``path``, the one the data is to be built with (None: the
+    configured one, chosen on the command line), and the ``fingerprint`` it must have; ``what`` names the model."""
+
+    path: str | None
+    fingerprint: str
+    what: str
+
+
+def model_tokenizer(out_dir: str | Path, ckpt_path: str | None, pretrained: str | None, explicit: bool,
+                    checkpoint: Mapping[str, Any] | None = None) -> ModelTokenizer | None:
+    """The tokenizer the data must use: the one a checkpoint carries (its files written to `<out_dir>/tokenizer`),
+    or an exported directory's. With `data.tokenizer` given on the command line (`explicit`) the configured one
+    is kept, and must be that one (:func:`check_model_tokenizer`). None: the model carries no tokenizer.
     `checkpoint`: the contents of `ckpt_path` when the caller has read them already (not read again).
 
     A checkpoint without a record (written before records existed) keeps the configured tokenizer, with a
     warning: nothing can check it.
     """
-    if getattr(datamodule, "tokenizer", None) is None:
-        return
     if ckpt_path:
         record = (checkpoint if checkpoint is not None else load_checkpoint(ckpt_path, mmap=True)).get(TOKENIZER_KEY)
         if record is None:
             log.warning("%s records no tokenizer (written by an older xmod-lab): the configured one is used "
                         "unchecked; it must be the tokenizer of the training run", ckpt_path)
-            return
-        what, fingerprint = f"the checkpoint {ckpt_path}", record["fingerprint"]
-        if not explicit:
-            replace_tokenizer(datamodule, str(write_tokenizer_files(record, Path(out_dir) / "tokenizer", ckpt_path)))
-    elif pretrained and (Path(pretrained).expanduser() / "tokenizer_config.json").is_file():
-        what = f"the model in {pretrained}"
-        if not explicit:
-            replace_tokenizer(datamodule, str(Path(pretrained).expanduser()))
-        fingerprint = tokenizer_fingerprint(load_tokenizer(str(Path(pretrained).expanduser())))
-    else:
+            return None
+        path = None if explicit else str(write_tokenizer_files(record, Path(out_dir) / "tokenizer", ckpt_path))
+        return ModelTokenizer(path, record["fingerprint"], f"the checkpoint {ckpt_path}")
+    if pretrained and (Path(pretrained).expanduser() / "tokenizer_config.json").is_file():
+        directory = str(Path(pretrained).expanduser())
+        fingerprint = tokenizer_fingerprint(load_tokenizer(directory))
+        return ModelTokenizer(None if explicit else directory, fingerprint, f"the model in {pretrained}")
+    return None
+
+
+def check_model_tokenizer(datamodule: Any, chosen: ModelTokenizer | None) -> None:
+    """The datamodule tokenizes with the model's tokenizer (a clear error naming both otherwise)."""
+    if chosen is None or getattr(datamodule, "tokenizer", None) is None:
         return
-    check_same_tokenizer(datamodule.tokenizer, fingerprint, what,
+    check_same_tokenizer(datamodule.tokenizer, chosen.fingerprint, chosen.what,
                          "Drop data.tokenizer=... to use the model's own tokenizer.")
-    log.info("tokenizer: %s's own (fingerprint %s)", what, fingerprint)
+    log.info("tokenizer: %s's own (fingerprint %s)", chosen.what, chosen.fingerprint)
 
 
 def tokenizer_callbacks(datamodule: Any, out_dir: str | Path) -> list[Callback]:

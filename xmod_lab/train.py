@@ -17,7 +17,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
@@ -37,6 +36,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     runs.check_ckpt_path(cfg.ckpt_path)
     runs.check_task_fits_data(cfg)
     trust.check_handed_over(cfg)  # before pre-training or data preparation
+    runs.check_freeze_config(cfg)  # freeze.languages, as far as the config tells, before pre-training
     cfg = runs.check_run_values(cfg, training=True)
     if cfg.ckpt_path and rank_zero_only.rank == 0:  # the run resumed from: a kill during a save left these
         remove_partial_files(Path(cfg.ckpt_path).parent)
@@ -49,10 +49,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = runs.build_datamodule(cfg, task.model.config.languages)
     runs.check_data_files(datamodule, ["train"] if cfg.train else [],
                           (["validation"] if cfg.train else []) + ["test" if cfg.test else "validation"])
-    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    runs.use_model_tokenizer(datamodule, out, cfg.ckpt_path, cfg.model.get("pretrained"),
-                             explicit=runs.overridden(overrides, "data.tokenizer"))
     runs.check_eval_sets(datamodule, task)
+    if cfg.train:
+        runs.check_adapters_trained(task, datamodule)
     runs.check_tokenizer_fits(datamodule, task.model)
     # the task names its main metric (checkpoint selection) unless the config does; saved with the config
     # and the freezing policy it applied (freeze=auto: paper or none), so config.yaml says what ran

@@ -9,30 +9,24 @@ logger, callbacks) are typed `Any`: instantiation itself rejects an unknown argu
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from enum import StrEnum
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
+
+from xmod_lab.options import ADAPTER_FIELDS, ADAPTER_MODES, AUTO_POLICY, FREEZE_ARGUMENTS, FREEZE_POLICIES
 
 # OmegaConf reads the annotations at runtime: keep typing.Optional/Union (no `X | None` strings).
 # ruff: noqa: UP007, UP045
 
 
-class AdapterMode(StrEnum):
-    modular = "modular"  # one adapter per language (X-MOD)
-    shared = "shared"  # one adapter for every language (the paper's non-modular baseline)
-    none = "none"  # no adapters (XLM-R-like)
-
-
-class FreezePolicy(StrEnum):
-    auto = "auto"  # paper after loading or pre-training the backbone, none from scratch (xmod-train's default)
-    none = "none"
-    paper = "paper"  # embeddings + all adapters + adapter LayerNorms frozen
-    adapters_only = "adapters_only"  # only `languages`' adapters train (adding a language)
-    head_only = "head_only"
-    custom = "custom"  # include / exclude regexes over parameter names
+# The allowed values and the keys of `adapter` and `freeze` come from xmod_lab.options, where the model layer
+# reads them too: one list of each.
+AdapterMode = StrEnum("AdapterMode", [(mode, mode) for mode in ADAPTER_MODES], module=__name__)
+FreezePolicy = StrEnum("FreezePolicy", [(p, p) for p in (AUTO_POLICY, *FREEZE_POLICIES)], module=__name__)
+_CHOICES = {"adapter_mode": AdapterMode, "policy": FreezePolicy}  # typed as one of their values
 
 
 class Schedule(StrEnum):
@@ -59,30 +53,19 @@ class LanguagesConf:
     map: dict[str, str] = field(default_factory=dict)  # dataset code -> X-MOD code, beyond the defaults
 
 
-@dataclass
-class AdapterConf:
-    """XmodConfig's adapter fields, under their own names (models built from scratch); null keeps the
-    XmodConfig/checkpoint value."""
-
-    adapter_reduction_factor: Optional[Union[int, float]] = None
-    adapter_layer_norm: Optional[bool] = None
-    adapter_reuse_layer_norm: Optional[bool] = None
-    ln_before_adapter: Optional[bool] = None
-    adapter_mode: Optional[AdapterMode] = None
-    adapter_layers: Optional[list[int]] = None
-    adapter_activation: Optional[str] = None
+def _field(default: Any) -> Any:
+    if isinstance(default, tuple | list):  # a sequence default: a fresh list for each config
+        return field(default_factory=lambda: list(default))
+    return field(default=default)
 
 
-@dataclass
-class FreezeConf:
-    """Arguments of xmod_lab.models.freezing.apply_freeze_policy."""
-
-    policy: FreezePolicy = FreezePolicy.auto
-    languages: Optional[list[str]] = None
-    include: list[str] = field(default_factory=list)
-    exclude: list[str] = field(default_factory=list)
-    train_embeddings: bool = False
-    train_head: bool = False
+AdapterConf = make_dataclass("AdapterConf", [
+    (name, Optional[_CHOICES.get(name, kind)], field(default=None)) for name, kind in ADAPTER_FIELDS.items()
+], namespace={"__module__": __name__, "__doc__": "XmodConfig's adapter fields, under their own names (models "
+              "built from scratch); null keeps the XmodConfig/checkpoint value."})
+FreezeConf = make_dataclass("FreezeConf", [
+    (name, _CHOICES.get(name, kind), _field(default)) for name, (kind, default) in FREEZE_ARGUMENTS.items()
+], namespace={"__module__": __name__, "__doc__": "Arguments of xmod_lab.models.freezing.apply_freeze_policy."})
 
 
 @dataclass

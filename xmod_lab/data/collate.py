@@ -8,22 +8,24 @@ reaches the model: pass ``model_inputs(batch)`` to the model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 IGNORE_INDEX = -100  # the label that cross-entropy ignores (padding, non-first subwords, unmasked MLM tokens)
-MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "lang_ids", "labels", "start_positions", "end_positions")
+# Batch keys the X-MOD heads' forward() accepts (a batch given by other code may carry token_type_ids)
+MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids", "lang_ids", "labels", "start_positions",
+                    "end_positions")
 _TENSOR_SCALARS = ("lang_ids", "start_positions", "end_positions")
 # QA evaluation: what turns logits back into answer text and scores it (xmod_lab.tasks.qa_scoring)
 EVAL_METADATA = ("example_id", "offset_mapping", "context", "answers", "answer_language")
 
 
-def model_inputs(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The subset of a batch that X-MOD forward() accepts (drops evaluation metadata)."""
-    return {k: v for k, v in batch.items() if k in MODEL_INPUT_KEYS}
+def model_inputs(batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The subset of a batch that X-MOD forward() accepts (drops evaluation metadata): what every task passes."""
+    return {k: batch[k] for k in MODEL_INPUT_KEYS if k in batch}
 
 
 def _round_up(n: int, multiple: int | None) -> int:

@@ -1,6 +1,7 @@
-"""Plain helpers the datamodules share: the arguments they all take (:class:`DataSetup`), the lazily loaded
-tokenizer, the on-disk tokenization cache, label checks, language-tagged datasets and dataloader
-construction. (Functions and records, not a base class: each datamodule stays readable on its own.)"""
+"""What the datamodules share: the arguments they all take (:class:`DataSetup`), the lazily loaded tokenizer,
+the on-disk tokenization cache, label checks, language-tagged datasets, dataloader construction, and the
+skeleton of the datamodules of per-language examples (:class:`LanguageDataModule`: each subclass says how one
+language's split is tokenized)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ from typing import Any
 
 import datasets
 import numpy as np
+from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase
 
+from xmod_lab.data.collate import PadCollator
 from xmod_lab.data.languages import language_ids, script_mismatch, to_xmod_language
 from xmod_lab.data.sampling import (
     BATCHING_MODES,
@@ -165,15 +168,6 @@ class LazyTokenizer:
     def fingerprint(self) -> str:
         self.get()
         return self._fingerprint
-
-
-def replace_tokenizer(datamodule: Any, name_or_path: str) -> None:
-    """Make ``datamodule`` tokenize with ``name_or_path`` instead of its configured tokenizer (a checkpoint's or an
-    export's own; tokenized caches are keyed on the tokenizer, so nothing stale is reused)."""
-    if not isinstance(getattr(datamodule, "_tokenizer", None), LazyTokenizer):
-        raise TypeError(f"{type(datamodule).__name__} does not take its tokenizer from a LazyTokenizer; "
-                        "cannot switch it to the model's own")
-    datamodule._tokenizer = LazyTokenizer(name_or_path)
 
 
 def first_rows(ds: datasets.Dataset, limit: int | None) -> datasets.Dataset:
@@ -509,3 +503,66 @@ def eval_loaders(
         )
         for d in loaded(data, split, source)
     ]
+
+
+class LanguageDataModule(LightningDataModule):
+    """The skeleton of the datamodules of per-language examples (sentence pairs, tagged words, multiple choice,
+    QA): the checked shared arguments (``spec``), the train source and the evaluation one (``eval_source``: a
+    zero-shot setup may evaluate on another dataset), the tokenizer (loaded on first use), the loaded splits, one
+    training loader over every train language and one loader per evaluation set, and the training data position
+    (in checkpoints: a mid-epoch resume continues at the next batch). A subclass tokenizes: ``_split(lang,
+    split)`` is one language's split, tokenized and cached."""
+
+    def __init__(self, source: Mapping[str, Any] | str, tokenizer: str, setup: DataSetup,
+                 eval_source: Mapping[str, Any] | str | None = None) -> None:
+        super().__init__()
+        self.spec = setup
+        self.source = SourceSpec.coerce(source)
+        self.eval_source = eval_source_or_train(self.source, eval_source)
+        self.train_languages, self.eval_languages = setup.train_languages, setup.eval_languages
+        self._tokenizer = LazyTokenizer(tokenizer)
+        self._data: dict[str, list[TaggedDataset]] = {}
+        self.position = DataPosition()
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        return self._tokenizer.get()
+
+    def _split(self, lang: str, split: str) -> datasets.Dataset:
+        raise NotImplementedError
+
+    def _source(self, split: str) -> SourceSpec:
+        return self.source if split == "train" else self.eval_source
+
+    def _plan(self, stage: str | None) -> list[tuple[str, list[str], list[int]]]:
+        return self.spec.stage_splits(stage, lambda split: self._source(split).has_split(split))
+
+    def prepare_data(self) -> None:
+        # Runs on one process per node: fill the cache so the other ranks only read it in setup().
+        if self.spec.cache_dir is not None:
+            tagged_splits(self._plan(None), self._split)
+
+    def setup(self, stage: str | None = None) -> None:
+        self._data.update(tagged_splits(self._plan(stage), self._split, (self.spec, self.tokenizer)))
+
+    def _collate(self) -> PadCollator:
+        return PadCollator(self.tokenizer.pad_token_id)
+
+    def train_dataloader(self) -> DataLoader:
+        return train_loader(self._data, self._source("train"), self._collate(), self.spec, self.position)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders("validation")
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders("test")
+
+    def _eval_loaders(self, split: str) -> list[DataLoader]:
+        return eval_loaders(self._data, split, self._source(split), self._collate(), self.spec)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training data position (saved in checkpoints; a mid-epoch resume continues at the next batch)."""
+        return self.position.state_dict(getattr(self, "trainer", None))
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.position.load_state_dict(state_dict)

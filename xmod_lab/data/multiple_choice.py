@@ -7,28 +7,19 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import datasets
-from lightning import LightningDataModule
-from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from xmod_lab.data.collate import PadCollator
 from xmod_lab.data.common import (
-    LazyTokenizer,
-    TaggedDataset,
+    LanguageDataModule,
     cache_key,
     cached,
     check_columns,
     check_values,
     data_setup,
-    eval_loaders,
-    eval_source_or_train,
     first_rows,
     label_indices,
-    tagged_splits,
-    train_loader,
 )
-from xmod_lab.data.sampling import DataPosition
-from xmod_lab.data.sources import SourceSpec, load_split
+from xmod_lab.data.sources import load_split
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +65,7 @@ def encode_choices(
     return datasets.Dataset.from_dict({"input_ids": input_ids, "labels": labels})
 
 
-class MultipleChoiceDataModule(LightningDataModule):
+class MultipleChoiceDataModule(LanguageDataModule):
     """Languages, batching and one eval loader per language as in :class:`SentencePairDataModule`;
     batches hold ``input_ids``/``attention_mask`` of shape [B, C, T] and ``labels`` [B] (choice index)."""
 
@@ -103,26 +94,16 @@ class MultipleChoiceDataModule(LightningDataModule):
         max_eval_examples: int | None = None,
         eval_source: Mapping[str, Any] | str | None = None,
     ) -> None:
-        super().__init__()
-        self.spec = data_setup(
+        setup = data_setup(
             languages, train_langs, eval_langs, language_map, batch_size, eval_batch_size, batching, cache_dir,
             num_workers, seed, max_train_examples, max_eval_examples, group_by_length, sort_eval_by_length,
         )  # fmt: skip
-        self.source = SourceSpec.coerce(source)
-        self.eval_source = eval_source_or_train(self.source, eval_source)
-        self.train_languages, self.eval_languages = self.spec.train_languages, self.spec.eval_languages
+        super().__init__(source, tokenizer, setup, eval_source)
         self.context_column = context_column
         self.question_column = question_column
         self.choices_columns = [str(c) for c in choices_columns]
         self.label_column = label_column
         self.max_length = max_length
-        self._tokenizer = LazyTokenizer(tokenizer)
-        self._data: dict[str, list[TaggedDataset]] = {}
-        self.position = DataPosition()
-
-    @property
-    def tokenizer(self) -> PreTrainedTokenizerBase:
-        return self._tokenizer.get()
 
     def _split(self, lang: str, split: str) -> datasets.Dataset:
         where = self._source(split).describe(lang, split)
@@ -141,35 +122,3 @@ class MultipleChoiceDataModule(LightningDataModule):
             max_length=self.max_length, limit=limit,
         )  # fmt: skip
         return cached(build, key, self.spec.cache_dir, where)
-
-    def _source(self, split: str) -> SourceSpec:
-        return self.source if split == "train" else self.eval_source
-
-    def _plan(self, stage: str | None) -> list[tuple[str, list[str], list[int]]]:
-        return self.spec.stage_splits(stage, lambda split: self._source(split).has_split(split))
-
-    def prepare_data(self) -> None:
-        if self.spec.cache_dir is not None:
-            tagged_splits(self._plan(None), self._split)
-
-    def setup(self, stage: str | None = None) -> None:
-        self._data.update(tagged_splits(self._plan(stage), self._split, (self.spec, self.tokenizer)))
-
-    def _collate(self) -> PadCollator:
-        return PadCollator(self.tokenizer.pad_token_id)
-
-    def train_dataloader(self) -> DataLoader:
-        return train_loader(self._data, self._source("train"), self._collate(), self.spec, self.position)
-
-    def state_dict(self) -> dict[str, Any]:
-        """The training data position (saved in checkpoints; a mid-epoch resume continues at the next batch)."""
-        return self.position.state_dict(getattr(self, "trainer", None))
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.position.load_state_dict(state_dict)
-
-    def val_dataloader(self) -> list[DataLoader]:
-        return eval_loaders(self._data, "validation", self._source("validation"), self._collate(), self.spec)
-
-    def test_dataloader(self) -> list[DataLoader]:
-        return eval_loaders(self._data, "test", self._source("test"), self._collate(), self.spec)

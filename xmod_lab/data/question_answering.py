@@ -16,13 +16,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import datasets
-from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from xmod_lab.data.collate import PadCollator
 from xmod_lab.data.common import (
-    LazyTokenizer,
+    LanguageDataModule,
     TaggedDataset,
     cache_key,
     cached,
@@ -31,14 +29,10 @@ from xmod_lab.data.common import (
     check_values,
     data_setup,
     eval_loaders,
-    eval_source_or_train,
     first_rows,
-    tagged_splits,
-    train_loader,
     with_skipped,
 )
-from xmod_lab.data.sampling import DataPosition
-from xmod_lab.data.sources import SourceSpec, load_split
+from xmod_lab.data.sources import load_split
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +180,7 @@ def with_references(features: datasets.Dataset, raw: datasets.Dataset, columns: 
             .add_column("answer_language", [language] * len(feature_ids)))
 
 
-class QuestionAnsweringDataModule(LightningDataModule):
+class QuestionAnsweringDataModule(LanguageDataModule):
     """Extractive QA with one eval dataloader per evaluation set. Evaluation batches carry ``example_id``,
     ``offset_mapping``, ``context``, ``answers`` and ``answer_language`` (not model inputs).
 
@@ -220,16 +214,13 @@ class QuestionAnsweringDataModule(LightningDataModule):
         max_eval_examples: int | None = None,
         eval_source: Mapping[str, Any] | str | None = None,
     ) -> None:
-        super().__init__()
-        self.spec = data_setup(
+        setup = data_setup(
             languages, train_langs, eval_langs, language_map, batch_size, eval_batch_size, batching, cache_dir,
             num_workers, seed, max_train_examples, max_eval_examples, group_by_length, sort_eval_by_length,
         )  # fmt: skip
         if not 0 <= doc_stride < max_length - 8:
             raise ValueError(f"doc_stride={doc_stride} must be in [0, max_length - 8 = {max_length - 8}).")
-        self.source = SourceSpec.coerce(source)
-        self.eval_source = eval_source_or_train(self.source, eval_source)
-        self.train_languages, self.eval_languages = self.spec.train_languages, self.spec.eval_languages
+        super().__init__(source, tokenizer, setup, eval_source)
         self.columns = {"question": question_column, "context": context_column, "answers": answers_column,
                         "id": id_column}  # fmt: skip
         self.max_length = max_length
@@ -237,18 +228,11 @@ class QuestionAnsweringDataModule(LightningDataModule):
         if scoring not in SCORING_RULES:
             raise ValueError(f"scoring={scoring!r}; choose one of {SCORING_RULES} (the benchmark's answer normalisation)")
         self.answer_languages = [answer_language(code) if scoring == "mlqa" else None for code in self.spec.eval_langs]
-        self._tokenizer = LazyTokenizer(tokenizer)
-        self._data: dict[str, list[TaggedDataset]] = {}
-        self.position = DataPosition()
-
-    @property
-    def tokenizer(self) -> PreTrainedTokenizerBase:
-        return self._tokenizer.get()
 
     def _raw_split(self, lang: str, split: str) -> datasets.Dataset:
         return first_rows(load_split(self._source(split), lang, split), self.spec.limit(split))
 
-    def _features(self, lang: str, split: str, raw: datasets.Dataset | None = None) -> datasets.Dataset:
+    def _split(self, lang: str, split: str, raw: datasets.Dataset | None = None) -> datasets.Dataset:
         where = self._source(split).describe(lang, split)
         train = split == "train"
 
@@ -262,53 +246,24 @@ class QuestionAnsweringDataModule(LightningDataModule):
         )  # fmt: skip
         return cached(build, key, self.spec.cache_dir, where)
 
-    def _source(self, split: str) -> SourceSpec:
-        return self.source if split == "train" else self.eval_source
-
-    def _plan(self, stage: str | None) -> list[tuple[str, list[str], list[int]]]:
-        return self.spec.stage_splits(stage, lambda split: self._source(split).has_split(split))
-
-    def prepare_data(self) -> None:
-        if self.spec.cache_dir is not None:
-            tagged_splits(self._plan(None), self._features)
-
     def setup(self, stage: str | None = None) -> None:
         for split, langs, ids in self._plan(stage):
             parts = []
             for i, (lang, lid) in enumerate(zip(langs, ids, strict=True)):
                 if split == "train":
-                    features = self._features(lang, split)
+                    features = self._split(lang, split)
                     check_script(features, lang, lid, self.spec, self.tokenizer)
                     parts.append(TaggedDataset([(features, lid)]))
                 else:
                     raw = self._raw_split(lang, split)
-                    features = with_references(self._features(lang, split, raw), raw, self.columns,
+                    features = with_references(self._split(lang, split, raw), raw, self.columns,
                                                self.answer_languages[i])
                     check_script(features, lang, lid, self.spec, self.tokenizer)
                     parts.append(TaggedDataset([(features, lid)]))
             self._data[split] = parts
-
-    def _collate(self) -> PadCollator:
-        return PadCollator(self.tokenizer.pad_token_id)
-
-    def train_dataloader(self) -> DataLoader:
-        return train_loader(self._data, self._source("train"), self._collate(), self.spec, self.position)
-
-    def state_dict(self) -> dict[str, Any]:
-        """The training data position (saved in checkpoints; a mid-epoch resume continues at the next batch)."""
-        return self.position.state_dict(getattr(self, "trainer", None))
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.position.load_state_dict(state_dict)
 
     def _eval_loaders(self, split: str) -> list[DataLoader]:
         def groups(data: TaggedDataset) -> list[str]:  # shards end on example boundaries
             return data.parts[0][0]["example_id"]
 
         return eval_loaders(self._data, split, self._source(split), self._collate(), self.spec, groups)
-
-    def val_dataloader(self) -> list[DataLoader]:
-        return self._eval_loaders("validation")
-
-    def test_dataloader(self) -> list[DataLoader]:
-        return self._eval_loaders("test")

@@ -7,29 +7,20 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import datasets
-from lightning import LightningDataModule
-from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from xmod_lab.data.collate import PadCollator
 from xmod_lab.data.common import (
-    LazyTokenizer,
-    TaggedDataset,
+    LanguageDataModule,
     cache_key,
     cached,
     check_columns,
     check_values,
     data_setup,
-    eval_loaders,
-    eval_source_or_train,
     first_rows,
     label_indices,
-    tagged_splits,
-    train_loader,
     with_skipped,
 )
-from xmod_lab.data.sampling import DataPosition
-from xmod_lab.data.sources import SourceSpec, load_split
+from xmod_lab.data.sources import load_split
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +54,7 @@ def encode_sentence_pairs(
     return with_skipped(out, [r + 1 for r in unlabeled], f"{label_column} -1: unlabeled", where)
 
 
-class SentencePairDataModule(LightningDataModule):
+class SentencePairDataModule(LanguageDataModule):
     """Train on ``train_langs``, validate/test on each of ``eval_langs`` separately (one dataloader each,
     named in ``self.eval_languages``). Languages are dataset codes (``de``); ``languages`` is the model's
     adapter list (``config.languages``) that ``lang_ids`` index into."""
@@ -92,31 +83,21 @@ class SentencePairDataModule(LightningDataModule):
         max_eval_examples: int | None = None,
         eval_source: Mapping[str, Any] | str | None = None,
     ) -> None:
-        super().__init__()
-        self.spec = data_setup(
+        setup = data_setup(
             languages, train_langs, eval_langs, language_map, batch_size, eval_batch_size, batching, cache_dir,
             num_workers, seed, max_train_examples, max_eval_examples, group_by_length, sort_eval_by_length,
         )  # fmt: skip
         if len(text_columns) not in (1, 2):
             raise ValueError(f"text_columns must name one or two columns, got {list(text_columns)}.")
-        self.source = SourceSpec.coerce(source)
-        self.eval_source = eval_source_or_train(self.source, eval_source)
-        self.train_languages, self.eval_languages = self.spec.train_languages, self.spec.eval_languages
+        super().__init__(source, tokenizer, setup, eval_source)
         self.text_columns = [str(c) for c in text_columns]
         self.label_column = label_column
         self.label_names = [str(x) for x in label_names]
         self.max_length = max_length
-        self._tokenizer = LazyTokenizer(tokenizer)
-        self._data: dict[str, list[TaggedDataset]] = {}
-        self.position = DataPosition()
 
     @property
     def num_labels(self) -> int:
         return len(self.label_names)
-
-    @property
-    def tokenizer(self) -> PreTrainedTokenizerBase:
-        return self._tokenizer.get()
 
     def _split(self, lang: str, split: str) -> datasets.Dataset:
         where = self._source(split).describe(lang, split)
@@ -135,36 +116,3 @@ class SentencePairDataModule(LightningDataModule):
             max_length=self.max_length, limit=limit,
         )  # fmt: skip
         return cached(build, key, self.spec.cache_dir, where)
-
-    def _source(self, split: str) -> SourceSpec:
-        return self.source if split == "train" else self.eval_source
-
-    def _plan(self, stage: str | None) -> list[tuple[str, list[str], list[int]]]:
-        return self.spec.stage_splits(stage, lambda split: self._source(split).has_split(split))
-
-    def prepare_data(self) -> None:
-        # Runs on one process per node: fill the cache so the other ranks only read it in setup().
-        if self.spec.cache_dir is not None:
-            tagged_splits(self._plan(None), self._split)
-
-    def setup(self, stage: str | None = None) -> None:
-        self._data.update(tagged_splits(self._plan(stage), self._split, (self.spec, self.tokenizer)))
-
-    def _collate(self) -> PadCollator:
-        return PadCollator(self.tokenizer.pad_token_id)
-
-    def train_dataloader(self) -> DataLoader:
-        return train_loader(self._data, self._source("train"), self._collate(), self.spec, self.position)
-
-    def state_dict(self) -> dict[str, Any]:
-        """The training data position (saved in checkpoints; a mid-epoch resume continues at the next batch)."""
-        return self.position.state_dict(getattr(self, "trainer", None))
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.position.load_state_dict(state_dict)
-
-    def val_dataloader(self) -> list[DataLoader]:
-        return eval_loaders(self._data, "validation", self._source("validation"), self._collate(), self.spec)
-
-    def test_dataloader(self) -> list[DataLoader]:
-        return eval_loaders(self._data, "test", self._source("test"), self._collate(), self.spec)

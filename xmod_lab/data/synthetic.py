@@ -447,9 +447,11 @@ def synthetic_nli(
     label_names: Sequence[str] = XNLI_LABELS,
     group_by_length: bool | None = None,
     sort_eval_by_length: bool | None = None,
+    tokenizer: str | None = None,
 ) -> SentencePairDataModule:
     """The default experiment's datamodule: generates the data and tokenizer under ``root`` if needed and
-    returns a :class:`SentencePairDataModule` over them. ``languages`` is the model's adapter list;
+    returns a :class:`SentencePairDataModule` over them. ``languages`` is the model's adapter list; ``tokenizer``:
+    None for the one trained with the data, or the one a model was trained with (a checkpoint's, an export's);
     ``shared_facts`` ... ``orders``: the world's knowledge settings
     (:class:`~xmod_lab.data.synthetic_world.WorldSettings`; the defaults are the default experiment's)."""
     eval_langs = list(eval_langs) if eval_langs is not None else list(train_langs)
@@ -460,7 +462,7 @@ def synthetic_nli(
     language_map = {**SYNTHETIC_LANGUAGE_MAP, **(language_map or {})}
     datamodule = SentencePairDataModule(
         source={"path": str(folder / "xnli" / "{lang}" / "{split}.jsonl")},
-        tokenizer=str(folder / "tokenizer"),
+        tokenizer=tokenizer or str(folder / "tokenizer"),
         languages=languages,
         train_langs=train_langs,
         eval_langs=eval_langs,
@@ -506,9 +508,11 @@ def synthetic_mlm(
     language_map: Mapping[str, str] | None = None,
     cache_dir: str | None = None,
     num_workers: int = 0,
+    tokenizer: str | None = None,
 ) -> LanguageModelingDataModule:
     """Masked-LM pre-training on the synthetic text (held-out validation/test lines per language), with the
-    same generated folder and tokenizer as :func:`synthetic_nli` for the same generation settings."""
+    same generated folder and tokenizer as :func:`synthetic_nli` for the same generation settings (``tokenizer``:
+    another one, as there)."""
     eval_langs = list(eval_langs) if eval_langs is not None else list(train_langs)
     _check_languages(train_langs, "languages.train")
     _check_languages(eval_langs, "languages.eval")
@@ -516,7 +520,7 @@ def synthetic_mlm(
     folder = prepare_synthetic(root, vocab_size, n_train, n_eval, n_corpus, seed, world)
     return LanguageModelingDataModule(
         source={"path": str(folder / "mlm" / "{lang}" / "{split}.txt")},
-        tokenizer=str(folder / "tokenizer"),
+        tokenizer=tokenizer or str(folder / "tokenizer"),
         languages=languages,
         train_langs=train_langs,
         eval_langs=eval_langs,

@@ -18,6 +18,8 @@ from typing import Any
 from transformers import PretrainedConfig
 from transformers.activations import ACT2FN
 
+from xmod_lab.options import ADAPTER_MODES
+
 logger = logging.getLogger(__name__)
 
 # facebook/xmod-base and facebook/xmod-large-prenorm: the adapter order IS the lang_ids order.
@@ -62,7 +64,6 @@ PUBLISHED_LANGUAGES: dict[str, tuple[str, ...]] = {
     ),
 }
 
-ADAPTER_MODES = ("modular", "shared", "none")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 SKIP_PADDING_MODES = ("auto", "always", "never")
 POSITION_EMBEDDING_TYPES = ("absolute", "relative_key", "relative_key_query")

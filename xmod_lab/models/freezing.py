@@ -47,8 +47,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-POLICIES = ("none", "paper", "adapters_only", "head_only", "custom")
-AUTO = "auto"  # paper after loading or pre-training, none from scratch
+from xmod_lab.options import AUTO_POLICY as AUTO  # paper after loading or pre-training, none from scratch
+from xmod_lab.options import FREEZE_POLICIES as POLICIES
 
 
 def resolve_policy(policy: str, from_scratch: bool) -> str:

@@ -25,8 +25,10 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from xmod_lab import hub
+from xmod_lab.data.languages import to_xmod_language
 from xmod_lab.models import XmodConfig
 from xmod_lab.models.freezing import apply_freeze_policy, parameter_report, resolve_policy
+from xmod_lab.options import ADAPTER_FIELDS
 from xmod_lab.results import check_eval_set_names, metric_key, with_averages
 
 log = logging.getLogger(__name__)
@@ -35,10 +37,6 @@ log = logging.getLogger(__name__)
 # from torchmetrics' compute(), which already synced them: the warning is false for those keys only.
 SYNCED_METRIC_WARNING = r"It is recommended to use `self.log\('(val|test)/[^/']+/[^/']+', \.\.\., sync_dist=True\)`"
 warnings.filterwarnings("ignore", message=SYNCED_METRIC_WARNING)
-
-# The `adapter` group's keys: XmodConfig's adapter fields, under their own names.
-ADAPTER_FIELDS = ("adapter_reduction_factor", "adapter_layer_norm", "adapter_reuse_layer_norm", "ln_before_adapter",
-                  "adapter_mode", "adapter_layers", "adapter_activation")
 
 
 def plain(value: Any) -> Any:
@@ -58,7 +56,8 @@ def _adapter_overrides(adapter: Mapping[str, Any] | None) -> dict[str, Any]:
     adapter = dict(adapter or {})
     unknown = set(adapter) - set(ADAPTER_FIELDS)
     if unknown:
-        raise ValueError(f"unknown adapter option(s) {sorted(unknown)}; known (XmodConfig fields): {ADAPTER_FIELDS}")
+        raise ValueError(f"unknown adapter option(s) {sorted(unknown)}; known (XmodConfig fields): "
+                         f"{tuple(ADAPTER_FIELDS)}")
     return {k: v for k, v in adapter.items() if v is not None}  # null = keep the model's (or XmodConfig's) value
 
 
@@ -172,8 +171,33 @@ def setup_task(module: LightningModule, head_cls: type, head_config: Mapping[str
     check_eval_set_names(module.eval_sets)
     freeze = dict(hp.freeze or {})
     freeze["policy"] = resolve_policy(freeze.get("policy", "auto"), from_scratch)  # auto: paper or none, as in conf
+    check_freeze_languages(freeze, module.model.config.languages, hp.languages)
     module.hparams["freeze"] = freeze
     module.parameter_counts = apply_freeze(module.model, **freeze, from_scratch=from_scratch)
+
+
+def check_freeze_languages(freeze: Mapping[str, Any], adapters: Sequence[str], languages: Mapping[str, Any]) -> None:
+    """``freeze.languages`` (freeze=adapters_only) names adapters of the built model: otherwise one message with the
+    fix, before anything trains (a dataset code given for its adapter code, or a language whose adapter is not
+    added yet)."""
+    listed = [str(code) for code in freeze.get("languages") or []]
+    unknown = [code for code in listed if code not in adapters]
+    if freeze.get("policy") != "adapters_only" or not unknown:
+        return
+    meant = {code: _adapter_code(code, languages.get("map")) for code in unknown}
+    if all(adapter in adapters for adapter in meant.values()):
+        fix = f"it takes adapter codes: freeze.languages=[{','.join(meant.get(code, code) for code in listed)}]"
+    else:
+        fix = ("a language without an adapter needs one first: +languages.add.<code>=<init_from_language> "
+               "(e.g. '+languages.add.rm_CH=[de_DE,fr_XX]'), or name adapters the model has")
+    raise ValueError(f"freeze.languages {unknown}: the model has no such adapter (its adapters: {list(adapters)}); {fix}")
+
+
+def _adapter_code(code: str, language_map: Mapping[str, str] | None) -> str | None:
+    try:
+        return to_xmod_language(code, language_map)
+    except ValueError:
+        return None
 
 
 def fit_in_train_mode(module: LightningModule) -> None:
@@ -196,15 +220,14 @@ def eval_set(module: Any, dataloader_idx: int) -> int:
     return dataloader_idx
 
 
-def apply_freeze(net: nn.Module, policy: str = "paper", languages: Sequence[str] | None = None,
-           include: Sequence[str] = (), exclude: Sequence[str] = (), train_embeddings: bool = False,
-           train_head: bool = False, from_scratch: bool = False) -> dict[str, int]:
-    """Apply a freezing policy (xmod_lab.models.freezing); log and return the parameter counts."""
-    apply_freeze_policy(net, policy, languages=list(languages) if languages else None, include=list(include),
-                        exclude=list(exclude), train_embeddings=train_embeddings, train_head=train_head,
+def apply_freeze(net: nn.Module, from_scratch: bool = False, **freeze: Any) -> dict[str, int]:
+    """Apply a freezing policy (``freeze``: the arguments of xmod_lab.models.freezing.apply_freeze_policy, the
+    `freeze` config group); log and return the parameter counts."""
+    languages = freeze.get("languages")
+    apply_freeze_policy(net, **{**freeze, "languages": list(languages) if languages else None},
                         from_scratch=from_scratch)
     report = parameter_report(net)
-    log.info("freeze=%s: %s trainable, %s frozen parameters\n%s", policy, f"{report.trainable:,}",
+    log.info("freeze=%s: %s trainable, %s frozen parameters\n%s", freeze.get("policy"), f"{report.trainable:,}",
              f"{report.frozen:,}", report.table)
     return {"trainable": report.trainable, "frozen": report.frozen}
 
@@ -258,15 +281,6 @@ def configure_adamw(module: LightningModule, optimizer: Mapping[str, Any] | None
     warmup = int(scheduler.get("warmup_steps") or 0) or int(round(scheduler.get("warmup_ratio", 0.0) * total))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(scheduler.get("name", "linear"), warmup, total))
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-
-# Batch keys the X-MOD heads accept; collators may add others (example ids, offsets, ...).
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "lang_ids", "labels",
-                "start_positions", "end_positions")
-
-
-def model_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: batch[k] for k in MODEL_INPUTS if k in batch}
 
 
 class FloatMean(MeanMetric):

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from lightning import LightningModule
 from torch import nn
 
+from xmod_lab.data.collate import model_inputs
 from xmod_lab.data.language_modeling import LanguageModelingDataModule
 from xmod_lab.models import XmodForCausalLM, XmodForMaskedLM
 from xmod_lab.tasks.common import (
@@ -25,7 +26,6 @@ from xmod_lab.tasks.common import (
     eval_set,
     fit_in_train_mode,
     log_eval_scores,
-    model_inputs,
     per_set_means,
     setup_task,
 )

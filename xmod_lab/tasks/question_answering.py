@@ -15,6 +15,7 @@ import torch
 from lightning import LightningModule
 from torch import nn
 
+from xmod_lab.data.collate import model_inputs
 from xmod_lab.data.question_answering import QuestionAnsweringDataModule
 from xmod_lab.models import XmodForQuestionAnswering
 from xmod_lab.tasks.common import (
@@ -24,7 +25,6 @@ from xmod_lab.tasks.common import (
     eval_set,
     fit_in_train_mode,
     log_eval_scores,
-    model_inputs,
     setup_task,
 )
 from xmod_lab.tasks.qa_scoring import QAScorer

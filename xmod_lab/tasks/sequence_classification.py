@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from lightning import LightningModule
 
+from xmod_lab.data.collate import model_inputs
 from xmod_lab.data.sentence_pair import SentencePairDataModule
 from xmod_lab.models import XmodForSequenceClassification
 from xmod_lab.tasks.common import (
@@ -17,7 +18,6 @@ from xmod_lab.tasks.common import (
     eval_set,
     fit_in_train_mode,
     log_eval_scores,
-    model_inputs,
     per_set_means,
     setup_task,
 )

@@ -13,6 +13,7 @@ from torch import nn
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from xmod_lab.data.collate import model_inputs
 from xmod_lab.data.token_classification import TokenClassificationDataModule
 from xmod_lab.models import XmodForTokenClassification
 from xmod_lab.tasks.common import (
@@ -22,7 +23,6 @@ from xmod_lab.tasks.common import (
     eval_set,
     fit_in_train_mode,
     log_eval_scores,
-    model_inputs,
     per_set_means,
     setup_task,
 )
