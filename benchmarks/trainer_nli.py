@@ -10,7 +10,7 @@ so a change of the default experiment reaches both sides of the comparison. Adam
 biases and LayerNorms on both sides; evaluation on the 5 validation sets every epoch and on the 5 test sets
 at the end. Prints one JSON line.
 
-    .venv/bin/python benchmarks/trainer_nli.py --threads 2
+    .venv/bin/python benchmarks/trainer_nli.py              # --threads 1: one torch thread
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def read_split(folder: Path, lang: str, split: str, tokenizer, lang_id: int, max
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", default=os.environ.get("XMOD_CACHE", "outputs/.cache") + "/synthetic")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
     p.add_argument("--epochs", type=int, default=None, help="default: conf/trainer/cpu.yaml's max_epochs")
     args = p.parse_args(argv)
     import transformers
@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     rec = recipe()
     epochs = args.epochs or rec["epochs"]
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     transformers.set_seed(rec["seed"])
     folder = prepare_synthetic(args.root, **rec["generation"])
     tokenizer = load_tokenizer(str(folder / "tokenizer"))
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
         "fit_s": round(fit, 1),
         "train_examples_per_s": round(epochs * len(train) / fit, 1),
         "test_acc": {lang: round(100 * v, 2) for lang, v in scores.items()},
-        "threads": args.threads,
+        "threads": torch.get_num_threads(),
     }
     print(json.dumps(result))
     return result
