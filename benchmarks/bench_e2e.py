@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/bench_e2e.py --rounds 3      # alternating, medians
     .venv/bin/python benchmarks/bench_e2e.py --threads 1     # both with 1 torch thread
     .venv/bin/python benchmarks/bench_e2e.py --before /tmp/old-checkout   # also xmod-train of another checkout
+    .venv/bin/python benchmarks/bench_e2e.py --device cuda   # trainer=gpu (bf16-mixed) vs the script with bf16
 
 Ours: ``xmod-train pretrain=none freeze=none`` (the default experiment without MLM pre-training, everything
 trains, 10 epochs, validation every epoch, test of the best checkpoint on the 5 evaluation sets).
@@ -56,8 +57,9 @@ def run_ours(cache: str, threads: int | None, extra: list[str], root: Path = ROO
     return {"runner": "xmod-train", "wall_s": wall, "test_acc": acc, "threads": threads_used}
 
 
-def run_theirs(cache: str, threads: int | None) -> dict:
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "trainer_nli.py"), "--root", f"{cache}/synthetic"]
+def run_theirs(cache: str, threads: int | None, device: str = "cpu") -> dict:
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "trainer_nli.py"), "--root", f"{cache}/synthetic",
+           "--device", device]  # fmt: skip
     if threads is not None:
         cmd += ["--threads", str(threads)]
     t0 = time.perf_counter()
@@ -74,6 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads of both runs (default: each side's own: xmod-train's torch_threads, torch's)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="cuda: xmod-train trainer=gpu (bf16-mixed), the script with bf16 autocast")
     p.add_argument("--before", type=Path, default=None,
                    help="also time xmod-train of this checkout (e.g. a git worktree of an earlier commit)")
     p.add_argument("--cache", default=str(ROOT / "outputs" / ".cache"))
@@ -81,17 +85,18 @@ def main(argv: list[str] | None = None) -> None:
         "--ours", nargs="*", default=[], help="more xmod-train overrides, e.g. data.group_by_length=true"
     )
     args = p.parse_args(argv)
+    ours = [*(["trainer=gpu"] if args.device == "cuda" else []), *args.ours]
     sys.path.insert(0, str(ROOT))
     from xmod_lab.data.synthetic import prepare_synthetic
 
     prepare_synthetic(
         f"{args.cache}/synthetic", vocab_size=1000, n_train=4000, n_eval=500, n_corpus=4000, seed=0
     )
-    order = [("xmod-train", lambda: run_ours(args.cache, args.threads, args.ours)),
-             ("transformers Trainer", lambda: run_theirs(args.cache, args.threads))]  # fmt: skip
+    order = [("xmod-train", lambda: run_ours(args.cache, args.threads, ours)),
+             ("transformers Trainer", lambda: run_theirs(args.cache, args.threads, args.device))]  # fmt: skip
     if args.before is not None:
         before = args.before.resolve()
-        order.append((f"xmod-train ({before.name})", lambda: run_ours(args.cache, args.threads, args.ours, before)))
+        order.append((f"xmod-train ({before.name})", lambda: run_ours(args.cache, args.threads, ours, before)))
     runs: dict[str, list[dict]] = {name: [] for name, _ in order}
     print(f"# load average at start: {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)", flush=True)
     for i in range(args.rounds):  # rotate who goes first

@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", default=os.environ.get("XMOD_CACHE", "outputs/.cache") + "/synthetic")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="cuda: bf16 autocast, as xmod-train's trainer=gpu (precision bf16-mixed)")
     p.add_argument("--epochs", type=int, default=None, help="default: conf/trainer/cpu.yaml's max_epochs")
     args = p.parse_args(argv)
     import transformers
@@ -107,7 +109,8 @@ def main(argv: list[str] | None = None) -> dict:
             adam_beta2=opt["betas"][1], adam_epsilon=opt["eps"], weight_decay=opt["weight_decay"],
             lr_scheduler_type=sched["name"], warmup_steps=sched["warmup_steps"] or sched["warmup_ratio"],
             max_grad_norm=rec["max_grad_norm"], eval_strategy="epoch", save_strategy="no", logging_strategy="epoch",
-            seed=rec["seed"], report_to=[], use_cpu=True, disable_tqdm=True, dataloader_num_workers=0,
+            seed=rec["seed"], report_to=[], use_cpu=args.device == "cpu", bf16=args.device == "cuda", disable_tqdm=True,
+            dataloader_num_workers=0,
         )  # fmt: skip
         trainer = transformers.Trainer(
             model=model, args=targs, train_dataset=train, eval_dataset=val, compute_metrics=accuracy,
@@ -126,6 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
         "train_examples_per_s": round(epochs * len(train) / fit, 1),
         "test_acc": {lang: round(100 * v, 2) for lang, v in scores.items()},
         "threads": torch.get_num_threads(),
+        "device": args.device,
     }
     print(json.dumps(result))
     return result
