@@ -1,4 +1,5 @@
-"""Smoke test of `make bench`: the model benchmark runs at tiny size and prints its table.
+"""Smoke test of `make bench`: the model benchmark runs at tiny size and prints its table; the end-to-end
+section's Trainer script runs the job xmod-train composes.
 
 Figures are not asserted (no timed tests); only that every section completes and reports.
 """
@@ -10,6 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
+
+from tests.tasks.run_helpers import compose_run, no_hydra
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,3 +51,28 @@ def test_bench_model_tiny_completes_and_prints_its_table():
     modes = {line.split("|")[2].strip() for line in rows if line.split("|")[1].strip() == "vs-hf"}
     assert modes == {"pretrain", "finetune", "inference"}
     assert "# targets (this run):" in out and "tokenize + MLM collate" in out
+
+
+def test_the_trainer_script_runs_the_recipe_xmod_train_composes(tmp_path):
+    """bench_e2e compares `xmod-train pretrain=none freeze=none` with benchmarks/trainer_nli.py: the script's
+    settings must be the composed job's, or the comparison times (and scores) two different jobs."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from trainer_nli import recipe
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    with no_hydra():
+        cfg = compose_run("train", tmp_path / "run", tmp_path / "cache", ["pretrain=none", "freeze=none"])
+    rec = recipe()
+    assert rec["optimizer"] == OmegaConf.to_container(cfg.optimizer)
+    assert rec["scheduler"] == OmegaConf.to_container(cfg.scheduler)
+    assert (rec["seed"], rec["epochs"], rec["max_grad_norm"]) == (cfg.seed, cfg.trainer.max_epochs,
+                                                                  cfg.trainer.gradient_clip_val)
+    data = cfg.data
+    assert (rec["batch_size"], rec["eval_batch_size"], rec["max_length"]) == (data.batch_size, data.eval_batch_size,
+                                                                              data.max_length)
+    assert rec["generation"] == {k: data[k] for k in ("vocab_size", "n_train", "n_eval", "n_corpus", "seed")}
+    assert rec["model"] == {k: v for k, v in OmegaConf.to_container(cfg.model.config).items() if k != "vocab_size"}
+    assert cfg.model.pretrained is None and cfg.freeze.policy == "none"  # a fresh model, everything trains
+    assert (rec["adapters"], rec["train"], rec["eval"]) == (list(cfg.languages.adapters), list(cfg.languages.train),
+                                                            list(cfg.languages.eval))

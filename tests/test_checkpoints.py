@@ -85,6 +85,42 @@ def test_last_ckpt_is_rewritten_every_n_steps_within_an_epoch(tmp_path):
     assert step_of(run_dir / "checkpoints" / "last.ckpt") == 12
 
 
+def same_content(a, b, run_a: str, run_b: str) -> bool:
+    """Checkpoint contents equal, tensors exactly, with paths of run A read as run B's."""
+    if isinstance(a, dict):  # keys too: best_k_models is keyed by path
+        a = {k.replace(run_a, run_b) if isinstance(k, str) else k: v for k, v in a.items()}
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same_content(a[k], b[k], run_a, run_b) for k in a)
+    if isinstance(a, list | tuple):
+        return type(a) is type(b) and len(a) == len(b) and all(same_content(x, y, run_a, run_b) for x, y in zip(a, b, strict=True))
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, str):
+        return isinstance(b, str) and a.replace(run_a, run_b) == b
+    return a == b
+
+
+@pytest.mark.slow
+def test_last_ckpt_linked_to_the_best_of_its_step_holds_what_a_write_would(tmp_path):
+    # monitoring `step` in max mode: every epoch writes a best checkpoint, then last.ckpt at the same step
+    monitor = ("monitor=step", "monitor_mode=max")
+    runs = {}
+    for name, link in (("linked", "true"), ("written", "false")):
+        _, first = run_train(tmp_path, *monitor, f"callbacks.model_checkpoint.link_last={link}", name=name)
+        # the run goes on from it for a second epoch (its own directory: the first save there is linked too)
+        _, resumed = run_train(tmp_path, "trainer.max_epochs=2", *monitor, f"callbacks.model_checkpoint.link_last={link}",
+                               f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}", name=f"{name}-resumed")
+        runs[name] = (first, "epoch00-step6.ckpt"), (resumed, "epoch01-step12.ckpt")
+    for (linked, best), (written, _) in zip(runs["linked"], runs["written"], strict=True):
+        for run in (linked, written):
+            assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [best, "last.ckpt"]
+        assert os.path.samefile(linked / "checkpoints" / best, linked / "checkpoints" / "last.ckpt")  # one write
+        assert not os.path.samefile(written / "checkpoints" / best, written / "checkpoints" / "last.ckpt")
+        assert same_content(load_checkpoint(linked / "checkpoints" / "last.ckpt"),
+                            load_checkpoint(written / "checkpoints" / "last.ckpt"), str(linked), str(written))
+    results = [json.loads((runs[name][1][0] / "results.json").read_text()) for name in ("linked", "written")]
+    assert results[0]["test"] == results[1]["test"] and results[0]["global_step"] == 2 * STEPS_PER_EPOCH
+
+
 class FullDisk(Callback):
     """The disk fills up halfway through writing the first checkpoint."""
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from tests.tasks.run_helpers import SHRINK, SYNTHETIC, compose_run, no_hydra
 from xmod_lab.train import train
@@ -214,3 +215,28 @@ def test_data_presets_bring_their_task_and_an_override_wins(tmp_path, data, task
         assert cfg.task._target_.endswith(task) and cfg.freeze.policy == "auto"
         cfg = compose_run("train", tmp_path / "run", tmp_path / "cache", [f"data={data}", "task=causal_lm"])
         assert cfg.task._target_.endswith("CausalLMTask")
+
+
+class BarSpy(Callback):
+    """The progress bar the trainer runs with."""
+
+    seen: list[str | None] = []
+
+    def on_fit_start(self, trainer, pl_module):
+        bar = trainer.progress_bar_callback
+        BarSpy.seen.append(type(bar).__name__ if bar is not None else None)
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    ([], "TQDMProgressBar"),  # not the rich one Lightning would pick (rich is installed): ~3% of the default job
+    (["trainer.enable_progress_bar=false"], None),
+    (["+callbacks.bar._target_=lightning.pytorch.callbacks.RichProgressBar"], "RichProgressBar"),  # a user's choice
+])
+def test_the_progress_bar_is_tqdm_unless_turned_off_or_chosen(tmp_path, cache_dir, overrides, expected):
+    BarSpy.seen = []
+    shrink = [o for o in SHRINK if o != "trainer.enable_progress_bar=false"]
+    with no_hydra():
+        cfg = compose_run("train", tmp_path / "run", cache_dir, [*shrink, *SYNTHETIC, "debug=fdr", *overrides,
+                                                                "+callbacks.spy._target_=tests.test_train.BarSpy"])
+    train(cfg)
+    assert BarSpy.seen == [expected]

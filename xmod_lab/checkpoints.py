@@ -4,7 +4,8 @@ without running code from the file, and carrying the tokenizer the weights were 
 - :class:`XmodCheckpoint`: Lightning's ModelCheckpoint, writing every file under a hidden temporary name and
   renaming it into place (a kill or a full disk never leaves a truncated file under a real name), and
   rewriting `last.ckpt` at every epoch end and every `last_every_n_train_steps` steps, not only when the
-  monitored metric improves.
+  monitored metric improves. When a best checkpoint was just written at the same step, `last.ckpt` becomes a hard
+  link to it (the same bytes a second write would produce, without serialising and writing them again).
 - :class:`TokenizerRecord`: puts the tokenizer's files and fingerprint into every checkpoint.
 - :func:`load_checkpoint` / :func:`safe_loading`: `torch.load(weights_only=True)` with the few non-tensor
   types a Lightning checkpoint of this project holds allowed, nothing else.
@@ -43,12 +44,18 @@ class XmodCheckpoint(ModelCheckpoint):
     Args:
         last_every_n_train_steps: also rewrite `last.ckpt` every this many optimizer steps (mid-epoch);
             null or 0: only at epoch ends / validations. Needs `save_last: true`.
+        link_last: `last.ckpt` due at the step a best checkpoint was just written (an improving epoch) is a hard
+            link to that file (a copy where the filesystem has no hard links) instead of a second write of the
+            same state; single-process runs with file checkpoints only. False: always write it.
         The other arguments are ModelCheckpoint's.
     """
 
     def __init__(self, *args: Any, last_every_n_train_steps: int | None = DEFAULT_LAST_EVERY_N_TRAIN_STEPS,
-                 **kwargs: Any) -> None:
+                 link_last: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.link_last = link_last
+        # the last file written in full: (global step, path, last_model_path it recorded), see _save_checkpoint
+        self._written: tuple[int, str, str] | None = None
         if last_every_n_train_steps is not None and last_every_n_train_steps < 0:
             raise ValueError(f"last_every_n_train_steps={last_every_n_train_steps}: use a positive number, "
                              "or 0 / null for epoch ends only")
@@ -62,6 +69,13 @@ class XmodCheckpoint(ModelCheckpoint):
             remove_partial_files(self.dirpath)
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        if self._same_state_as_written(trainer, filepath):
+            assert self._written is not None
+            partial = partial_path(filepath)
+            _link_or_copy(self._written[1], partial)
+            os.replace(partial, filepath)
+            self._saved(trainer, filepath)
+            return
         partial = partial_path(filepath)
         try:
             trainer.save_checkpoint(partial, self.save_weights_only)  # rank 0 writes, then a barrier
@@ -77,11 +91,26 @@ class XmodCheckpoint(ModelCheckpoint):
                 Path(partial).unlink(missing_ok=True)
             raise
         trainer.strategy.barrier("XmodCheckpoint.rename")
+        # what this file records of this callback: last.ckpt due at this step holds the same only if this matches
+        self._written = (trainer.global_step, filepath, self.last_model_path)
+        self._saved(trainer, filepath)
+
+    def _saved(self, trainer: L.Trainer, filepath: str) -> None:
         self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = filepath
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.after_save_checkpoint(proxy(self))
+
+    def _same_state_as_written(self, trainer: L.Trainer, filepath: str) -> bool:
+        """Whether ``filepath`` (last.ckpt being saved) would hold exactly the state of the file last written: the same
+        step, and that file already recorded ``last_model_path`` as ``filepath`` (nothing else of the run changes
+        between the best checkpoint's write and last.ckpt's at one step; the first one is made so by
+        :meth:`_save_topk_checkpoint`). One process only (ranks would need to agree), a file (not a sharded directory)."""
+        written = self._written
+        return (self.link_last and trainer.world_size == 1 and filepath == self.last_model_path
+                and written is not None and written[0] == trainer.global_step and written[1] != filepath
+                and written[2] == filepath and Path(written[1]).is_file())
 
     def _save_last_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, torch.Tensor]) -> None:
         super()._save_last_checkpoint(trainer, monitor_candidates)
@@ -160,6 +189,13 @@ class XmodCheckpoint(ModelCheckpoint):
         if (self.monitor is not None and self.monitor not in monitor_candidates
                 and not trainer.fit_loop.epoch_loop.val_loop._has_run and trainer.fit_loop.restarting):
             return
+        if self.save_last and self.link_last and not self.last_model_path:
+            # the first best checkpoint records last.ckpt's path as every later one does (Lightning sets it just
+            # before writing last.ckpt, at this same step), so that last.ckpt can be a link to it. Not where an
+            # old last.ckpt exists: Lightning then names the new one last-v1.ckpt
+            last = self.format_checkpoint_name(monitor_candidates, self.CHECKPOINT_NAME_LAST)
+            if not self.file_exists(last, trainer):
+                self.last_model_path = last
         super()._save_topk_checkpoint(trainer, monitor_candidates)
 
 

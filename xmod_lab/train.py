@@ -18,7 +18,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
@@ -64,6 +64,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
              f"{counts['frozen']:,}", cfg.freeze.policy)
 
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()] + runs.tokenizer_callbacks(datamodule, out)
+    if cfg.trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
+        # not the rich bar Lightning picks when rich is installed (a thread re-rendering it, metrics read every
+        # step: 3.3% of the default job; this one: 0.2%, docs/benchmarks.md); every 10 steps keeps logs short
+        callbacks.append(TQDMProgressBar(refresh_rate=10))
     loggers = [instantiate(c) for c in (cfg.logger or {}).values()]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     runs.check_precision(trainer)
