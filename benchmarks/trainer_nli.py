@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from xmod_lab.data.languages import to_xmod_language  # noqa: E402
 from xmod_lab.data.synthetic import SYNTHETIC_LANGUAGE_MAP, prepare_synthetic  # noqa: E402
+from xmod_lab.data.synthetic_world import WORLD_DEFAULTS, WorldSettings  # noqa: E402
 from xmod_lab.data.tokenizer import load_tokenizer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +50,8 @@ def recipe() -> dict:
         "max_grad_norm": float(trainer.gradient_clip_val), "batch_size": int(data.batch_size),
         "eval_batch_size": int(data.eval_batch_size or data.batch_size), "max_length": int(data.max_length),
         "generation": {k: data[k] for k in ("vocab_size", "n_train", "n_eval", "n_corpus", "seed")},
+        "world": {k: OmegaConf.to_container(data[k]) if k == "orders" and data[k] is not None else data[k]
+                  for k in WORLD_DEFAULTS},  # the data's world settings: the same generated folder
         "model": dict(sizes), "adapters": list(languages.adapters), "train": list(languages.train),
         "eval": list(languages.eval),
     }
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     transformers.set_seed(rec["seed"])
-    folder = prepare_synthetic(args.root, **rec["generation"])
+    folder = prepare_synthetic(args.root, **rec["generation"], world=WorldSettings(**rec["world"]))
     tokenizer = load_tokenizer(str(folder / "tokenizer"))
     adapters = rec["adapters"]
 

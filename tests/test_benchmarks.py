@@ -14,6 +14,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.tasks.run_helpers import compose_run, no_hydra
+from xmod_lab.data.synthetic_world import WORLD_DEFAULTS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,6 +73,7 @@ def test_the_trainer_script_runs_the_recipe_xmod_train_composes(tmp_path):
     assert (rec["batch_size"], rec["eval_batch_size"], rec["max_length"]) == (data.batch_size, data.eval_batch_size,
                                                                               data.max_length)
     assert rec["generation"] == {k: data[k] for k in ("vocab_size", "n_train", "n_eval", "n_corpus", "seed")}
+    assert rec["world"] == {k: data[k] for k in WORLD_DEFAULTS}  # the same generated folder, world included
     assert rec["model"] == {k: v for k, v in OmegaConf.to_container(cfg.model.config).items() if k != "vocab_size"}
     assert cfg.model.pretrained is None and cfg.freeze.policy == "none"  # a fresh model, everything trains
     assert (rec["adapters"], rec["train"], rec["eval"]) == (list(cfg.languages.adapters), list(cfg.languages.train),

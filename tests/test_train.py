@@ -153,7 +153,7 @@ def cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProces
 @pytest.mark.slow
 def test_default_command_learns_on_the_training_language(tmp_path):
     """`xmod-train` as the README runs it (the default experiment: MLM pre-training, then fine-tuning with
-    freeze=paper), the fine-tuning cut to 4 of its 10 epochs."""
+    freeze=paper), the fine-tuning cut to 4 of its 20 epochs."""
     run_dir = tmp_path / "run"
     out = cli("xmod-train", "trainer.max_epochs=4", f"hydra.run.dir={run_dir}", cwd=tmp_path, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -8,7 +8,8 @@ orders subject, verb and object its own way (SVO, SOV, VSO, ...) and puts negati
 world is shared: each verb takes the same 4 of the 16 objects in every language, so a model that learns it
 once can reuse it everywhere, while the grammars compete for capacity in a shared model. How much the
 languages share and how much each must store alone (fact tables, vocabulary overlap, word-order variety)
-are the world settings of :mod:`xmod_lab.data.synthetic_world`, off by default.
+are the world settings of :mod:`xmod_lab.data.synthetic_world` (the default experiment shares a quarter of the
+word slots: ``conf/data/synthetic_nli.yaml``).
 
 NLI (XNLI-style) label, a rule over the facts:
 
@@ -298,7 +299,7 @@ def generate_synthetic(
     """Write the NLI (and NER) splits and the MLM text of every language under ``root``; deterministic.
 
     Facts about each language (grammar, the hypothesis-only ceiling of its NLI test set) go to
-    ``root/languages.json``. ``world``: the knowledge settings (default: the default experiment's world).
+    ``root/languages.json``. ``world``: the knowledge settings (default: every setting off).
     """
     root = Path(root)
     world = world or WorldSettings()
@@ -453,7 +454,7 @@ def synthetic_nli(
     returns a :class:`SentencePairDataModule` over them. ``languages`` is the model's adapter list; ``tokenizer``:
     None for the one trained with the data, or the one a model was trained with (a checkpoint's, an export's);
     ``shared_facts`` ... ``orders``: the world's knowledge settings
-    (:class:`~xmod_lab.data.synthetic_world.WorldSettings`; the defaults are the default experiment's)."""
+    (:class:`~xmod_lab.data.synthetic_world.WorldSettings`; the defaults: every setting off)."""
     eval_langs = list(eval_langs) if eval_langs is not None else list(train_langs)
     _check_languages(train_langs, "languages.train")
     _check_languages(eval_langs, "languages.eval")
