@@ -24,13 +24,19 @@ SHARED_SAMPLES = pathlib.Path(__file__).resolve().parents[1].parent / "shared" /
 # process, so a module's expensive fixtures (a trained run, a seed run, a tokenizer) are built once. The files
 # that took longest (--durations, summed per file) are handed out first: a long file started last would leave one
 # process working alone at the end. Only the order depends on this list: a file missing from it still runs.
-SLOWEST_FILES = (
-    "tests/test_readme.py",
-    "tests/test_dataset_presets.py",
+SLOWEST_FILES = (  # measured: pytest -n 2 --dist loadfile --durations=0 (2 shared cores, loaded)
+    "tests/test_readme.py",  # a third of the suite's time on its own
+    "tests/test_cli.py",
     "tests/test_paper.py",
+    "tests/test_dataset_presets.py",
     "tests/test_train.py",
     "tests/test_sweep.py",
-    "tests/test_cli.py",
+    "tests/test_checkpoints.py",
+    "tests/test_ddp.py",
+    "tests/data/test_bench_data.py",
+    "tests/models/test_performance_semantics.py",
+    "tests/test_languages_eval_sets.py",
+    "tests/data/test_corpus.py",
 )
 # Files that use another file's session fixture (real sweeps run as subprocesses): run on the same process as
 # that file, the fixture is built once instead of once per process.
