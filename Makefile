@@ -41,9 +41,14 @@ eval: $(STAMP)
 paper: $(STAMP)
 	$(BIN)/python -m xmod_lab.paper $(ARGS)
 
+# The suite on TEST_WORKERS processes (pytest-xdist), handed out one test file at a time (tests/conftest.py:
+# slowest files first). TEST_WORKERS=0: one process, no workers.
+TEST_WORKERS ?= 2
+PYTEST_WORKERS = $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
+
 test: $(STAMP)
 	$(BIN)/ruff check xmod_lab tests benchmarks scripts
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q $(PYTEST_WORKERS) $(ARGS)
 
 # The suite against the newest releases the ranges in pyproject.toml allow, in its own venv, so that
 # drift is seen before it reaches main. Green here: `make lock` records those versions for CI.
@@ -51,7 +56,7 @@ test-latest:
 	test -x $(LATEST_VENV)/bin/python || $(PYTHON) -m venv $(LATEST_VENV)
 	$(LATEST_VENV)/bin/python -c "import torch" 2>/dev/null || [ -z "$(TORCH)" ] || $(LATEST_VENV)/bin/pip install -q "$(TORCH)"
 	$(LATEST_VENV)/bin/pip install -q -U --upgrade-strategy eager -e ".[dev]"
-	$(LATEST_VENV)/bin/python -m pytest -q $(ARGS)
+	$(LATEST_VENV)/bin/python -m pytest -q $(PYTEST_WORKERS) $(ARGS)
 
 lock:
 	test -x $(LATEST_VENV)/bin/python || { echo "run make test-latest first"; exit 1; }

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -169,8 +170,16 @@ def seed_run(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def run_bash(script: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", "-c", WRAPPERS + script], cwd=cwd, capture_output=True, text=True, env=env,
-                          timeout=900)
+    # its own process group: on a timeout the block's commands (a make paper study) are killed with bash, not
+    # left running beside the rest of the suite
+    with subprocess.Popen(["bash", "-c", WRAPPERS + script], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, env=env, start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=900)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 @pytest.mark.slow
