@@ -206,7 +206,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if cfg.ckpt_path and Path(cfg.ckpt_path).is_dir():
         cfg = runs.with_run_values(cfg, ckpt_path=tested_checkpoint(Path(cfg.ckpt_path)))
     runs.check_ckpt_path(cfg.ckpt_path)
-    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    overrides = runs.command_line()
     if cfg.ckpt_path and HydraConfig.initialized():
         cfg = reuse_training_config(cfg, overrides)
     # the checkpoint file is read here, once: every check and the task take the object
