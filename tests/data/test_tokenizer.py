@@ -1,7 +1,10 @@
+import shutil
+
 import pytest
 from transformers import AutoTokenizer, XLMRobertaTokenizerFast
 
 from xmod_lab.data.tokenizer import check_vocab_size, load_tokenizer, tokenizer_fingerprint, train_tokenizer
+from xmod_lab.models import XmodConfig
 
 
 def test_trained_tokenizer_has_the_xlmr_layout(tokenizer_dir):
@@ -39,3 +42,17 @@ def test_check_vocab_size(tokenizer_dir):
 def test_missing_local_tokenizer_dir_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="train_tokenizer"):
         load_tokenizer(str(tmp_path / "nope"))
+
+
+def test_an_export_with_a_float_reduction_factor_loads_its_tokenizer(tokenizer_dir, tmp_path):
+    """transformers' XmodConfig takes an int adapter_reduction_factor only; an xmod-lab export with a float one
+    (bottleneck wider than the hidden size: the paper study's) must still give its tokenizer back."""
+    export = tmp_path / "export"
+    shutil.copytree(tokenizer_dir, export)
+    XmodConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+               adapter_reduction_factor=0.25, languages=["en_XX"]).save_pretrained(export)  # fmt: skip
+    with pytest.raises(Exception, match="adapter_reduction_factor"):
+        AutoTokenizer.from_pretrained(str(export))  # what the plain call does: the defect this guards against
+    tok = load_tokenizer(str(export))
+    assert tok.tokenize("Anna 7") == ["▁Anna", "▁7"] and tok.mask_token_id == len(tok) - 1
+    assert tokenizer_fingerprint(tok) == tokenizer_fingerprint(load_tokenizer(str(tokenizer_dir)))

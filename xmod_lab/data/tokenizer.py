@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, XLMRobertaTokenizer
+from transformers import AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase, XLMRobertaTokenizer
 
 from xmod_lab import hub
 
@@ -80,6 +80,20 @@ def check_model_directory(path: str | Path) -> None:
             raise ValueError(why)
 
 
+def _named_class(path: Path) -> dict[str, Any]:
+    """For a local directory whose tokenizer_config.json names its class: a blank model config, so that
+    AutoTokenizer does not build the model's config just to choose a class. transformers' XmodConfig takes an
+    int ``adapter_reduction_factor`` only, and an xmod-lab export with a float one (legal here) would not load."""
+    file = path / "tokenizer_config.json"
+    if not (path.is_dir() and file.is_file()):
+        return {}
+    try:
+        named = json.loads(file.read_text(encoding="utf-8")).get("tokenizer_class")
+    except (ValueError, AttributeError):
+        return {}  # AutoTokenizer reports an unreadable file itself
+    return {"config": PretrainedConfig()} if isinstance(named, str) and named else {}
+
+
 def load_tokenizer(name_or_path: str = XLMR_TOKENIZER) -> PreTrainedTokenizerBase:
     """A fast tokenizer from a hub id (XLM-R by default) or a local directory."""
     path = Path(name_or_path).expanduser()
@@ -93,7 +107,8 @@ def load_tokenizer(name_or_path: str = XLMR_TOKENIZER) -> PreTrainedTokenizerBas
         check_model_directory(path)
     try:  # a hub repository with custom code is refused too (never an interactive prompt)
         with hub.reaching("tokenizer", name_or_path, "data.tokenizer"):
-            tok = AutoTokenizer.from_pretrained(str(path) if path.is_dir() else name_or_path, trust_remote_code=False)
+            tok = AutoTokenizer.from_pretrained(str(path) if path.is_dir() else name_or_path, trust_remote_code=False,
+                                                **_named_class(path))
     except ValueError as err:
         if "trust_remote_code" not in str(err):
             raise
