@@ -15,7 +15,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.tasks.run_helpers import SHRINK, compose_run, no_hydra
-from xmod_lab import paper, plots, pretraining, report
+from xmod_lab import paper, paper_doc, paper_summary, plots, pretraining, report
 from xmod_lab.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,7 +128,7 @@ def point(mode, k, loss, sd):
 def test_curse_verdict_weighs_the_change_against_its_spread(shared, modular, shows):
     rows = [point("shared", 1, *shared[:2]), point("shared", 16, *shared[2:]),
             point("modular", 1, *modular[:2]), point("modular", 16, *modular[2:])]  # fmt: skip
-    verdict = paper.curse_verdict(rows)
+    verdict = paper_summary.curse_verdict(rows)
     assert verdict["curse_shows"] is shows
     assert verdict["probe_loss_change_smallest_to_largest_k"]["shared"] == pytest.approx(shared[2] - shared[0])
     assert verdict["gap_at_largest_k"] == pytest.approx(shared[2] - modular[2])
@@ -139,15 +139,62 @@ def test_curse_verdict_weighs_the_change_against_its_spread(shared, modular, sho
 
 
 def test_mean_and_sample_sd():
-    assert paper.mean_sd([1.0, 2.0, 3.0]) == (2.0, 1.0)  # ddof 1 (population sd would be 0.816)
-    assert paper.mean_sd([2.5]) == (2.5, None) and paper.mean_sd([None, None]) == (None, None)
+    assert paper_summary.mean_sd([1.0, 2.0, 3.0]) == (2.0, 1.0)  # ddof 1 (population sd would be 0.816)
+    assert paper_summary.mean_sd([2.5]) == (2.5, None) and paper_summary.mean_sd([None, None]) == (None, None)
+
+
+def curve(mode, k, *per_seed):
+    n = len(per_seed[0])
+    return {"mode": mode, "languages": k, "per_seed": [list(s) for s in per_seed],
+            "points": [{"updates_per_language": 100.0 * (i + 1), "loss": None, "loss_sd": None} for i in range(n)]}
+
+
+@pytest.mark.parametrize(("seeds", "plateaued"), [
+    # 8 validations; the last quarter runs from the 6th (600 of 800) to the end
+    (([4, 3, 2.5, 2.2, 2.1, 2.05, 2.04, 2.04], [4, 3, 2.6, 2.3, 2.1, 2.06, 2.05, 2.05]), True),   # drop 0.01 < 1 %
+    (([4, 3, 2.5, 2.2, 2.1, 2.00, 1.90, 1.80], [4, 3, 2.6, 2.3, 2.1, 2.01, 1.91, 1.81]), False),  # still falling
+    (([4, 3, 2.5, 2.2, 2.1, 2.10, 2.05, 2.04], [4, 3, 2.6, 2.3, 2.1, 2.30, 2.30, 2.28]), True),   # drop < 2 sd
+])  # fmt: skip
+def test_plateau_verdict_reads_the_last_quarter_of_the_smallest_k(seeds, plateaued):
+    curves = [curve(mode, k, *seeds) for mode in paper_summary.MODES for k in (1, 4)]
+    curves[1]["per_seed"] = [[9.0] * 8, [1.0] * 8]  # K = 4 is not what the rule reads
+    verdict = paper_summary.plateau_verdict(curves)
+    assert verdict["plateaued"] is plateaued and verdict["k"] == 1 and verdict["no_verdict_because"] is None
+    found = verdict["by_mode"]["shared"]
+    assert (found["from_updates_per_language"], found["to_updates_per_language"]) == (600.0, 800.0)
+    assert found["drop"] == pytest.approx(statistics.mean(s[5] - s[7] for s in seeds))
+
+
+def test_plateau_verdict_without_a_learning_curve_says_why():
+    verdict = paper_summary.plateau_verdict([curve(m, 1, [3.0], [3.1]) for m in paper_summary.MODES])
+    assert verdict["plateaued"] is False and "fewer than 2 validations" in verdict["no_verdict_because"]
+
+
+def zs_row(mode, k, acc, sd, flagged=0):
+    return {"mode": mode, "languages": k, "zero_shot_avg_acc": acc, "zero_shot_avg_acc_sd": sd,
+            "flagged_seeds": flagged, "seeds": [0, 1, 2]}
+
+
+@pytest.mark.parametrize(("modular", "not_worse", "no_degradation"), [
+    ((50.0, 51.0), True, True),
+    ((50.0, 44.0), False, False),   # modular 6 points below shared at K = 4 (2 sd = 2.8), and down 6 from K = 2
+    ((50.0, 49.0), True, True),     # 1 point down: within the spread
+])  # fmt: skip
+def test_zero_shot_verdict_weighs_modular_against_shared_with_the_spread(modular, not_worse, no_degradation):
+    rows = [zs_row("shared", 1, None, None), zs_row("modular", 1, None, None),
+            zs_row("shared", 2, 50.0, 1.0), zs_row("shared", 4, 50.0, 1.0, flagged=1),
+            zs_row("modular", 2, modular[0], 1.0), zs_row("modular", 4, modular[1], 1.0)]  # fmt: skip
+    verdict = paper_summary.zero_shot_verdict(rows)
+    assert (verdict["modular_not_worse"], verdict["modular_does_not_degrade"]) == (not_worse, no_degradation)
+    assert verdict["flagged_runs"] == 1 and verdict["runs"] == 12
+    assert verdict["modular_minus_shared"][4]["sd"] == pytest.approx(math.sqrt(2))
 
 
 def fake_summary(n_seeds: int) -> dict:
     """A summary as main() writes it, for K = 1, 4: shared's probe loss rises by 0.3, modular's stays."""
     sd = 0.02 if n_seeds > 1 else None
     curse = []
-    for mode in paper.MODES:
+    for mode in paper_summary.MODES:
         for k in (1, 4):
             loss = 3.3 if (mode, k) == ("shared", 4) else 3.0
             row = {"mode": mode, "languages": k, "flags": {}, "flagged_seeds": 0, "seeds": list(range(n_seeds))}
@@ -164,16 +211,21 @@ def fake_summary(n_seeds: int) -> dict:
             row[key], row[f"{key}_sd"] = value, sd
         posthoc.append(row)
     runs = {"mlm": {"model": {"hidden_size": 64}, "epochs": 12}, "nli": {"epochs": 3}, "posthoc": {"epochs": 12}}
+    curves = [{"mode": mode, "languages": k, "points": [
+        {"updates_per_language": x, "loss": loss, "loss_sd": sd} for x, loss in ((100.0, 4.0), (200.0, 3.2), (300.0, 3.0))],
+        "per_seed": [[4.0, 3.2, 3.0 + i / 100] for i in range(n_seeds)]} for mode in paper_summary.MODES for k in (1, 4)]
     return {"curse": curse, "posthoc": posthoc, "wall_seconds": 100.0, "runs_reused": 0,
-            "seeds": list(range(n_seeds)), "verdict": paper.curse_verdict(curse),
-            "posthoc_verdict": paper.posthoc_verdict(posthoc), "chance": 100 / 3, "shortcut_ceiling": 33.0,
+            "seeds": list(range(n_seeds)), "verdict": paper_summary.curse_verdict(curse),
+            "posthoc_verdict": paper_summary.posthoc_verdict(posthoc), "chance": 100 / 3, "shortcut_ceiling": 33.0,
+            "learning_curves": curves, "plateau_verdict": paper_summary.plateau_verdict(curves),
+            "zero_shot_verdict": paper_summary.zero_shot_verdict(curse),
             "date": "2026-12-01 00:00 UTC", "command": "python -m xmod_lab.paper", "plots": ["probe_loss_vs_k.png"],
             "settings": {"ks": [1, 4], "posthoc_k": 4, "seeds": list(range(n_seeds)), "overrides": [], "runs": runs}}
 
 
 @pytest.mark.parametrize("n_seeds", [3, 1])
 def test_the_document_states_the_summary_figures_and_verdicts(n_seeds):
-    text = paper.document(fake_summary(n_seeds))
+    text = paper_doc.document(fake_summary(n_seeds))
     curse_line = next(line for line in text.splitlines() if line.startswith("| A shared model"))
     if n_seeds == 3:
         assert "**shows**" in curse_line and "shared probe loss K = 1 -> 4: +0.300 (2 sd = 0.057)" in curse_line
@@ -191,17 +243,17 @@ def test_a_study_that_mixes_two_worlds_is_refused(tmp_path):
     """Resuming after a change of the world would put runs of two data settings in one table."""
     data = {"n_corpus": 60, "n_train": 48, "n_eval": 24, "seed": 0, "vocab_size": 1000, "shared_facts": 64,
             "private_facts": 128, "vocab_overlap": 0.0, "orders": None}  # fmt: skip
-    dirs = [tmp_path / step / paper.run_name(mode, k, seed) for step in ("mlm", "nli") for mode in paper.MODES
+    dirs = [tmp_path / step / paper_summary.run_name(mode, k, seed) for step in ("mlm", "nli") for mode in paper_summary.MODES
             for k in (1, 2) for seed in (0, 1)]  # fmt: skip
-    dirs += [tmp_path / "posthoc" / f"{mode}_k2_seed{seed}_train{t}" for mode in paper.MODES for seed in (0, 1)
+    dirs += [tmp_path / "posthoc" / f"{mode}_k2_seed{seed}_train{t}" for mode in paper_summary.MODES for seed in (0, 1)
              for t in (True, False)]  # fmt: skip
     for run_dir in dirs:
         run_dir.mkdir(parents=True)
         OmegaConf.save({"data": data}, run_dir / "config.yaml")
-    paper.check_one_world(tmp_path, [1, 2], [0, 1], 2)
+    paper_summary.check_one_world(tmp_path, [1, 2], [0, 1], 2)
     OmegaConf.save({"data": {**data, "private_facts": 256}}, dirs[5] / "config.yaml")
     with pytest.raises(ValueError, match=rf"{dirs[5]} generated its data with other settings .*private_facts"):
-        paper.check_one_world(tmp_path, [1, 2], [0, 1], 2)
+        paper_summary.check_one_world(tmp_path, [1, 2], [0, 1], 2)
 
 
 @pytest.mark.slow
@@ -211,7 +263,8 @@ def test_paper_study_at_a_toy_setting(tmp_path):
     out, doc = tmp_path / "paper", tmp_path / "docs" / "paper.md"
     done = subprocess.run(
         [sys.executable, "-m", "xmod_lab.paper", "--out", str(out), "--ks", "1,2", "--posthoc-k", "2",
-         "--seeds", "2", "--doc", str(doc), "trainer.max_steps=2", *DATA],
+         "--seeds", "2", "--doc", str(doc), "trainer.max_steps=2", "trainer.check_val_every_n_epoch=1",
+         "trainer.val_check_interval=1", *DATA],
         cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, "XMOD_CACHE": str(tmp_path / "c")},
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -231,6 +284,18 @@ def test_paper_study_at_a_toy_setting(tmp_path):
     verdict = summary["verdict"]
     assert isinstance(verdict["curse_shows"], bool) and verdict["no_verdict_because"] is None
     assert verdict["gap_at_largest_k_sd"] is not None and (verdict["smallest_k"], verdict["largest_k"]) == (1, 2)
+    # the learning curves: a validation after each of the 2 updates, per language at K = 2
+    curves = {(c["mode"], c["languages"]): c for c in summary["learning_curves"]}
+    assert set(curves) == {(m, k) for m in ("shared", "modular") for k in (1, 2)}
+    assert [p["updates_per_language"] for p in curves["modular", 1]["points"]] == [1.0, 2.0]
+    assert [p["updates_per_language"] for p in curves["modular", 2]["points"]] == [0.5, 1.0]
+    for c in curves.values():
+        assert len(c["per_seed"]) == 2 and c["points"][-1]["loss"] == pytest.approx(statistics.mean(
+            seed[-1] for seed in c["per_seed"]))
+    plateau = summary["plateau_verdict"]
+    assert plateau["k"] == 1 and isinstance(plateau["plateaued"], bool) and set(plateau["by_mode"]) == set(paper_summary.MODES)
+    zero_shot = summary["zero_shot_verdict"]
+    assert zero_shot["runs"] == 4 and set(zero_shot["modular_minus_shared"]) == {"2"}  # JSON keys
     posthoc = {r["mode"]: r for r in summary["posthoc"]}
     assert set(posthoc) == {"shared", "modular"}
     for seed_row in posthoc["modular"]["per_seed"]:
@@ -243,15 +308,16 @@ def test_paper_study_at_a_toy_setting(tmp_path):
     assert posthoc["modular"]["new_language_mlm_loss_sd"] is not None
     assert isinstance(summary["wall_seconds"], float) and summary["wall_seconds"] > 0
     text = doc.read_text()
-    assert text == (out / "README.md").read_text() == paper.document(summary)  # a function of summary.json
+    assert text == (out / "README.md").read_text() == paper_doc.document(summary)  # a function of summary.json
     assert "## Verdicts" in text and "## Curse of multilinguality" in text
     for row in summary["curse"]:  # every figure of the table, with its spread
         assert f"{row['probe_mlm_loss']:.3f} ± {row['probe_mlm_loss_sd']:.3f}" in text
     assert (doc.parent / "img" / "paper_probe_loss_vs_k.png").stat().st_size > 0
+    assert (doc.parent / "img" / "paper_learning_curves.png").stat().st_size > 0 and "### Learning curves" in text
     assert (out / "probe_loss_vs_k.png").stat().st_size > 0 and (out / "mlm" / "sweep_summary.csv").is_file()
     # the figures: one style per mode, the same as xmod-report's plot of the same MLM runs (whose folders list
     # modular first); degenerate zero-shot runs crossed out
-    figures = paper.curse_figures(summary)
+    figures = paper_doc.curse_figures(summary)
     by_k = plots.plot_against_languages(report.collect_sweep(out / "mlm"), "loss").axes[0]
     report_lines = {c.get_label(): c.lines[0] for c in by_k.containers}
     for fig in figures.values():
@@ -261,16 +327,16 @@ def test_paper_study_at_a_toy_setting(tmp_path):
             assert report_lines[f"adapter_mode={mode}"].get_color() == plots.MODE_STYLE[mode]["color"]
     crosses = [x for line in figures["zero_shot_vs_k.png"].axes[0].get_lines() if line.get_gid() == "degenerate"
                for x in line.get_xdata()]
-    assert len(crosses) == sum(1 for r in summary["curse"] if r["flags"] and r["zero_shot_acc"] is not None)
+    assert len(crosses) == sum(1 for r in summary["curse"] if r["flags"] and r["zero_shot_avg_acc"] is not None)
 
 
 def test_curse_figures_draw_the_spread_over_seeds_and_no_bar_for_one_seed():
     rows = [
         {"mode": mode, "languages": k, "probe_mlm_loss": 3.0 + k / 10, "probe_mlm_loss_sd": sd,
-         "zero_shot_acc": None if k == 1 else 50.0, "zero_shot_acc_sd": None, "flags": {}}
+         "zero_shot_avg_acc": None if k == 1 else 50.0, "zero_shot_avg_acc_sd": None, "flags": {}}
         for mode, sd in (("shared", 0.2), ("modular", None)) for k in (1, 2)
     ]
-    figures = paper.curse_figures({"curse": rows, "chance": 33.33})
+    figures = paper_doc.curse_figures({"curse": rows, "chance": 33.33})
     ax = figures["probe_loss_vs_k.png"].axes[0]
     bars = [c for c in ax.containers if c.lines[2]]  # errorbar containers: (line, caps, bar collections)
     assert len(bars) == 1  # shared has an sd; modular's is undefined (one seed): no bar, not a bar of 0
@@ -283,10 +349,10 @@ def test_curse_figures_draw_the_spread_over_seeds_and_no_bar_for_one_seed():
 def test_curse_figures_of_a_study_with_one_k(sd):
     """`--ks 1 --posthoc-k 1`: the probe's loss at K = 1 per mode; the zero-shot panel (no language to transfer
     to at K = 1) says it has nothing to plot instead of showing an empty axis with the modes in its legend."""
-    rows = [{"mode": mode, "languages": 1, "probe_mlm_loss": loss, "probe_mlm_loss_sd": sd, "zero_shot_acc": None,
-             "zero_shot_acc_sd": None, "flags": {"en": ["seed 0: predicts 1 of 3 classes"]}}
+    rows = [{"mode": mode, "languages": 1, "probe_mlm_loss": loss, "probe_mlm_loss_sd": sd, "zero_shot_avg_acc": None,
+             "zero_shot_avg_acc_sd": None, "flags": {"en": ["seed 0: predicts 1 of 3 classes"]}}
             for mode, loss in (("shared", 6.5), ("modular", 6.4))]  # fmt: skip
-    figures = paper.curse_figures({"curse": rows, "chance": 33.33})
+    figures = paper_doc.curse_figures({"curse": rows, "chance": 33.33})
     loss = figures["probe_loss_vs_k.png"].axes[0]
     lines = {line.get_label(): line for line in loss.get_lines()}
     for mode, value in (("shared", 6.5), ("modular", 6.4)):
@@ -298,14 +364,14 @@ def test_curse_figures_of_a_study_with_one_k(sd):
     zero_shot = figures["zero_shot_vs_k.png"].axes[0]
     assert [line.get_label() for line in zero_shot.get_lines()] == ["chance"]
     assert [t.get_text() for t in zero_shot.texts if t.get_gid() == "empty"] == [
-        "nothing to plot: no zero-shot NLI accuracy (de) at K = 1"]
+        "nothing to plot: no zero-shot NLI accuracy (mean over the other languages) at K = 1"]
     assert not [t for t in loss.texts if t.get_gid() == "empty"]
     for fig in figures.values():
         fig.savefig(io.BytesIO(), format="png")  # draws: the layout and the log axis work with one K
 
 
 @pytest.mark.parametrize(("argv", "needle"), [
-    (["--ks", "1"], "--posthoc-k 8 is not among --ks 1: the post-hoc step adds a language to models of one of "
+    (["--ks", "1"], "--posthoc-k 4 is not among --ks 1: the post-hoc step adds a language to models of one of "
                     "those K; pass it, e.g. --ks 1 --posthoc-k 1"),
     (["--ks", "0,2", "--posthoc-k", "2"], "--ks 0,2: each K must lie in 1..16"),
 ])  # fmt: skip

@@ -1,0 +1,365 @@
+"""The figures of ``make paper`` (:mod:`xmod_lab.paper`) from its runs' saved files: per-point means and sample
+standard deviations over seeds, the probe's learning curves, and the verdicts that weigh each claim against its
+spread. Reads run folders only (``results.json``, ``csv/metrics.csv``, ``config.yaml``); trains nothing."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from xmod_lab.data.synthetic_world import WORLD_DEFAULTS
+from xmod_lab.results import AVERAGES, parse_metric_key
+
+MODES = ("shared", "modular")
+KS = (1, 2, 4)
+POSTHOC_K = 4
+PROBE, ZERO_SHOT_PROBE, NEW_LANGUAGE = "en", "de", "rm"  # evaluation sets (dataset codes)
+SEEDS = 3  # training seeds per point (model initialisation and data order; the generated world is data.seed's)
+
+
+def run_name(mode: str, k: int, seed: int) -> str:
+    return f"{mode}_synthetic{k}_seed{seed}"
+
+
+def missing(step_dir: Path, mode: str, ks: Sequence[int], seed: int) -> list[int]:
+    """The K whose run of ``mode`` and ``seed`` has not finished yet: a stopped study resumes where it was."""
+    return [k for k in ks if not (step_dir / run_name(mode, k, seed) / "run_complete").is_file()]
+
+
+def run_results(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "results.json"
+    if not (run_dir / "run_complete").is_file() or not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no finished run (run_complete / results.json missing)")
+    return json.loads(path.read_text())
+
+
+def test_metrics(run_dir: Path) -> dict[str, float]:
+    """The run's test metrics at full precision (``test/<lang>/<metric>``) from its CSV log; results.json
+    rounds to 4 decimals, too coarse to call a change exactly zero."""
+    rows = list(csv.DictReader((run_dir / "csv" / "metrics.csv").open()))
+    last: dict[str, float] = {}
+    for row in rows:
+        last.update({k: float(v) for k, v in row.items() if k.startswith("test/") and v not in ("", None)})
+    if not last:
+        raise FileNotFoundError(f"{run_dir}/csv/metrics.csv has no test metrics")
+    return last
+
+
+def mean_sd(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (ddof 1) of the values that exist; sd None below 2 values."""
+    present = [float(v) for v in values if v is not None]
+    if not present:
+        return None, None
+    return statistics.fmean(present), (statistics.stdev(present) if len(present) >= 2 else None)
+
+
+def _aggregate(per_seed: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in keys:
+        out[key], out[f"{key}_sd"] = mean_sd([r[key] for r in per_seed])
+    return out
+
+
+CURSE_METRICS = ("probe_mlm_loss", "mlm_loss_avg", "zero_shot_acc", "zero_shot_avg_acc", "en_acc", "updates")
+
+
+def curse_rows(out: Path, ks: Sequence[int], seeds: Sequence[int]) -> list[dict[str, Any]]:
+    """One row per (mode, K): the mean over seeds of each metric, its ``_sd``, and the seeds' own rows."""
+    rows = []
+    for mode in MODES:
+        for k in ks:
+            per_seed = []
+            for seed in seeds:
+                name = run_name(mode, k, seed)
+                mlm = run_results(out / "mlm" / name)
+                nli = run_results(out / "nli" / name)
+                table = nli["test"]
+                others = [lang for lang in table if lang not in (PROBE, *AVERAGES)]
+                zero_shot = table[ZERO_SHOT_PROBE]["acc"] if ZERO_SHOT_PROBE in table else None
+                per_seed.append({
+                    "seed": seed,
+                    "probe_mlm_loss": mlm["test"][PROBE]["loss"],
+                    "mlm_loss_avg": mlm["test"]["avg"]["loss"],
+                    "zero_shot_acc": zero_shot,
+                    "zero_shot_avg_acc": (sum(table[lang]["acc"] for lang in others) / len(others)) if others else None,
+                    "en_acc": table[PROBE]["acc"],
+                    "updates": mlm.get("global_step"),
+                    "flags": (nli.get("diagnostics") or {}).get("flags", {}),
+                })  # fmt: skip
+            flags: dict[str, list[str]] = {}
+            for r in per_seed:
+                for lang, found in r["flags"].items():
+                    flags.setdefault(lang, []).extend(f"seed {r['seed']}: {f}" for f in found)
+            rows.append({
+                "mode": mode,
+                "languages": k,
+                **_aggregate(per_seed, CURSE_METRICS),
+                "zero_shot_language": ZERO_SHOT_PROBE if per_seed[0]["zero_shot_acc"] is not None else None,
+                "flags": flags,
+                "flagged_seeds": sum(1 for r in per_seed if r["flags"]),
+                "seeds": list(seeds),
+                "per_seed": per_seed,
+            })  # fmt: skip
+    return rows
+
+
+POSTHOC_METRICS = ("new_language_mlm_loss", "new_language_mlm_loss_before", "old_languages_mlm_loss",
+                   "new_minus_old_mlm_loss", "old_languages_max_loss_change")  # fmt: skip
+
+
+def posthoc_rows(out: Path, k: int, seeds: Sequence[int]) -> list[dict[str, Any]]:
+    """Per mode: the new language's loss before and after, how close it comes to the pre-trained languages
+    (its loss minus their mean loss, after), and how far any old language's loss moved (the largest over
+    seeds: modular must be exactly 0 in every seed)."""
+    rows = []
+    for mode in MODES:
+        per_seed = []
+        for seed in seeds:
+            after = test_metrics(out / "posthoc" / f"{mode}_k{k}_seed{seed}_trainTrue")
+            before = test_metrics(out / "posthoc" / f"{mode}_k{k}_seed{seed}_trainFalse")
+            old = sorted(
+                parsed[1] for parsed in map(parse_metric_key, after)
+                if parsed and parsed[2] == "loss" and parsed[1] not in (NEW_LANGUAGE, *AVERAGES)
+            )
+            changes = {lang: after[f"test/{lang}/loss"] - before[f"test/{lang}/loss"] for lang in old}
+            new = after[f"test/{NEW_LANGUAGE}/loss"]
+            old_loss = statistics.fmean(before[f"test/{lang}/loss"] for lang in old)  # as pre-trained
+            per_seed.append({
+                "seed": seed,
+                "new_language_mlm_loss": new,
+                "new_language_mlm_loss_before": before[f"test/{NEW_LANGUAGE}/loss"],
+                "old_languages_mlm_loss": old_loss,
+                "new_minus_old_mlm_loss": new - old_loss,
+                "old_languages_max_loss_change": max(abs(v) for v in changes.values()),
+                "old_languages_loss_change": changes,
+            })  # fmt: skip
+        row = {"mode": mode, **_aggregate(per_seed, POSTHOC_METRICS)}
+        row["old_languages_max_loss_change"] = max(r["old_languages_max_loss_change"] for r in per_seed)
+        row["old_languages_loss_change"] = {
+            lang: mean_sd([r["old_languages_loss_change"][lang] for r in per_seed])[0]
+            for lang in per_seed[0]["old_languages_loss_change"]
+        }
+        rows.append({**row, "seeds": list(seeds), "per_seed": per_seed})
+    return rows
+
+
+def _combined(*sds: float | None) -> float | None:
+    """The standard deviation of a sum or difference of independent means' estimates: sqrt of the summed
+    variances (None when a term has none: fewer than 2 seeds)."""
+    return None if any(sd is None for sd in sds) else math.sqrt(sum(sd * sd for sd in sds))  # type: ignore[operator]
+
+
+def curse_verdict(curse: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """What the figures say about the claim, with their spread. The curse shows when (1) the shared model's
+    probe loss at the largest K exceeds its value at the smallest K (K = 1) by more than twice the combined
+    sd of the two means, (2) the modular model's does not, and (3) shared minus modular at the largest K
+    exceeds twice its combined sd. Fewer than 2 seeds (no spread) or one K: it does not show."""
+    by = {(r["mode"], r["languages"]): r for r in curse}
+    ks = sorted({r["languages"] for r in curse})
+    small, large = ks[0], ks[-1]
+    change, spread, rises = {}, {}, {}
+    for mode in MODES:
+        lo, hi = by[mode, small], by[mode, large]
+        change[mode] = hi["probe_mlm_loss"] - lo["probe_mlm_loss"]
+        spread[mode] = _combined(hi["probe_mlm_loss_sd"], lo["probe_mlm_loss_sd"])
+        rises[mode] = spread[mode] is not None and large > small and change[mode] > 2 * spread[mode]
+    gap = by["shared", large]["probe_mlm_loss"] - by["modular", large]["probe_mlm_loss"]
+    gap_spread = _combined(by["shared", large]["probe_mlm_loss_sd"], by["modular", large]["probe_mlm_loss_sd"])
+    gap_shows = gap_spread is not None and gap > 2 * gap_spread
+    why = None
+    if large == small:
+        why = "one K only: nothing to compare"
+    elif gap_spread is None:
+        why = "fewer than 2 seeds: no spread, so no verdict (--seeds 2 or more)"
+    return {
+        "smallest_k": small,
+        "largest_k": large,
+        "probe_loss_change_smallest_to_largest_k": change,
+        "probe_loss_change_sd": spread,
+        "probe_loss_rises": rises,
+        "gap_at_largest_k": gap,
+        "gap_at_largest_k_sd": gap_spread,
+        "gap_shows": gap_shows,
+        "curse_shows": bool(rises["shared"] and not rises["modular"] and gap_shows and why is None),
+        "no_verdict_because": why,
+        "rule": "shared rises from the smallest to the largest K by > 2 combined sd, modular does not, and "
+                "shared - modular at the largest K > 2 combined sd (sample sd over seeds, ddof 1; combined: "
+                "sqrt of the summed variances)",
+    }  # fmt: skip
+
+
+def posthoc_verdict(posthoc: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    by = {r["mode"]: r for r in posthoc}
+    return {
+        "modular_old_languages_unchanged": by["modular"]["old_languages_max_loss_change"] == 0.0,
+        "shared_old_languages_changed": by["shared"]["old_languages_max_loss_change"] > 0.0,
+    }
+
+
+SETTING_KEYS = {
+    "mlm": (("model", "model.config"), ("adapter reduction factor", "adapter.adapter_reduction_factor"),
+            ("data", "data"), ("epochs", "trainer.max_epochs"), ("max steps", "trainer.max_steps"),
+            ("learning rate", "optimizer.lr"), ("batch size", "data.batch_size")),
+    "nli": (("epochs", "trainer.max_epochs"), ("max steps", "trainer.max_steps"), ("learning rate", "optimizer.lr"),
+            ("freeze", "freeze.policy"), ("training pairs per language", "data.n_train")),
+    "posthoc": (("epochs", "trainer.max_epochs"), ("max steps", "trainer.max_steps"),
+                ("learning rate", "optimizer.lr")),
+}  # fmt: skip
+_MODEL_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
+_DATA_FIELDS = ("n_corpus", "n_train", "n_eval", "seed", "vocab_size", *WORLD_DEFAULTS)
+
+
+def check_one_world(out: Path, ks: Sequence[int], seeds: Sequence[int], posthoc_k: int) -> None:
+    """Every run of the study generated its data with the same settings. A resumed study reuses finished
+    runs; after a change of the world (conf/world/paper.yaml, data.* overrides) they would silently mix two
+    worlds in one table."""
+    dirs = [out / step / run_name(mode, k, seed) for step in ("mlm", "nli") for mode in MODES for k in ks for seed in seeds]
+    dirs += [out / "posthoc" / f"{mode}_k{posthoc_k}_seed{seed}_train{t}" for mode in MODES for seed in seeds
+             for t in (True, False)]  # fmt: skip
+    first: tuple[Path, dict[str, Any]] | None = None
+    for run_dir in dirs:
+        data = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml").data)
+        assert isinstance(data, dict)
+        # a run saved before the world settings existed had the default (off) world
+        generation = {f: data.get(f, WORLD_DEFAULTS.get(f)) for f in _DATA_FIELDS}
+        if first is None:
+            first = (run_dir, generation)
+        elif generation != first[1]:
+            diff = {f: (first[1][f], generation[f]) for f in _DATA_FIELDS if first[1][f] != generation[f]}
+            raise ValueError(
+                f"{run_dir} generated its data with other settings than {first[0]} ({diff}: "
+                f"{first[0].name}'s, then its): the study mixes two worlds, probably resumed after a change. Use a new "
+                f"--out, or delete the runs of the old setting under {out}."
+            )
+
+
+def study_settings(out: Path, ks: Sequence[int], seeds: Sequence[int], posthoc_k: int) -> dict[str, Any]:
+    """What each step ran with, from one run's config.yaml per step (every run of a step shares them but
+    languages, mode and seed)."""
+    runs = {"mlm": out / "mlm" / run_name("modular", ks[-1], seeds[0]),
+            "nli": out / "nli" / run_name("modular", ks[-1], seeds[0]),
+            "posthoc": out / "posthoc" / f"modular_k{posthoc_k}_seed{seeds[0]}_trainTrue"}  # fmt: skip
+    check_one_world(out, ks, seeds, posthoc_k)
+    settings: dict[str, Any] = {}
+    for step, run_dir in runs.items():
+        cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
+        assert isinstance(cfg, dict)
+        found: dict[str, Any] = {}
+        for label, key in SETTING_KEYS[step]:
+            value: Any = cfg
+            for part in key.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            if label == "model" and isinstance(value, dict):
+                value = {f: value[f] for f in _MODEL_FIELDS if f in value}
+            elif label == "data" and isinstance(value, dict):
+                value = {f: value[f] for f in _DATA_FIELDS if f in value}
+            found[label] = None if (label == "max steps" and value == -1) else value  # -1: epochs decide
+        settings[step] = found
+    return settings
+
+
+
+def probe_curve(run_dir: Path, k: int) -> list[tuple[float, float]]:
+    """``(updates per language, held-out probe loss)`` at each validation of an MLM run, from its CSV log. A run
+    on K languages makes about K updates per update of each language (every block once per epoch)."""
+    key = f"val/{PROBE}/loss"
+    rows = csv.DictReader((run_dir / "csv" / "metrics.csv").open())
+    return [(int(row["step"]) / k, float(row[key])) for row in rows if row.get(key) not in (None, "")]
+
+
+def learning_curves(out: Path, ks: Sequence[int], seeds: Sequence[int]) -> list[dict[str, Any]]:
+    """Per mode and K: the probe's validation loss against updates per language, the mean and sd over seeds at
+    each validation (every seed of a point validates at the same steps: the same data and batch plan)."""
+    curves = []
+    for mode in MODES:
+        for k in ks:
+            per_seed = [probe_curve(out / "mlm" / run_name(mode, k, seed), k) for seed in seeds]
+            steps = {tuple(x for x, _ in curve) for curve in per_seed}
+            if len(steps) != 1:
+                raise ValueError(f"{out / 'mlm'}: the {mode} K = {k} runs validated at different steps "
+                                 f"({sorted(len(s) for s in steps)} validations): rerun them with the same settings")  # fmt: skip
+            points = []
+            for i, (x, _) in enumerate(per_seed[0]):
+                loss, sd = mean_sd([curve[i][1] for curve in per_seed])
+                points.append({"updates_per_language": round(x, 1), "loss": loss, "loss_sd": sd})
+            curves.append({"mode": mode, "languages": k, "points": points,
+                           "per_seed": [[loss for _, loss in curve] for curve in per_seed]})  # fmt: skip
+    return curves
+
+
+LAST_SHARE = 0.25  # the share of pre-training whose progress decides whether the smallest K has plateaued
+PLATEAU_RELATIVE = 0.01
+
+
+def plateau_verdict(curves: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Whether the smallest K's probe loss has stopped falling, the condition for reading a rise with K as a
+    curse rather than as K times more training of the shared body. Per seed: its loss at the validation
+    nearest to 75 % of the updates minus its final loss (the drop over the last quarter). Plateaued: the mean
+    drop is below 1 % of the final loss or below twice the sd of the final loss over seeds (seed noise)."""
+    small = min(c["languages"] for c in curves)
+    found: dict[str, Any] = {}
+    for curve in (c for c in curves if c["languages"] == small):
+        if len(curve["points"]) < 2:  # e.g. trainer.max_steps below an epoch: nothing to read a trend from
+            found[curve["mode"]] = {"plateaued": False, "validations": len(curve["points"])}
+            continue
+        xs = [p["updates_per_language"] for p in curve["points"]]
+        i = min(range(len(xs)), key=lambda j: abs(xs[j] - (1 - LAST_SHARE) * xs[-1]))
+        drops = [seed[i] - seed[-1] for seed in curve["per_seed"]]
+        drop, drop_sd = mean_sd(drops)
+        final, final_sd = mean_sd([seed[-1] for seed in curve["per_seed"]])
+        assert drop is not None and final is not None
+        limit = max(PLATEAU_RELATIVE * final, 2 * final_sd if final_sd is not None else 0.0)
+        found[curve["mode"]] = {
+            "from_updates_per_language": xs[i], "to_updates_per_language": xs[-1], "drop": drop, "drop_sd": drop_sd,
+            "final_loss": final, "final_loss_sd": final_sd, "limit": limit, "plateaued": i < len(xs) - 1 and drop < limit,
+        }  # fmt: skip
+    few = [m for m, v in found.items() if "validations" in v]
+    return {
+        "k": small,
+        "by_mode": found,
+        "plateaued": all(v["plateaued"] for v in found.values()),
+        "no_verdict_because": f"fewer than 2 validations of the K = {small} runs ({', '.join(few)}): no learning "
+                              "curve (trainer.check_val_every_n_epoch)" if few else None,
+        "rule": f"the probe loss at K = {small} fell over the last quarter of pre-training (validation nearest 75 % "
+                f"of the updates to the end, per seed) by less than {PLATEAU_RELATIVE:.0%} of its final value or "
+                "less than twice the sd of the final value over seeds",
+    }  # fmt: skip
+
+
+def zero_shot_verdict(curse: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The paper's transfer claim with the spread: no zero-shot run flagged degenerate; modular's mean zero-shot
+    accuracy over the other pre-trained languages is at no K below shared's by more than twice the combined sd;
+    and modular's at the largest K is not below its own at the smallest K >= 2 by more than twice that sd."""
+    rows = [r for r in curse if r["zero_shot_avg_acc"] is not None]
+    if not rows:
+        return {"no_verdict_because": "K = 1 only: no language to transfer to", "flagged_runs": 0}
+    by = {(r["mode"], r["languages"]): r for r in rows}
+    ks = sorted({r["languages"] for r in rows})
+    key = "zero_shot_avg_acc"
+    gaps = {}
+    for k in ks:
+        m, s = by["modular", k], by["shared", k]
+        gaps[k] = {"modular_minus_shared": m[key] - s[key], "sd": _combined(m[f"{key}_sd"], s[f"{key}_sd"])}
+    lo, hi = by["modular", ks[0]], by["modular", ks[-1]]
+    change, change_sd = hi[key] - lo[key], _combined(hi[f"{key}_sd"], lo[f"{key}_sd"])
+    spread_known = all(g["sd"] is not None for g in gaps.values()) and change_sd is not None
+    return {
+        "flagged_runs": sum(r["flagged_seeds"] for r in rows),
+        "runs": sum(len(r["seeds"]) for r in rows),
+        "modular_minus_shared": gaps,
+        "modular_not_worse": spread_known and all(g["modular_minus_shared"] > -2 * g["sd"] for g in gaps.values()),
+        "modular_change_smallest_to_largest_k": change,
+        "modular_change_sd": change_sd,
+        "modular_does_not_degrade": spread_known and (len(ks) == 1 or change > -2 * change_sd),  # type: ignore[operator]
+        "no_verdict_because": None if spread_known else "fewer than 2 seeds: no spread, so no verdict",
+        "rule": "mean zero-shot accuracy over the other pre-trained languages; modular not worse than shared: "
+                "modular - shared > -2 combined sd at every K; no degradation: modular at the largest K minus at "
+                "the smallest K >= 2 > -2 combined sd",
+    }  # fmt: skip
