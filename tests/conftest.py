@@ -9,6 +9,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pathlib  # noqa: E402
+import subprocess  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -17,7 +18,26 @@ try:
 except ImportError:  # without pytest-xdist the suite runs in one process, in collection order
     LoadScopeScheduling = None
 
-SHARED_SAMPLES = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "xtreme-samples"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SAMPLES = pathlib.Path("data") / "xtreme-samples"
+
+
+def shared_samples() -> pathlib.Path | None:
+    """The real XTREME excerpts: ``$XMOD_SHARED/data/xtreme-samples`` when set, else ``../shared`` beside the
+    checkout, else beside the repository this one was cloned from (a clone made elsewhere, e.g. in a temporary
+    directory, still tests on the real data instead of skipping)."""
+    if os.environ.get("XMOD_SHARED"):
+        return pathlib.Path(os.environ["XMOD_SHARED"]) / SAMPLES
+    candidates = [ROOT.parent / "shared" / SAMPLES]
+    origin = subprocess.run(["git", "-C", str(ROOT), "config", "--get", "remote.origin.url"],
+                            capture_output=True, text=True).stdout.strip()  # fmt: skip
+    local = origin.removeprefix("file://")
+    if local and "://" not in local and ":" not in local.split("/")[0]:  # a path, not a URL or host:path
+        candidates.append(pathlib.Path(local).resolve().parent / "shared" / SAMPLES)
+    return next((c for c in candidates if c.is_dir()), None)
+
+
+SHARED_SAMPLES = shared_samples()
 
 
 # `make test` runs the suite on two processes (pytest-xdist, `--dist loadfile`): one test file at a time goes to a
@@ -61,9 +81,9 @@ if LoadScopeScheduling is not None:
 
 @pytest.fixture(scope="session")
 def xtreme_samples() -> pathlib.Path:
-    """The real XTREME excerpts beside the checkout (../shared/data/xtreme-samples)."""
-    if not SHARED_SAMPLES.is_dir():
-        pytest.skip("../shared/data/xtreme-samples is not present")
+    """The real XTREME excerpts (:func:`shared_samples`)."""
+    if SHARED_SAMPLES is None or not SHARED_SAMPLES.is_dir():
+        pytest.skip("shared/data/xtreme-samples is not present beside the checkout or its origin (set XMOD_SHARED)")
     return SHARED_SAMPLES
 
 
