@@ -86,6 +86,19 @@ def test_default_pretrain_stage_applies_to_synthetic_runs_only(tmp_path, overrid
     assert pretraining.applicable(cfg) is None and pretraining.wanted(cfg)
 
 
+@pytest.mark.parametrize("quiet", [True, False])
+def test_pretraining_stage_follows_the_runs_console_settings(quiet):
+    """`trainer.enable_progress_bar=false` quiets the pre-training stage too, without a new cached backbone."""
+    flags = [f"trainer.enable_progress_bar={not quiet}"]
+    with no_hydra():
+        cfg = compose_run("train", Path("/tmp/run"), Path("/tmp/cache"), ["pretrain=synthetic_mlm", *flags])
+        pre = pretraining.pretraining_config(cfg)
+        base = compose_run("train", Path("/tmp/run"), Path("/tmp/cache"), ["pretrain=synthetic_mlm"])
+        key = pretraining.cache_key(pretraining.pretraining_config(base))
+    assert pre.trainer.enable_progress_bar is (not quiet)
+    assert pretraining.cache_key(pre) == key
+
+
 def test_pretraining_cache_key_is_canonical():
     """Equal weights, equal key (defaults written out, the map); another backbone, another key."""
     def key(*overrides: str) -> str:

@@ -123,6 +123,9 @@ def pretraining_config(cfg: DictConfig) -> DictConfig:
             for key in GENERATION_KEYS:
                 if key in cfg.data:
                     pre.data[key] = cfg.data[key]
+        # the console follows the run (a quiet run gets a quiet stage); not part of the cache key
+        if cfg.trainer.get("enable_progress_bar") is not None:
+            pre.trainer.enable_progress_bar = cfg.trainer.enable_progress_bar
         pre.torch_threads = cfg.get("torch_threads")
         pre.test = True
     return pre
