@@ -58,6 +58,7 @@ def document(summary: dict[str, Any]) -> str:
         + f"; K = {', '.join(map(str, st['ks']))}; {len(seeds)} training seed(s) per point ({', '.join(map(str, seeds))}: "
         "model initialisation and data order; the synthetic world is fixed by `data.seed`). Figures: mean ± sample "
         "sd over seeds.", "",
+        "How the settings were chosen (pilot runs, one command each): [paper_search.md](paper_search.md).", "",
         "## Verdicts", "",
         "| the paper's claim | here |", "|---|---|",
     ]  # fmt: skip
@@ -78,7 +79,8 @@ def document(summary: dict[str, Any]) -> str:
         "has stopped improving. | " + ("**plateaued**" if plateau["plateaued"] else "**not plateaued**") + ": "
         + (plateau["no_verdict_because"] or "; ".join(
             f"{m} probe loss {v['from_updates_per_language']:.0f} -> {v['to_updates_per_language']:.0f} updates per "
-            f"language fell by {_num(v['drop'], v['drop_sd'])} (limit {v['limit']:.3f})"
+            f"language fell by {_num(v['drop'], v['drop_sd'])} (limit {v['limit']:.3f}, final loss "
+            f"{_num(v['final_loss'], v['final_loss_sd']).lstrip('+')})"
             for m, v in plateau["by_mode"].items()))
         + f". Rule: {plateau['rule']}. |")
     zv = summary["zero_shot_verdict"]

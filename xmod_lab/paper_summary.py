@@ -212,7 +212,8 @@ SETTING_KEYS = {
     "posthoc": (("epochs", "trainer.max_epochs"), ("max steps", "trainer.max_steps"),
                 ("learning rate", "optimizer.lr")),
 }  # fmt: skip
-_MODEL_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
+_MODEL_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size",
+                 "position_embedding_type", "initializer_range")
 _DATA_FIELDS = ("n_corpus", "n_train", "n_eval", "seed", "vocab_size", *WORLD_DEFAULTS)
 
 
@@ -301,8 +302,9 @@ PLATEAU_RELATIVE = 0.01
 def plateau_verdict(curves: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Whether the smallest K's probe loss has stopped falling, the condition for reading a rise with K as a
     curse rather than as K times more training of the shared body. Per seed: its loss at the validation
-    nearest to 75 % of the updates minus its final loss (the drop over the last quarter). Plateaued: the mean
-    drop is below 1 % of the final loss or below twice the sd of the final loss over seeds (seed noise)."""
+    nearest to 75 % of the updates minus its final loss (the drop over the last quarter, paired within the
+    seed: the seeds' different levels do not hide a fall they all share). Plateaued: the mean drop is below 1 %
+    of the final loss, or below twice its own sd over seeds (no fall the seeds agree on)."""
     small = min(c["languages"] for c in curves)
     found: dict[str, Any] = {}
     for curve in (c for c in curves if c["languages"] == small):
@@ -315,7 +317,7 @@ def plateau_verdict(curves: Sequence[dict[str, Any]]) -> dict[str, Any]:
         drop, drop_sd = mean_sd(drops)
         final, final_sd = mean_sd([seed[-1] for seed in curve["per_seed"]])
         assert drop is not None and final is not None
-        limit = max(PLATEAU_RELATIVE * final, 2 * final_sd if final_sd is not None else 0.0)
+        limit = max(PLATEAU_RELATIVE * final, 2 * drop_sd if drop_sd is not None else 0.0)
         found[curve["mode"]] = {
             "from_updates_per_language": xs[i], "to_updates_per_language": xs[-1], "drop": drop, "drop_sd": drop_sd,
             "final_loss": final, "final_loss_sd": final_sd, "limit": limit, "plateaued": i < len(xs) - 1 and drop < limit,
@@ -329,7 +331,7 @@ def plateau_verdict(curves: Sequence[dict[str, Any]]) -> dict[str, Any]:
                               "curve (trainer.check_val_every_n_epoch)" if few else None,
         "rule": f"the probe loss at K = {small} fell over the last quarter of pre-training (validation nearest 75 % "
                 f"of the updates to the end, per seed) by less than {PLATEAU_RELATIVE:.0%} of its final value or "
-                "less than twice the sd of the final value over seeds",
+                "less than twice the sd of that drop over seeds",
     }  # fmt: skip
 
 
