@@ -218,11 +218,14 @@ def test_host_syncs_with_padding_skipped():
     ids, mask = padded_batch("right")
     model = xm.XmodForMaskedLM(tiny_config(skip_padding="always")).train()
     labels = ids.masked_fill(mask == 0, -100)
-    # Mixed languages: the token count rides on the routing's one sync.
+    # Mixed languages: the backbone's token count rides on the routing's one sync; the LM head on the kept
+    # tokens only costs one more (its own count), paid for by the vocabulary-wide matmul it leaves out.
     step = lambda: model(ids, attention_mask=mask, lang_ids=LANG_IDS, labels=labels).loss.backward()  # noqa: E731
-    assert count_syncs(step) == ["tolist"]
+    assert count_syncs(step) == ["tolist", "__int__"]
+    backbone = lambda: model.roberta(ids, attention_mask=mask, lang_ids=LANG_IDS)  # noqa: E731
+    assert count_syncs(backbone) == ["tolist"]
     # A known language needs no sync for routing; skipping padding costs one (the token count).
-    assert count_syncs(lambda: model(ids, attention_mask=mask, lang_ids=2)) == ["tolist"]
+    assert count_syncs(lambda: model.roberta(ids, attention_mask=mask, lang_ids=2)) == ["tolist"]
     model.config.skip_padding = "never"
     assert count_syncs(lambda: model(ids, attention_mask=mask, lang_ids=2)) == []
 
@@ -276,3 +279,35 @@ def test_first_token_only_steps_aside_where_other_outputs_need_every_token():
     relative.roberta.encoder.layer[-1].register_forward_hook(lambda _m, _a, out: shapes.append(out[0].shape))
     relative(ids, attention_mask=mask, lang_ids=LANG_IDS)
     assert shapes == [(6, 12, 32)]
+
+
+@pytest.mark.parametrize("labelled", [False, True])
+def test_masked_lm_head_reads_the_kept_tokens_only(labelled):
+    """At a 250k vocabulary the LM head is most of an inference forward: with padding skipped it runs on the
+    kept tokens (plus one zero state for the skipped positions), and gives the padded path's logits at every
+    real position and the head's output for a zero state at every skipped one, as before."""
+    ids, mask = padded_batch("right")
+    model = xm.XmodForMaskedLM(tiny_config(skip_padding="always")).eval()
+    reference = xm.XmodForMaskedLM(tiny_config(skip_padding="never")).eval()
+    reference.load_state_dict(model.state_dict())
+    labels = ids.masked_fill(mask == 0, -100) if labelled else None
+    rows: list[int] = []
+    hook = model.lm_head.register_forward_hook(lambda _m, args, _out: rows.append(args[0].shape[0]))
+    with torch.no_grad():
+        out = model(ids, attention_mask=mask, lang_ids=LANG_IDS, labels=labels)
+        hook.remove()
+        ref = reference(ids, attention_mask=mask, lang_ids=LANG_IDS, labels=labels)
+        zero_state = model.lm_head(torch.zeros(1, model.config.hidden_size))[0]
+    assert rows == [int(mask.sum()), 1]  # every row starts with a real <s>: nothing else is kept
+    real = mask.bool()
+    assert max_diff(out.logits[real], ref.logits[real]) <= TOL
+    assert torch.equal(out.logits[~real], zero_state.expand(int((~real).sum()), -1))
+    if labelled:
+        assert abs(out.loss.item() - ref.loss.item()) <= TOL
+    dense = torch.ones_like(mask)  # nothing to skip: the head runs once, on every position
+    rows.clear()
+    hook = model.lm_head.register_forward_hook(lambda _m, args, _out: rows.append(args[0].shape[:2]))
+    with torch.no_grad():
+        model(ids, attention_mask=dense, lang_ids=LANG_IDS)
+    hook.remove()
+    assert rows == [ids.shape]

@@ -26,7 +26,7 @@ from transformers.utils.generic import can_return_tuple
 
 from .configuration import XmodConfig
 from .modeling import XmodModel
-from .padding import labelled_positions
+from .padding import Unpadded, labelled_positions, skipped_in_forward
 from .pretrained import XmodPreTrainedModel
 
 logger = logging.getLogger(__name__)
@@ -83,6 +83,15 @@ class XmodForMaskedLM(XmodPreTrainedModel):
         self.lm_head.decoder = new_embeddings
 
     @can_return_tuple
+    def _logits_at(self, hidden: torch.Tensor, kept: Unpadded) -> torch.Tensor:
+        """(B, T, V) logits with the LM head run on the kept positions only. The backbone skipped the others
+        (their hidden state is zero), so each of them gets the head's output for a zero state, computed once:
+        the values of running the head on every position, at a fraction of the cost of a 250k-word head."""
+        real = self.lm_head(kept.unpad(hidden))  # (N, V)
+        filler = self.lm_head(hidden.new_zeros(1, hidden.shape[-1]))  # (1, V)
+        flat = filler.expand(kept.batch * kept.length, -1).index_copy(0, kept.indices, real)
+        return flat.view(kept.batch, kept.length, -1)
+
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -106,6 +115,7 @@ class XmodForMaskedLM(XmodPreTrainedModel):
         Same loss; at vocabulary 250k the head is most of a base step's FLOPs and ~15% of tokens are
         masked. Costs one host sync (the number of masked tokens).
         """
+        labelled = labelled_positions(labels)
         out = self.roberta(
             input_ids,
             lang_ids=lang_ids,
@@ -118,9 +128,13 @@ class XmodForMaskedLM(XmodPreTrainedModel):
             encoder_attention_mask=encoder_attention_mask,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
-            keep_positions=labelled_positions(labels),
+            keep_positions=labelled,
             return_dict=True,
         )
+        kept = None
+        if not masked_logits_only:  # the backbone checked that exactly one of the two is given
+            source = input_ids if input_ids is not None else inputs_embeds
+            kept = skipped_in_forward(self.config, attention_mask, source, encoder_hidden_states, labelled)
         if masked_logits_only:
             if labels is None:
                 raise ValueError(
@@ -130,6 +144,9 @@ class XmodForMaskedLM(XmodPreTrainedModel):
             keep = labels != -100  # (B, T)
             logits = self.lm_head(out.last_hidden_state[keep])  # (N, V)
             loss = F.cross_entropy(logits.float(), labels[keep])
+        elif kept is not None:
+            logits = self._logits_at(out.last_hidden_state, kept)
+            loss = None
         else:
             logits = self.lm_head(out.last_hidden_state)
             loss = None

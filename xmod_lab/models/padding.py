@@ -99,6 +99,19 @@ def should_skip(mode: str, kept: int, positions: int) -> bool:
     return 1.0 - kept / positions >= AUTO_MIN_PADDING
 
 
+def skipped_in_forward(config, attention_mask, source: torch.Tensor, encoder_states, also=None) -> Unpadded | None:
+    """Where the kept tokens sit when a forward of ``XmodModel`` skips padding (the same three rules:
+    ``may_skip_padding``, ``keep_mask``, ``should_skip``), or None when it does not skip; a head may then
+    leave the skipped positions out too. ``source``: input_ids (B, T) or inputs_embeds (B, T, D). One host
+    sync (the kept count)."""
+    batch, length = source.shape[:2]
+    if not may_skip_padding(config, attention_mask, batch, length, None, encoder_states):
+        return None
+    keep = keep_mask(attention_mask.to(source.device), also, causal=config.is_decoder)
+    kept = int(keep.sum())
+    return Unpadded.from_keep(keep, kept) if should_skip(config.skip_padding, kept, batch * length) else None
+
+
 @dataclass
 class Unpadded:
     """Where the N kept tokens of a (B, T) batch sit: flat positions b * T + t, in row-major order."""
