@@ -281,8 +281,9 @@ def test_first_token_only_steps_aside_where_other_outputs_need_every_token():
     assert shapes == [(6, 12, 32)]
 
 
+@pytest.mark.parametrize("grad", [False, True], ids=["inference", "autograd"])
 @pytest.mark.parametrize("labelled", [False, True])
-def test_masked_lm_head_reads_the_kept_tokens_only(labelled):
+def test_masked_lm_head_reads_the_kept_tokens_only(labelled, grad):
     """At a 250k vocabulary the LM head is most of an inference forward: with padding skipped it runs on the
     kept tokens (plus one zero state for the skipped positions), and gives the padded path's logits at every
     real position and the head's output for a zero state at every skipped one, as before."""
@@ -292,22 +293,39 @@ def test_masked_lm_head_reads_the_kept_tokens_only(labelled):
     reference.load_state_dict(model.state_dict())
     labels = ids.masked_fill(mask == 0, -100) if labelled else None
     rows: list[int] = []
-    hook = model.lm_head.register_forward_hook(lambda _m, args, _out: rows.append(args[0].shape[0]))
-    with torch.no_grad():
+    hook = model.lm_head.dense.register_forward_hook(lambda _m, args, _out: rows.append(args[0].shape[0]))
+    with torch.set_grad_enabled(grad):
         out = model(ids, attention_mask=mask, lang_ids=LANG_IDS, labels=labels)
-        hook.remove()
+    hook.remove()
+    with torch.no_grad():
         ref = reference(ids, attention_mask=mask, lang_ids=LANG_IDS, labels=labels)
         zero_state = model.lm_head(torch.zeros(1, model.config.hidden_size))[0]
-    assert rows == [int(mask.sum()), 1]  # every row starts with a real <s>: nothing else is kept
+    assert sorted(rows) == [1, int(mask.sum())]  # every row starts with a real <s>: nothing else is kept
     real = mask.bool()
     assert max_diff(out.logits[real], ref.logits[real]) <= TOL
-    assert torch.equal(out.logits[~real], zero_state.expand(int((~real).sum()), -1))
+    assert torch.equal(out.logits[~real].detach(), zero_state.expand(int((~real).sum()), -1))
     if labelled:
         assert abs(out.loss.item() - ref.loss.item()) <= TOL
     dense = torch.ones_like(mask)  # nothing to skip: the head runs once, on every position
     rows.clear()
-    hook = model.lm_head.register_forward_hook(lambda _m, args, _out: rows.append(args[0].shape[:2]))
+    hook = model.lm_head.dense.register_forward_hook(lambda _m, args, _out: rows.append(args[0].shape[:2]))
     with torch.no_grad():
         model(ids, attention_mask=dense, lang_ids=LANG_IDS)
     hook.remove()
     assert rows == [ids.shape]
+
+
+def test_masked_lm_head_on_left_padding_and_holes():
+    """The inference path writes runs of consecutive kept positions: left padding, and a mask with holes
+    inside a row, give the padded path's logits at every real position."""
+    ids, mask = padded_batch("left")
+    mask = mask.clone()
+    mask[0, 4:6] = 0  # a hole inside the longest row
+    model = xm.XmodForMaskedLM(tiny_config(skip_padding="always")).eval()
+    reference = xm.XmodForMaskedLM(tiny_config(skip_padding="never")).eval()
+    reference.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        out = model(ids, attention_mask=mask, lang_ids=LANG_IDS).logits
+        ref = reference(ids, attention_mask=mask, lang_ids=LANG_IDS).logits
+    keep = keep_mask(mask)
+    assert max_diff(out[keep], ref[keep]) <= TOL and not torch.equal(out[0, 4], ref[0, 4])  # the hole: skipped

@@ -87,10 +87,23 @@ class XmodForMaskedLM(XmodPreTrainedModel):
         """(B, T, V) logits with the LM head run on the kept positions only. The backbone skipped the others
         (their hidden state is zero), so each of them gets the head's output for a zero state, computed once:
         the values of running the head on every position, at a fraction of the cost of a 250k-word head."""
-        real = self.lm_head(kept.unpad(hidden))  # (N, V)
-        filler = self.lm_head(hidden.new_zeros(1, hidden.shape[-1]))  # (1, V)
-        flat = filler.expand(kept.batch * kept.length, -1).index_copy(0, kept.indices, real)
-        return flat.view(kept.batch, kept.length, -1)
+        head = self.lm_head
+        filler = head(hidden.new_zeros(1, hidden.shape[-1]))  # (1, V)
+        rows = kept.batch * kept.length
+        if torch.is_grad_enabled():
+            real = head(kept.unpad(hidden))  # (N, V)
+            return filler.expand(rows, -1).index_copy(0, kept.indices, real).view(kept.batch, kept.length, -1)
+        # Inference: no (N, V) buffer beside the (B * T, V) logits (transformers' peak memory is the logits):
+        # the decoder writes each run of consecutive kept positions straight into its rows (a host copy of
+        # the kept positions: one more sync on a GPU).
+        states = head.layer_norm(F.gelu(head.dense(kept.unpad(hidden))))  # (N, D)
+        out = filler.expand(rows, -1).contiguous()
+        flat, weight, start = kept.indices.tolist(), head.decoder.weight.t(), 0
+        for i in range(1, len(flat) + 1):
+            if i == len(flat) or flat[i] != flat[i - 1] + 1:
+                torch.addmm(head.decoder.bias, states[start:i], weight, out=out[flat[start] : flat[i - 1] + 1])
+                start = i
+        return out.view(kept.batch, kept.length, -1)
 
     def forward(
         self,
