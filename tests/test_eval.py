@@ -88,7 +88,7 @@ def test_an_experiment_preset_chooses_what_xmod_eval_evaluates(trained):
     assert list(saved["test"]) == ["en", "de", "fr", "ru", "zs_avg", "avg"]  # synthetic4; the preset trains on en
     assert all(0.0 <= saved["test"][lang]["acc"] <= 100.0 for lang in saved["test"])
     config = (run_dir / "config.yaml").read_text()
-    assert "private_facts: 128" in config and "shared_facts: 64" in config  # the paper world's data
+    assert "private_facts: 64" in config and "shared_facts: 16" in config  # the paper world's data
     assert not (run_dir / "export").exists() and "test/ru/acc" in again
 
 

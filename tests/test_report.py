@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from xmod_lab import paper, plots, report, report_cli, seeds
+from xmod_lab import paper_doc, plots, report, report_cli, seeds
 
 LANGS = ["en", "de", "fr"]  # evaluation sets
 ADAPTERS = {"en": "en_XX", "de": "de_DE", "fr": "fr_XX"}
@@ -364,7 +364,7 @@ def test_a_sweep_whose_sets_are_all_trained_is_not_titled_zero_shot(tmp_path):
 
 def _curse(values: dict[tuple[str, int], float], flagged=()) -> dict:
     return {"chance": 100 / 3, "curse": [
-        {"mode": mode, "languages": k, "probe_mlm_loss": v, "zero_shot_acc": v if k > 1 else None,
+        {"mode": mode, "languages": k, "probe_mlm_loss": v, "zero_shot_avg_acc": v if k > 1 else None,
          "flags": {"de": ["predicts 1 of 3 classes"]} if (mode, k) in flagged else {}}
         for (mode, k), v in values.items()]}  # fmt: skip
 
@@ -372,7 +372,7 @@ def _curse(values: dict[tuple[str, int], float], flagged=()) -> dict:
 def test_paper_plots_never_hide_a_mode_and_keep_its_colour():
     # both modes score the same at every K (as when both collapse to chance): both stay visible
     same = {(mode, k): 33.3 for mode in ("modular", "shared") for k in (1, 2, 4)}
-    figures = paper.curse_figures(_curse(same, flagged={("shared", 4)}))
+    figures = paper_doc.curse_figures(_curse(same, flagged={("shared", 4)}))
     assert set(figures) == {"probe_loss_vs_k.png", "zero_shot_vs_k.png"}
     for name, fig in figures.items():
         ax = fig.axes[0]

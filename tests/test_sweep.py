@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from xmod_lab import plots, report, report_cli, seeds
+from xmod_lab import paper_doc, plots, report, report_cli, seeds
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -275,8 +275,6 @@ def test_seed_runs_carry_their_configuration_to_wandb(seed_sweep):
 def test_plots_of_real_sweeps_are_trustworthy(seed_sweep, tiny_sweep):
     from matplotlib.container import BarContainer
 
-    from xmod_lab import paper
-
     sweep, _ = seed_sweep
     summary = report.collect_sweep(sweep)
     best = seeds.best_config(summary["configs"])["best"]
@@ -293,9 +291,9 @@ def test_plots_of_real_sweeps_are_trustworthy(seed_sweep, tiny_sweep):
     fig = plots.plot_against_languages(summary, "loss")
     lines = {c.get_label(): c.lines[0] for c in fig.axes[0].containers}
     rows = [{"mode": c["overrides"]["adapter.adapter_mode"], "languages": len(c["train_languages"]),
-             "probe_mlm_loss": c["metrics"]["en"]["loss"]["mean"], "zero_shot_acc": None, "flags": {}}
+             "probe_mlm_loss": c["metrics"]["en"]["loss"]["mean"], "zero_shot_avg_acc": None, "flags": {}}
             for c in summary["configs"]]  # fmt: skip
-    paper_ax = paper.curse_figures({"curse": rows, "chance": 100 / 3})["probe_loss_vs_k.png"].axes[0]
+    paper_ax = paper_doc.curse_figures({"curse": rows, "chance": 100 / 3})["probe_loss_vs_k.png"].axes[0]
     paper_lines = {line.get_label(): line for line in paper_ax.get_lines()}
     for mode in ("shared", "modular"):
         assert lines[f"adapter_mode={mode}"].get_color() == paper_lines[mode].get_color() == plots.MODE_STYLE[mode]["color"]

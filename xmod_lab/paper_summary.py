@@ -269,10 +269,12 @@ def study_settings(out: Path, ks: Sequence[int], seeds: Sequence[int], posthoc_k
 
 def probe_curve(run_dir: Path, k: int) -> list[tuple[float, float]]:
     """``(updates per language, held-out probe loss)`` at each validation of an MLM run, from its CSV log. A run
-    on K languages makes about K updates per update of each language (every block once per epoch)."""
+    on K languages makes about K updates per update of each language (every block once per epoch). Lightning
+    logs a validation at the index of the last update before it (the step counter minus one): a validation
+    after 800 updates is logged at step 799."""
     key = f"val/{PROBE}/loss"
     rows = csv.DictReader((run_dir / "csv" / "metrics.csv").open())
-    return [(int(row["step"]) / k, float(row[key])) for row in rows if row.get(key) not in (None, "")]
+    return [((int(row["step"]) + 1) / k, float(row[key])) for row in rows if row.get(key) not in (None, "")]
 
 
 def learning_curves(out: Path, ks: Sequence[int], seeds: Sequence[int]) -> list[dict[str, Any]]:
