@@ -329,3 +329,14 @@ def test_masked_lm_head_on_left_padding_and_holes():
         ref = reference(ids, attention_mask=mask, lang_ids=LANG_IDS).logits
     keep = keep_mask(mask)
     assert max_diff(out[keep], ref[keep]) <= TOL and not torch.equal(out[0, 4], ref[0, 4])  # the hole: skipped
+
+
+def test_masked_lm_returns_a_tuple_when_asked():
+    """transformers' return_dict=False: (loss, logits) as a tuple, the same logits as the output object."""
+    ids, mask = padded_batch("right")
+    model = xm.XmodForMaskedLM(tiny_config(skip_padding="always")).eval()
+    labels = ids.masked_fill(mask == 0, -100)
+    with torch.no_grad():
+        as_tuple = model(ids, attention_mask=mask, lang_ids=LANG_IDS, labels=labels, return_dict=False)
+        as_object = model(ids, attention_mask=mask, lang_ids=LANG_IDS, labels=labels)
+    assert isinstance(as_tuple, tuple) and torch.equal(as_tuple[1], as_object.logits)

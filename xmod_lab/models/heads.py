@@ -82,7 +82,6 @@ class XmodForMaskedLM(XmodPreTrainedModel):
     def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
         self.lm_head.decoder = new_embeddings
 
-    @can_return_tuple
     def _logits_at(self, hidden: torch.Tensor, kept: Unpadded) -> torch.Tensor:
         """(B, T, V) logits with the LM head run on the kept positions only. The backbone skipped the others
         (their hidden state is zero), so each of them gets the head's output for a zero state, computed once:
@@ -105,6 +104,7 @@ class XmodForMaskedLM(XmodPreTrainedModel):
                 start = i
         return out.view(kept.batch, kept.length, -1)
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
