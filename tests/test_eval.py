@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
+import xmod_lab
 from tests.tasks.run_helpers import SHRINK, SYNTHETIC, compose_run, no_hydra
 from xmod_lab.eval import evaluate
 from xmod_lab.train import train
@@ -88,7 +90,9 @@ def test_an_experiment_preset_chooses_what_xmod_eval_evaluates(trained):
     assert list(saved["test"]) == ["en", "de", "fr", "ru", "zs_avg", "avg"]  # synthetic4; the preset trains on en
     assert all(0.0 <= saved["test"][lang]["acc"] <= 100.0 for lang in saved["test"])
     config = (run_dir / "config.yaml").read_text()
-    assert "private_facts: 64" in config and "shared_facts: 16" in config  # the paper world's data
+    world = OmegaConf.load(Path(xmod_lab.__file__).parent / "conf" / "world" / "paper.yaml")
+    saved_data = OmegaConf.create(config).data
+    assert (saved_data.private_facts, saved_data.shared_facts) == (world.private_facts, world.shared_facts)
     assert not (run_dir / "export").exists() and "test/ru/acc" in again
 
 

@@ -127,8 +127,8 @@ def test_a_collapsed_run_is_flagged_in_its_results(tmp_path):
         assert any("chance" in f for f in diag["flags"][lang]), lang
 
 
-def point(mode, k, loss, sd):
-    return {"mode": mode, "languages": k, "probe_mlm_loss": loss, "probe_mlm_loss_sd": sd}
+def point(mode, k, loss, sd, metric="probe_fact_loss"):
+    return {"mode": mode, "languages": k, metric: loss, f"{metric}_sd": sd}
 
 
 @pytest.mark.parametrize(("shared", "modular", "shows"), [
@@ -151,6 +151,35 @@ def test_curse_verdict_weighs_the_change_against_its_spread(shared, modular, sho
         assert verdict["gap_at_largest_k_sd"] == pytest.approx(math.hypot(shared[3], modular[3]))
 
 
+def test_curse_verdict_reads_the_metric_it_is_given():
+    """The verdict reads the fact probe by default; the same rule on the MLM loss is a second call. A row
+    carrying both must not let one metric's figures leak into the other's verdict."""
+    figures = {("shared", 1): (0.01, 0.50), ("shared", 4): (0.80, 0.50),  # (fact probe, MLM loss)
+               ("modular", 1): (0.01, 0.45), ("modular", 4): (0.01, 0.40)}
+    rows = [{**point(m, k, facts, 0.02), **point(m, k, mlm, 0.02, "probe_mlm_loss")}
+            for (m, k), (facts, mlm) in figures.items()]
+    facts, mlm = paper_summary.curse_verdict(rows), paper_summary.curse_verdict(rows, "probe_mlm_loss")
+    assert facts["metric"] == "probe_fact_loss" and facts["curse_shows"] is True
+    assert facts["probe_loss_change_smallest_to_largest_k"]["shared"] == pytest.approx(0.79)
+    assert mlm["metric"] == "probe_mlm_loss" and mlm["curse_shows"] is False  # shared 0.5 -> 0.5: no rise
+    assert mlm["gap_at_largest_k"] == pytest.approx(0.5 - 0.40)
+
+
+@pytest.mark.parametrize(("losses", "learnt"), [
+    ((0.01, 0.02, 0.015), True),    # about 99 % on the true number in every seed
+    ((0.01, 0.02, 0.25), False),    # one seed has not learnt its facts: mean + 2 sd above 0.11
+    ((0.5, 0.6, 0.55), False),
+    ((0.01,), False),               # one seed: no spread, no verdict
+])  # fmt: skip
+def test_knowledge_verdict_needs_the_smallest_k_to_know_its_facts_in_every_seed(losses, learnt):
+    mean, sd = paper_summary.mean_sd(losses)
+    rows = [point(m, k, mean if k == 1 else 2.0, sd) for m in paper_summary.MODES for k in (1, 4)]
+    verdict = paper_summary.knowledge_verdict(rows, math.log(9))
+    assert verdict["learnt"] is learnt and verdict["k"] == 1
+    assert verdict["limit"] == pytest.approx(0.05 * math.log(9))
+    assert ("fewer than 2 seeds" in (verdict["no_verdict_because"] or "")) == (len(losses) == 1)
+
+
 def test_mean_and_sample_sd():
     assert paper_summary.mean_sd([1.0, 2.0, 3.0]) == (2.0, 1.0)  # ddof 1 (population sd would be 0.816)
     assert paper_summary.mean_sd([2.5]) == (2.5, None) and paper_summary.mean_sd([None, None]) == (None, None)
@@ -169,12 +198,19 @@ def curve(mode, k, *per_seed):
     (([4, 3, 2.5, 2.2, 2.1, 2.10, 2.05, 2.04], [4, 3, 2.6, 2.3, 2.1, 2.30, 2.30, 2.34]), True),   # drop < 2 sd
     # both seeds fall by 0.06 (2 % of the loss): their levels differ by 0.3, but the fall is the same in each
     (([4, 3, 2.5, 2.2, 2.1, 2.10, 2.07, 2.04], [4, 3, 2.6, 2.3, 2.1, 2.40, 2.37, 2.34]), False),
+    # every seed falls (0.06, 0.10, 0.17: mean 0.11, sd 0.056): within 2 sd of 0, but 2 standard errors (0.064)
+    # say the fall is real
+    (([4, 3, 2.5, 2.2, 2.1, 2.06, 2.03, 2.00], [4, 3, 2.5, 2.2, 2.1, 2.10, 2.05, 2.00],
+      [4, 3, 2.5, 2.2, 2.1, 2.17, 2.08, 2.00]), False),
 ])  # fmt: skip
 def test_plateau_verdict_reads_the_last_quarter_of_the_smallest_k(seeds, plateaued):
     curves = [curve(mode, k, *seeds) for mode in paper_summary.MODES for k in (1, 4)]
     curves[1]["per_seed"] = [[9.0] * 8, [1.0] * 8]  # K = 4 is not what the rule reads
     verdict = paper_summary.plateau_verdict(curves)
     assert verdict["plateaued"] is plateaued and verdict["k"] == 1 and verdict["no_verdict_because"] is None
+    if len(seeds) == 3:
+        drop = verdict["by_mode"]["shared"]
+        assert drop["drop_se"] == pytest.approx(drop["drop_sd"] / math.sqrt(3)) and drop["drop"] < 2 * drop["drop_sd"]
     found = verdict["by_mode"]["shared"]
     assert (found["from_updates_per_language"], found["to_updates_per_language"]) == (600.0, 800.0)
     assert found["drop"] == pytest.approx(statistics.mean(s[5] - s[7] for s in seeds))
@@ -212,8 +248,9 @@ def fake_summary(n_seeds: int) -> dict:
     for mode in paper_summary.MODES:
         for k in (1, 4):
             loss = 3.3 if (mode, k) == ("shared", 4) else 3.0
+            facts = 0.9 if (mode, k) == ("shared", 4) else 0.01
             row = {"mode": mode, "languages": k, "flags": {}, "flagged_seeds": 0, "seeds": list(range(n_seeds))}
-            for key, value in (("probe_mlm_loss", loss), ("mlm_loss_avg", loss), ("updates", 250.0 * k),
+            for key, value in (("probe_fact_loss", facts), ("probe_shared_fact_loss", 0.02), ("probe_mlm_loss", loss), ("mlm_loss_avg", loss), ("updates", 250.0 * k),
                                ("zero_shot_acc", None if k == 1 else 41.0), ("en_acc", 60.0),
                                ("zero_shot_avg_acc", None if k == 1 else 40.0)):  # fmt: skip
                 row[key], row[f"{key}_sd"] = value, (sd if value is not None else None)
@@ -231,6 +268,8 @@ def fake_summary(n_seeds: int) -> dict:
         "per_seed": [[4.0, 3.2, 3.0 + i / 100] for i in range(n_seeds)]} for mode in paper_summary.MODES for k in (1, 4)]
     return {"curse": curse, "posthoc": posthoc, "wall_seconds": 100.0, "runs_reused": 0,
             "seeds": list(range(n_seeds)), "verdict": paper_summary.curse_verdict(curse),
+            "mlm_loss_verdict": paper_summary.curse_verdict(curse, "probe_mlm_loss"),
+            "knowledge_verdict": paper_summary.knowledge_verdict(curse, math.log(9)), "no_knowledge": math.log(9),
             "posthoc_verdict": paper_summary.posthoc_verdict(posthoc), "chance": 100 / 3, "shortcut_ceiling": 33.0,
             "learning_curves": curves, "plateau_verdict": paper_summary.plateau_verdict(curves),
             "zero_shot_verdict": paper_summary.zero_shot_verdict(curse),
@@ -243,13 +282,16 @@ def test_the_document_states_the_summary_figures_and_verdicts(n_seeds):
     text = paper_doc.document(fake_summary(n_seeds))
     curse_line = next(line for line in text.splitlines() if line.startswith("| A shared model"))
     if n_seeds == 3:
-        assert "**shows**" in curse_line and "shared probe loss K = 1 -> 4: +0.300 (2 sd = 0.057)" in curse_line
-        assert "| shared | 4 | 1000 | 3.300 ± 0.020 | 3.300 ± 0.020 |" in text
+        assert "**shows**: shared fact probe (own entries) K = 1 -> 4: +0.890 (2 sd = 0.057)" in curse_line
+        assert "held-out MLM loss: **shows**: shared MLM loss K = 1 -> 4: +0.300 (2 sd = 0.057)" in curse_line
+        assert "| shared | 4 | 1000 | 0.900 ± 0.020 | 0.020 ± 0.020 | 3.300 ± 0.020 | 3.300 ± 0.020 |" in text
+        assert "**learnt**: shared fact probe (own entries) 0.010 ± 0.020" in text
         assert "| modular | 3.400 ± 0.020 | 3.400 ± 0.020 |" not in text  # the before/after columns differ
         assert "| modular | 5.000 ± 0.020 | 3.400 ± 0.020 | 3.100 ± 0.020 | 0.300 ± 0.020 | 0 |" in text
     else:  # one seed: no spread, so no verdict, and no "± sd" that is not there
         assert "**does not show** (fewer than 2 seeds" in curse_line
-        assert "| shared | 4 | 1000 | 3.300 | 3.300 |" in text and "±" not in text.split("## Curse")[1]
+        assert "| shared | 4 | 1000 | 0.900 | 0.020 | 3.300 | 3.300 |" in text and "±" not in text.split("## Curse")[1]
+        assert "**not learnt** (fewer than 2 seeds" in text
     assert "**shown**: modular largest change of an old language's loss" in text
     assert "model: hidden_size 64; epochs 12" in text and "![probe_loss_vs_k.png](img/paper_probe_loss_vs_k.png)" in text
 
@@ -288,6 +330,13 @@ def test_paper_study_at_a_toy_setting(tmp_path):
     assert [(r["mode"], r["languages"]) for r in summary["curse"]] == [
         ("shared", 1), ("shared", 2), ("modular", 1), ("modular", 2)]
     for row in summary["curse"]:
+        probe = json.loads((out / "mlm" / f"{row['mode']}_synthetic{row['languages']}_seed0" / "fact_probe.json").read_text())
+        assert probe["language"] == "en" and probe["adapter"] == "en_XX"
+        world = OmegaConf.load(ROOT / "xmod_lab" / "conf" / "world" / "paper.yaml")
+        assert [e["private"] for e in probe["entries"]] == [False] * world.shared_facts + [True] * world.private_facts
+        assert row["per_seed"][0]["probe_fact_loss"] == pytest.approx(
+            statistics.mean(e["loss"] for e in probe["entries"] if e["private"]))
+        assert all(0.0 < e["loss"] < 20.0 for e in probe["entries"])  # 2 updates: no knowledge yet, a finite loss
         losses = [r["probe_mlm_loss"] for r in row["per_seed"]]
         assert [r["seed"] for r in row["per_seed"]] == [0, 1] and all(v > 0 for v in losses)
         assert row["probe_mlm_loss"] == pytest.approx(statistics.mean(losses))
@@ -327,6 +376,10 @@ def test_paper_study_at_a_toy_setting(tmp_path):
     assert "## Verdicts" in text and "## Curse of multilinguality" in text
     for row in summary["curse"]:  # every figure of the table, with its spread
         assert f"{row['probe_mlm_loss']:.3f} ± {row['probe_mlm_loss_sd']:.3f}" in text
+        assert f"{row['probe_fact_loss']:.3f} ± {row['probe_fact_loss_sd']:.3f}" in text
+    assert summary["verdict"]["metric"] == "probe_fact_loss" and summary["mlm_loss_verdict"]["metric"] == "probe_mlm_loss"
+    assert isinstance(summary["knowledge_verdict"]["learnt"], bool)
+    assert (out / "fact_probe_vs_k.png").stat().st_size > 0
     assert (doc.parent / "img" / "paper_probe_loss_vs_k.png").stat().st_size > 0
     assert (doc.parent / "img" / "paper_learning_curves.png").stat().st_size > 0 and "### Learning curves" in text
     assert (out / "probe_loss_vs_k.png").stat().st_size > 0 and (out / "mlm" / "sweep_summary.csv").is_file()
@@ -348,6 +401,7 @@ def test_paper_study_at_a_toy_setting(tmp_path):
 def test_curse_figures_draw_the_spread_over_seeds_and_no_bar_for_one_seed():
     rows = [
         {"mode": mode, "languages": k, "probe_mlm_loss": 3.0 + k / 10, "probe_mlm_loss_sd": sd,
+         "probe_fact_loss": k / 10, "probe_fact_loss_sd": sd,
          "zero_shot_avg_acc": None if k == 1 else 50.0, "zero_shot_avg_acc_sd": None, "flags": {}}
         for mode, sd in (("shared", 0.2), ("modular", None)) for k in (1, 2)
     ]
@@ -358,13 +412,17 @@ def test_curse_figures_draw_the_spread_over_seeds_and_no_bar_for_one_seed():
     (segments,) = [b.lines[2][0].get_segments() for b in bars]
     assert [round(seg[1][1] - seg[0][1], 6) for seg in segments] == [0.4, 0.4]  # mean ± sd
     assert not [c for c in figures["zero_shot_vs_k.png"].axes[0].containers if c.lines[2]]
+    facts = figures["fact_probe_vs_k.png"].axes[0]  # the verdict's metric, drawn the same way
+    assert [list(line.get_ydata()) for line in facts.get_lines() if line.get_label() == "shared"] == [[0.1, 0.2]]
+    assert len([c for c in facts.containers if c.lines[2]]) == 1
 
 
 @pytest.mark.parametrize("sd", [None, 0.05])  # one seed, several
 def test_curse_figures_of_a_study_with_one_k(sd):
     """`--ks 1 --posthoc-k 1`: the probe's loss at K = 1 per mode; the zero-shot panel (no language to transfer
     to at K = 1) says it has nothing to plot instead of showing an empty axis with the modes in its legend."""
-    rows = [{"mode": mode, "languages": 1, "probe_mlm_loss": loss, "probe_mlm_loss_sd": sd, "zero_shot_avg_acc": None,
+    rows = [{"mode": mode, "languages": 1, "probe_mlm_loss": loss, "probe_mlm_loss_sd": sd, "probe_fact_loss": 0.1,
+             "probe_fact_loss_sd": sd, "zero_shot_avg_acc": None,
              "zero_shot_avg_acc_sd": None, "flags": {"en": ["seed 0: predicts 1 of 3 classes"]}}
             for mode, loss in (("shared", 6.5), ("modular", 6.4))]  # fmt: skip
     figures = paper_doc.curse_figures({"curse": rows, "chance": 33.33})

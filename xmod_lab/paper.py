@@ -10,8 +10,9 @@ language must store, beside shared ones; ``xmod_lab/data/synthetic_world.py``).
 
 1. The curse of multilinguality (``experiment=paper_mlm``): MLM pre-training on K = 1, 2, 4 (``--ks``) synthetic
    languages, ``adapter.adapter_mode=shared`` and ``modular`` (the same per-language capacity), the same number of
-   updates per language; held-out MLM loss on the probe language (English, present at every K), and its
-   learning curve (validation every 4 epochs): whether the smallest K has plateaued (:func:`plateau_verdict`).
+   updates per language; what English (the probe, present at every K) knows of its own facts (the fact probe,
+   :mod:`xmod_lab.paper_probe`: the verdict's metric, and whether K = 1 has learnt them), its held-out MLM loss,
+   and its learning curve (a validation every 3 epochs): whether the smallest K has plateaued (:func:`plateau_verdict`).
 2. Zero-shot transfer (``experiment=paper_nli``): each export fine-tuned on English NLI with embeddings and
    adapters frozen, tested on every pre-trained language; ``zero_shot_avg_acc`` is the mean over the languages
    other than English, ``zero_shot_acc`` German's (null at K = 1, where there is no other language).
@@ -23,7 +24,8 @@ language must store, beside shared ones; ``xmod_lab/data/synthetic_world.py``).
 Every point runs ``--seeds`` training seeds (default 3: ``seed=0,1,2``); each figure is the mean with its
 sample standard deviation (``<key>_sd``), and the verdicts apply the spread (:mod:`xmod_lab.paper_summary`).
 Writes ``<out>/summary.json`` (``curse``, ``posthoc``, ``learning_curves``, ``wall_seconds``, ``seeds``,
-``verdict``, ``plateau_verdict``, ``zero_shot_verdict``, ``posthoc_verdict``, the settings),
+``verdict`` (on the fact probe), ``mlm_loss_verdict`` (the same rule on the MLM loss), ``knowledge_verdict``,
+``plateau_verdict``, ``zero_shot_verdict``, ``posthoc_verdict``, the settings),
 the document ``--doc`` (default docs/paper.md, generated from summary.json alone; a copy as ``<out>/README.md``)
 with its plots in ``img/`` beside it, ``<out>/*.png``, and keeps every run under ``<out>/{mlm,nli,posthoc}/``
 (``xmod-report`` reads each). Degenerate runs are flagged (``xmod_lab.diagnostics``).
@@ -44,6 +46,7 @@ from pathlib import Path
 from xmod_lab import report
 from xmod_lab.data.synthetic import SYNTHETIC_LANGUAGES
 from xmod_lab.paper_doc import document, plot
+from xmod_lab.paper_probe import NO_KNOWLEDGE, fact_probe
 from xmod_lab.paper_summary import (
     KS,
     MODES,
@@ -54,6 +57,7 @@ from xmod_lab.paper_summary import (
     ZERO_SHOT_PROBE,
     curse_rows,
     curse_verdict,
+    knowledge_verdict,
     learning_curves,
     missing,
     plateau_verdict,
@@ -138,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         return todo
 
     run_parallel(sweeps("mlm", "experiment=paper_mlm"), args.jobs)
+    for seed in seeds:  # a few forward passes per run, so redone on every invocation (resumed ones too)
+        for mode in MODES:
+            for k in ks:
+                fact_probe(out / "mlm" / run_name(mode, k, seed), PROBE)
     # the job's own config sees Hydra's node through the hydra: resolver
     pretrained = (f"model.pretrained={out / 'mlm'}/${{adapter.adapter_mode}}_${{hydra:runtime.choices.languages}}"
                   "_seed${seed}/export")  # fmt: skip
@@ -165,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         "runs_reused": reused,
         "seeds": seeds,
         "verdict": curse_verdict(curse),
+        "mlm_loss_verdict": curse_verdict(curse, "probe_mlm_loss"),
+        "knowledge_verdict": knowledge_verdict(curse, NO_KNOWLEDGE),
+        "no_knowledge": NO_KNOWLEDGE,
         "plateau_verdict": plateau_verdict(curves),
         "zero_shot_verdict": zero_shot_verdict(curse),
         "posthoc_verdict": posthoc_verdict(posthoc_table),

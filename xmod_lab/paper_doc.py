@@ -62,21 +62,22 @@ def document(summary: dict[str, Any]) -> str:
         "## Verdicts", "",
         "| the paper's claim | here |", "|---|---|",
     ]  # fmt: skip
-    change, sd = verdict["probe_loss_change_smallest_to_largest_k"], verdict["probe_loss_change_sd"]
-    k0, k1 = verdict["smallest_k"], verdict["largest_k"]
-    evidence = "; ".join(
-        f"{m} probe loss K = {k0} -> {k1}: {change[m]:+.3f}" + (f" (2 sd = {2 * sd[m]:.3f})" if sd[m] is not None else "")
-        for m in MODES
-    ) + f"; shared - modular at K = {k1}: {verdict['gap_at_largest_k']:+.3f}" + (
-        f" (2 sd = {2 * verdict['gap_at_largest_k_sd']:.3f})" if verdict["gap_at_largest_k_sd"] is not None else "")
-    shows = "**shows**" if verdict["curse_shows"] else "**does not show**"
-    reason = f" ({verdict['no_verdict_because']})" if verdict["no_verdict_because"] else ""
+    mlm_verdict = summary["mlm_loss_verdict"]
     lines.append(f"| A shared model gets worse per language as languages are added at fixed capacity; a modular one "
-                 f"does not. | {shows}{reason}: {evidence}. Rule: {verdict['rule']}. |")
+                 f"does not. | {_curse_evidence(verdict, 'fact probe (own entries)')}. The same rule on the "
+                 f"held-out MLM loss: {_curse_evidence(mlm_verdict, 'MLM loss')}. Rule: {verdict['rule']}. |")
+    known = summary["knowledge_verdict"]
+    lines.append(
+        f"| (the condition) The knowledge the languages compete for is learnt at K = {known['k']}: a larger K that "
+        "knows less lost it to the other languages, not to a shorter training. | "
+        + ("**learnt**" if known["learnt"] else "**not learnt**")
+        + (f" ({known['no_verdict_because']})" if known["no_verdict_because"] else "") + ": "
+        + "; ".join(f"{m} fact probe (own entries) {_num(v['private_fact_loss'], v['private_fact_loss_sd']).lstrip('+')}"
+                    for m, v in known["by_mode"].items())
+        + f" (limit {known['limit']:.3f}). Rule: {known['rule']}. |")
     plateau = summary["plateau_verdict"]
     lines.append(
-        f"| (the condition) The curse is a statement about a capacity that training fills: the K = {plateau['k']} model "
-        "has stopped improving. | " + ("**plateaued**" if plateau["plateaued"] else "**not plateaued**") + ": "
+        f"| (the condition, on the whole MLM loss) The K = {plateau['k']} model has stopped improving. | " + ("**plateaued**" if plateau["plateaued"] else "**not plateaued**") + ": "
         + (plateau["no_verdict_because"] or "; ".join(
             f"{m} probe loss {v['from_updates_per_language']:.0f} -> {v['to_updates_per_language']:.0f} updates per "
             f"language fell by {_num(v['drop'], v['drop_sd'])} (limit {v['limit']:.3f}, final loss "
@@ -114,13 +115,22 @@ def document(summary: dict[str, Any]) -> str:
         "- World settings (`shared_facts`, `private_facts`, `vocab_overlap`, `orders`): "
         "`xmod_lab/data/synthetic_world.py`; the study's: `xmod_lab/conf/world/paper.yaml`.", "",
         "## Curse of multilinguality", "",
-        f"Held-out MLM loss (lower is better) of the probe language ({PROBE}) and the mean over the pre-trained "
-        "languages, after pre-training on K languages with the same updates per language.", "",
-        "| mode | K | updates | probe MLM loss | mean MLM loss |", "|---|---|---|---|---|",
+        f"After pre-training on K languages with the same updates per language (lower is better): the fact probe "
+        f"of {PROBE} (`xmod_lab/paper_probe.py`: each entry of {PROBE}'s fact table as a clause alone with its number "
+        f"masked; the loss of the true number, over {PROBE}'s own entries and over the entries every language shares; "
+        f"0 = certain, {summary['no_knowledge']:.3f} = a uniform guess), and the held-out MLM loss of {PROBE} and its "
+        "mean over the pre-trained languages. Where two languages use the same words in the same order, a clause "
+        "without negation cannot tell them apart to a shared model: their own numbers for the same words compete "
+        "for one prediction; a modular model tells them apart by its adapter. This study's world: "
+        + ", ".join(f"`{key}` {(runs['mlm'].get('data') or {}).get(key)}" for key in ("vocab_overlap", "orders",
+                                                                                   "shared_facts", "private_facts"))
+        + ".", "",
+        "| mode | K | updates | fact probe: own entries | fact probe: shared entries | probe MLM loss | mean MLM loss |",
+        "|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for r in summary["curse"]:
-        lines.append(f"| {r['mode']} | {r['languages']} | {_fmt(r['updates'], 0)} | {pm(r, 'probe_mlm_loss')} | "
-                     f"{pm(r, 'mlm_loss_avg')} |")
+        lines.append(f"| {r['mode']} | {r['languages']} | {_fmt(r['updates'], 0)} | {pm(r, 'probe_fact_loss')} | "
+                     f"{pm(r, 'probe_shared_fact_loss')} | {pm(r, 'probe_mlm_loss')} | {pm(r, 'mlm_loss_avg')} |")
     lines += ["", "### Learning curves", "",
               f"Held-out MLM loss of {PROBE} during pre-training against updates per language (mean and sd over seeds; "
               "the last three validations of each point). A point whose loss still falls at the end is not "
@@ -156,6 +166,20 @@ def document(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _curse_evidence(verdict: dict[str, Any], name: str) -> str:
+    """``**shows**: shared <name> K = 1 -> 4: +0.5 (2 sd = 0.1); ...`` for one curse verdict."""
+    change, sd = verdict["probe_loss_change_smallest_to_largest_k"], verdict["probe_loss_change_sd"]
+    k0, k1 = verdict["smallest_k"], verdict["largest_k"]
+    evidence = "; ".join(
+        f"{m} {name} K = {k0} -> {k1}: {change[m]:+.3f}" + (f" (2 sd = {2 * sd[m]:.3f})" if sd[m] is not None else "")
+        for m in MODES
+    ) + f"; shared - modular at K = {k1}: {verdict['gap_at_largest_k']:+.3f}" + (
+        f" (2 sd = {2 * verdict['gap_at_largest_k_sd']:.3f})" if verdict["gap_at_largest_k_sd"] is not None else "")
+    shows = "**shows**" if verdict["curse_shows"] else "**does not show**"
+    reason = f" ({verdict['no_verdict_because']})" if verdict["no_verdict_because"] else ""
+    return f"{shows}{reason}: {evidence}"
+
+
 def curse_figures(summary: dict[str, Any]) -> dict[str, Any]:
     """``{file name: figure}`` of the curse study: the probe's MLM loss and German's zero-shot accuracy against
     K (mean over seeds, the sd as error bar), one line per mode in its colour and marker of every plot (``plots.MODE_STYLE``), the modes offset
@@ -164,6 +188,8 @@ def curse_figures(summary: dict[str, Any]) -> dict[str, Any]:
 
     figures = {}
     for key, label, name, title in (
+        ("probe_fact_loss", f"fact probe, own entries ({PROBE})", "fact_probe_vs_k.png",
+         f"What {PROBE} knows of its own facts (loss of the true number; lower is better) against K"),
         ("probe_mlm_loss", f"held-out MLM loss ({PROBE})", "probe_loss_vs_k.png",
          f"Held-out MLM loss of {PROBE} (lower is better) against K"),
         ("zero_shot_avg_acc", "zero-shot NLI accuracy (mean over the other languages)", "zero_shot_vs_k.png",

@@ -1,6 +1,7 @@
 """The figures of ``make paper`` (:mod:`xmod_lab.paper`) from its runs' saved files: per-point means and sample
 standard deviations over seeds, the probe's learning curves, and the verdicts that weigh each claim against its
-spread. Reads run folders only (``results.json``, ``csv/metrics.csv``, ``config.yaml``); trains nothing."""
+spread. Reads run folders only (``results.json``, ``csv/metrics.csv``, ``config.yaml``, the fact probe's
+``fact_probe.json``: :mod:`xmod_lab.paper_probe`); trains nothing."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from xmod_lab.data.synthetic_world import WORLD_DEFAULTS
+from xmod_lab.paper_probe import PROBE_FILE
 from xmod_lab.results import AVERAGES, parse_metric_key
 
 MODES = ("shared", "modular")
@@ -67,7 +69,17 @@ def _aggregate(per_seed: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[
     return out
 
 
-CURSE_METRICS = ("probe_mlm_loss", "mlm_loss_avg", "zero_shot_acc", "zero_shot_avg_acc", "en_acc", "updates")
+CURSE_METRICS = ("probe_fact_loss", "probe_shared_fact_loss", "probe_mlm_loss", "mlm_loss_avg", "zero_shot_acc", "zero_shot_avg_acc", "en_acc", "updates")
+
+
+def _fact_probe(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / PROBE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no {PROBE_FILE} (python -m xmod_lab.paper writes it after pre-training)")
+    found = json.loads(path.read_text())
+    if found.get("language") != PROBE:
+        raise ValueError(f"{path}: probes {found.get('language')!r}, the study's probe language is {PROBE!r}")
+    return found
 
 
 def curse_rows(out: Path, ks: Sequence[int], seeds: Sequence[int]) -> list[dict[str, Any]]:
@@ -79,12 +91,15 @@ def curse_rows(out: Path, ks: Sequence[int], seeds: Sequence[int]) -> list[dict[
             for seed in seeds:
                 name = run_name(mode, k, seed)
                 mlm = run_results(out / "mlm" / name)
+                facts = _fact_probe(out / "mlm" / name)
                 nli = run_results(out / "nli" / name)
                 table = nli["test"]
                 others = [lang for lang in table if lang not in (PROBE, *AVERAGES)]
                 zero_shot = table[ZERO_SHOT_PROBE]["acc"] if ZERO_SHOT_PROBE in table else None
                 per_seed.append({
                     "seed": seed,
+                    "probe_fact_loss": facts["private_fact_loss"],
+                    "probe_shared_fact_loss": facts["shared_fact_loss"],
                     "probe_mlm_loss": mlm["test"][PROBE]["loss"],
                     "mlm_loss_avg": mlm["test"]["avg"]["loss"],
                     "zero_shot_acc": zero_shot,
@@ -156,22 +171,25 @@ def _combined(*sds: float | None) -> float | None:
     return None if any(sd is None for sd in sds) else math.sqrt(sum(sd * sd for sd in sds))  # type: ignore[operator]
 
 
-def curse_verdict(curse: Sequence[dict[str, Any]]) -> dict[str, Any]:
+CURSE_METRIC = "probe_fact_loss"  # the verdict's; the same rule on probe_mlm_loss is reported beside it
+
+
+def curse_verdict(curse: Sequence[dict[str, Any]], metric: str = CURSE_METRIC) -> dict[str, Any]:
     """What the figures say about the claim, with their spread. The curse shows when (1) the shared model's
-    probe loss at the largest K exceeds its value at the smallest K (K = 1) by more than twice the combined
-    sd of the two means, (2) the modular model's does not, and (3) shared minus modular at the largest K
-    exceeds twice its combined sd. Fewer than 2 seeds (no spread) or one K: it does not show."""
+    probe loss (``metric``) at the largest K exceeds its value at the smallest K (K = 1) by more than twice the
+    combined sd of the two means, (2) the modular model's does not, and (3) shared minus modular at the largest
+    K exceeds twice its combined sd. Fewer than 2 seeds (no spread) or one K: it does not show."""
     by = {(r["mode"], r["languages"]): r for r in curse}
     ks = sorted({r["languages"] for r in curse})
     small, large = ks[0], ks[-1]
     change, spread, rises = {}, {}, {}
     for mode in MODES:
         lo, hi = by[mode, small], by[mode, large]
-        change[mode] = hi["probe_mlm_loss"] - lo["probe_mlm_loss"]
-        spread[mode] = _combined(hi["probe_mlm_loss_sd"], lo["probe_mlm_loss_sd"])
+        change[mode] = hi[metric] - lo[metric]
+        spread[mode] = _combined(hi[f"{metric}_sd"], lo[f"{metric}_sd"])
         rises[mode] = spread[mode] is not None and large > small and change[mode] > 2 * spread[mode]
-    gap = by["shared", large]["probe_mlm_loss"] - by["modular", large]["probe_mlm_loss"]
-    gap_spread = _combined(by["shared", large]["probe_mlm_loss_sd"], by["modular", large]["probe_mlm_loss_sd"])
+    gap = by["shared", large][metric] - by["modular", large][metric]
+    gap_spread = _combined(by["shared", large][f"{metric}_sd"], by["modular", large][f"{metric}_sd"])
     gap_shows = gap_spread is not None and gap > 2 * gap_spread
     why = None
     if large == small:
@@ -179,6 +197,7 @@ def curse_verdict(curse: Sequence[dict[str, Any]]) -> dict[str, Any]:
     elif gap_spread is None:
         why = "fewer than 2 seeds: no spread, so no verdict (--seeds 2 or more)"
     return {
+        "metric": metric,
         "smallest_k": small,
         "largest_k": large,
         "probe_loss_change_smallest_to_largest_k": change,
@@ -306,7 +325,9 @@ def plateau_verdict(curves: Sequence[dict[str, Any]]) -> dict[str, Any]:
     curse rather than as K times more training of the shared body. Per seed: its loss at the validation
     nearest to 75 % of the updates minus its final loss (the drop over the last quarter, paired within the
     seed: the seeds' different levels do not hide a fall they all share). Plateaued: the mean drop is below 1 %
-    of the final loss, or below twice its own sd over seeds (no fall the seeds agree on)."""
+    of the final loss, or below twice its standard error (sd / sqrt(seeds): no fall the seeds agree on). The
+    standard error, not the sd: the question is whether the mean drop differs from 0, and a rule on the sd
+    would call a fall that every seed shows "plateaued" whenever the seeds fall by different amounts."""
     small = min(c["languages"] for c in curves)
     found: dict[str, Any] = {}
     for curve in (c for c in curves if c["languages"] == small):
@@ -319,9 +340,11 @@ def plateau_verdict(curves: Sequence[dict[str, Any]]) -> dict[str, Any]:
         drop, drop_sd = mean_sd(drops)
         final, final_sd = mean_sd([seed[-1] for seed in curve["per_seed"]])
         assert drop is not None and final is not None
-        limit = max(PLATEAU_RELATIVE * final, 2 * drop_sd if drop_sd is not None else 0.0)
+        drop_se = drop_sd / math.sqrt(len(drops)) if drop_sd is not None else None
+        limit = max(PLATEAU_RELATIVE * final, 2 * drop_se if drop_se is not None else 0.0)
         found[curve["mode"]] = {
             "from_updates_per_language": xs[i], "to_updates_per_language": xs[-1], "drop": drop, "drop_sd": drop_sd,
+            "drop_se": drop_se,
             "final_loss": final, "final_loss_sd": final_sd, "limit": limit, "plateaued": i < len(xs) - 1 and drop < limit,
         }  # fmt: skip
     few = [m for m, v in found.items() if "validations" in v]
@@ -333,7 +356,7 @@ def plateau_verdict(curves: Sequence[dict[str, Any]]) -> dict[str, Any]:
                               "curve (trainer.check_val_every_n_epoch)" if few else None,
         "rule": f"the probe loss at K = {small} fell over the last quarter of pre-training (validation nearest 75 % "
                 f"of the updates to the end, per seed) by less than {PLATEAU_RELATIVE:.0%} of its final value or "
-                "less than twice the sd of that drop over seeds",
+                "less than twice the standard error of that drop over seeds (sd / sqrt(seeds))",
     }  # fmt: skip
 
 
@@ -366,4 +389,31 @@ def zero_shot_verdict(curse: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "rule": "mean zero-shot accuracy over the other pre-trained languages; modular not worse than shared: "
                 "modular - shared > -2 combined sd at every K; no degradation: modular at the largest K minus at "
                 "the smallest K >= 2 > -2 combined sd",
+    }  # fmt: skip
+
+
+LEARNT_SHARE = 0.05  # of the no-knowledge loss (ln 9)
+
+
+def knowledge_verdict(curse: Sequence[dict[str, Any]], no_knowledge: float) -> dict[str, Any]:
+    """Whether the smallest K has learnt its own facts: its mean private-fact loss plus twice its sd is below
+    5 % of the no-knowledge loss (``no_knowledge``, ln 9: a uniform guess). Then the knowledge the languages
+    compete for is saturated at K = 1 (it cannot fall much further), so a shared model that knows less at a
+    larger K lost it to the other languages, not to a shorter training: each K has as many updates per language."""
+    small = min(r["languages"] for r in curse)
+    found = {}
+    for r in (r for r in curse if r["languages"] == small):
+        loss, sd = r["probe_fact_loss"], r["probe_fact_loss_sd"]
+        found[r["mode"]] = {"private_fact_loss": loss, "private_fact_loss_sd": sd,
+                            "learnt": loss is not None and sd is not None and loss + 2 * sd < LEARNT_SHARE * no_knowledge}  # fmt: skip
+    return {
+        "k": small,
+        "by_mode": found,
+        "learnt": all(v["learnt"] for v in found.values()),
+        "limit": LEARNT_SHARE * no_knowledge,
+        "no_verdict_because": None if all(v["private_fact_loss_sd"] is not None for v in found.values())
+                              else "fewer than 2 seeds: no spread, so no verdict",
+        "rule": f"the K = {small} fact probe (private entries) plus twice its sd over seeds is below "
+                f"{LEARNT_SHARE:.0%} of the loss of a uniform guess (ln {round(math.exp(no_knowledge))} = "
+                f"{no_knowledge:.3f}): at least about {math.exp(-LEARNT_SHARE * no_knowledge):.0%} on the true number",
     }  # fmt: skip
