@@ -189,7 +189,7 @@ def curse_figures(summary: dict[str, Any]) -> dict[str, Any]:
     figures = {}
     for key, label, name, title in (
         ("probe_fact_loss", f"fact probe, own entries ({PROBE})", "fact_probe_vs_k.png",
-         f"What {PROBE} knows of its own facts (loss of the true number; lower is better) against K"),
+         f"What {PROBE} knows of its own facts (lower is better) against K"),
         ("probe_mlm_loss", f"held-out MLM loss ({PROBE})", "probe_loss_vs_k.png",
          f"Held-out MLM loss of {PROBE} (lower is better) against K"),
         ("zero_shot_avg_acc", "zero-shot NLI accuracy (mean over the other languages)", "zero_shot_vs_k.png",
