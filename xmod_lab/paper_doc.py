@@ -198,7 +198,7 @@ def curse_figures(summary: dict[str, Any]) -> dict[str, Any]:
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
         ks = sorted({r["languages"] for r in summary["curse"]})
         for mode, shift in zip(MODES, plots.offsets(len(MODES)), strict=True):
-            rows = [r for r in summary["curse"] if r["mode"] == mode and r[key] is not None]
+            rows = [r for r in summary["curse"] if r["mode"] == mode and r.get(key) is not None]
             if not rows:  # no legend entry for a line that is not there
                 continue
             xs = [r["languages"] * 2**shift for r in rows]  # log axis: a multiplicative offset
@@ -214,7 +214,7 @@ def curse_figures(summary: dict[str, Any]) -> dict[str, Any]:
                         markersize=10, mew=2, gid=plots.DEGENERATE, label="degenerate (flagged)")
         if key == "zero_shot_avg_acc":
             ax.axhline(summary["chance"], color="grey", linestyle=":", label="chance")
-        if not any(r[key] is not None for r in summary["curse"]):  # K = 1 only: no other language to transfer to
+        if not any(r.get(key) is not None for r in summary["curse"]):  # K = 1 only, or rows without that metric
             ax.text(0.5, 0.75, f"nothing to plot: no {label} at K = {', '.join(map(str, ks))}",
                     transform=ax.transAxes, ha="center", va="center", gid="empty")  # above the chance line
         ax.set_xscale("log", base=2)
