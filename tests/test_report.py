@@ -364,7 +364,7 @@ def test_a_sweep_whose_sets_are_all_trained_is_not_titled_zero_shot(tmp_path):
 
 def _curse(values: dict[tuple[str, int], float], flagged=()) -> dict:
     return {"chance": 100 / 3, "curse": [
-        {"mode": mode, "languages": k, "probe_mlm_loss": v, "zero_shot_avg_acc": v if k > 1 else None,
+        {"mode": mode, "languages": k, "probe_mlm_loss": v, "probe_fact_loss": v, "zero_shot_avg_acc": v if k > 1 else None,
          "flags": {"de": ["predicts 1 of 3 classes"]} if (mode, k) in flagged else {}}
         for (mode, k), v in values.items()]}  # fmt: skip
 
@@ -373,7 +373,7 @@ def test_paper_plots_never_hide_a_mode_and_keep_its_colour():
     # both modes score the same at every K (as when both collapse to chance): both stay visible
     same = {(mode, k): 33.3 for mode in ("modular", "shared") for k in (1, 2, 4)}
     figures = paper_doc.curse_figures(_curse(same, flagged={("shared", 4)}))
-    assert set(figures) == {"probe_loss_vs_k.png", "zero_shot_vs_k.png"}
+    assert set(figures) == {"fact_probe_vs_k.png", "probe_loss_vs_k.png", "zero_shot_vs_k.png"}
     for name, fig in figures.items():
         ax = fig.axes[0]
         lines = {line.get_label(): line for line in ax.get_lines()}
