@@ -26,8 +26,8 @@ from xmod_lab.data.synthetic import make_language
 from xmod_lab.data.synthetic_world import NUMBERS, Fact, WorldSettings, fact_table
 from xmod_lab.data.tokenizer import load_tokenizer
 from xmod_lab.models import XmodForMaskedLM
+from xmod_lab.paper_summary import PROBE_FILE
 
-PROBE_FILE = "fact_probe.json"
 NO_KNOWLEDGE = math.log(len(NUMBERS))  # the loss of a uniform guess among the numbers
 
 
