@@ -216,6 +216,20 @@ def test_plateau_verdict_reads_the_last_quarter_of_the_smallest_k(seeds, plateau
     assert found["drop"] == pytest.approx(statistics.mean(s[5] - s[7] for s in seeds))
 
 
+def test_plateau_verdict_at_the_largest_k_for_one_mode():
+    """The shared model's fact probe at the largest K: a shortfall that has stopped shrinking, while modular's
+    (not asked) still falls."""
+    stuck, falling = [0.9, 0.7, 0.62, 0.61, 0.62, 0.61, 0.61, 0.62], [0.9, 0.5, 0.3, 0.2, 0.1, 0.06, 0.03, 0.01]
+    curves = [curve("shared", 1, falling, falling), curve("modular", 1, falling, falling),
+              curve("shared", 4, stuck, [s + 0.05 for s in stuck]), curve("modular", 4, falling, falling)]
+    verdict = paper_summary.plateau_verdict(curves, 4, ("shared",), "fact probe (own entries)")
+    assert verdict["k"] == 4 and set(verdict["by_mode"]) == {"shared"} and verdict["plateaued"] is True
+    assert verdict["rule"].startswith("the fact probe (own entries) at K = 4 fell")
+    assert paper_summary.plateau_verdict(curves, 4)["plateaued"] is False  # modular at K = 4 still falls
+    with pytest.raises(ValueError, match="no learning curve of shared at K = 8"):
+        paper_summary.plateau_verdict(curves, 8, ("shared",))
+
+
 def test_plateau_verdict_without_a_learning_curve_says_why():
     verdict = paper_summary.plateau_verdict([curve(m, 1, [3.0], [3.1]) for m in paper_summary.MODES])
     assert verdict["plateaued"] is False and "fewer than 2 validations" in verdict["no_verdict_because"]
@@ -358,6 +372,15 @@ def test_paper_study_at_a_toy_setting(tmp_path):
             seed[-1] for seed in c["per_seed"]))
     plateau = summary["plateau_verdict"]
     assert plateau["k"] == 1 and isinstance(plateau["plateaued"], bool) and set(plateau["by_mode"]) == set(paper_summary.MODES)
+    # the fact probe's learning curve: logged at the same validations (callbacks.fact_probe of paper_mlm)
+    facts = {(c["mode"], c["languages"]): c for c in summary["fact_learning_curves"]}
+    assert set(facts) == set(curves)
+    for key, c in facts.items():
+        assert [p["updates_per_language"] for p in c["points"]] == [p["updates_per_language"] for p in curves[key]["points"]]
+        assert all(0.0 < p["loss"] < 20.0 for p in c["points"]) and c["points"][0]["loss"] != curves[key]["points"][0]["loss"]
+    assert summary["fact_plateau_verdict"]["k"] == 1 and set(summary["fact_plateau_verdict"]["by_mode"]) == {"shared", "modular"}
+    stalled = summary["shared_fact_plateau_verdict"]
+    assert stalled["k"] == 2 and set(stalled["by_mode"]) == {"shared"} and "fact probe" in stalled["rule"]
     zero_shot = summary["zero_shot_verdict"]
     assert zero_shot["runs"] == 4 and set(zero_shot["modular_minus_shared"]) == {"2"}  # JSON keys
     posthoc = {r["mode"]: r for r in summary["posthoc"]}
@@ -382,6 +405,7 @@ def test_paper_study_at_a_toy_setting(tmp_path):
     assert (out / "fact_probe_vs_k.png").stat().st_size > 0
     assert (doc.parent / "img" / "paper_probe_loss_vs_k.png").stat().st_size > 0
     assert (doc.parent / "img" / "paper_learning_curves.png").stat().st_size > 0 and "### Learning curves" in text
+    assert "updates/lang: fact probe, own entries" in text and "(the condition, on the fact probe)" in text
     assert (out / "probe_loss_vs_k.png").stat().st_size > 0 and (out / "mlm" / "sweep_summary.csv").is_file()
     # the figures: one style per mode, the same as xmod-report's plot of the same MLM runs (whose folders list
     # modular first); degenerate zero-shot runs crossed out

@@ -12,7 +12,9 @@ language must store, beside shared ones; ``xmod_lab/data/synthetic_world.py``).
    languages, ``adapter.adapter_mode=shared`` and ``modular`` (the same per-language capacity), the same number of
    updates per language; what English (the probe, present at every K) knows of its own facts (the fact probe,
    :mod:`xmod_lab.paper_probe`: the verdict's metric, and whether K = 1 has learnt them), its held-out MLM loss,
-   and its learning curve (a validation every 3 epochs): whether the smallest K has plateaued (:func:`plateau_verdict`).
+   and the learning curves of both (a validation every 3 epochs; the fact probe's from
+   :class:`xmod_lab.tasks.fact_probe.FactProbe`): whether the smallest K has plateaued, and whether the shared
+   model's fact probe at the largest K still falls (:func:`plateau_verdict`).
 2. Zero-shot transfer (``experiment=paper_nli``): each export fine-tuned on English NLI with embeddings and
    adapters frozen, tested on every pre-trained language; ``zero_shot_avg_acc`` is the mean over the languages
    other than English, ``zero_shot_acc`` German's (null at K = 1, where there is no other language).
@@ -23,9 +25,10 @@ language must store, beside shared ones; ``xmod_lab/data/synthetic_world.py``).
 
 Every point runs ``--seeds`` training seeds (default 3: ``seed=0,1,2``); each figure is the mean with its
 sample standard deviation (``<key>_sd``), and the verdicts apply the spread (:mod:`xmod_lab.paper_summary`).
-Writes ``<out>/summary.json`` (``curse``, ``posthoc``, ``learning_curves``, ``wall_seconds``, ``seeds``,
-``verdict`` (on the fact probe), ``mlm_loss_verdict`` (the same rule on the MLM loss), ``knowledge_verdict``,
-``plateau_verdict``, ``zero_shot_verdict``, ``posthoc_verdict``, the settings),
+Writes ``<out>/summary.json`` (``curse``, ``posthoc``, ``learning_curves``, ``fact_learning_curves``,
+``wall_seconds``, ``seeds``, ``verdict`` (on the fact probe), ``mlm_loss_verdict`` (the same rule on the MLM
+loss), ``knowledge_verdict``, ``plateau_verdict`` (MLM loss), ``fact_plateau_verdict`` (fact probe, smallest K),
+``shared_fact_plateau_verdict`` (fact probe, shared, largest K), ``zero_shot_verdict``, ``posthoc_verdict``, the settings),
 the document ``--doc`` (default docs/paper.md, generated from summary.json alone; a copy as ``<out>/README.md``)
 with its plots in ``img/`` beside it, ``<out>/*.png``, and keeps every run under ``<out>/{mlm,nli,posthoc}/``
 (``xmod-report`` reads each). Degenerate runs are flagged (``xmod_lab.diagnostics``).
@@ -48,6 +51,7 @@ from xmod_lab.data.synthetic import SYNTHETIC_LANGUAGES
 from xmod_lab.paper_doc import document, plot
 from xmod_lab.paper_probe import NO_KNOWLEDGE, fact_probe
 from xmod_lab.paper_summary import (
+    FACT_CURVE,
     KS,
     MODES,
     NEW_LANGUAGE,
@@ -165,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     curse = curse_rows(out, ks, seeds)
     posthoc_table = posthoc_rows(out, pk, seeds)
     curves = learning_curves(out, ks, seeds)
+    fact_curves = learning_curves(out, ks, seeds, FACT_CURVE)
+    fact_probe_name = "fact probe (own entries)"
     info = run_results(out / "nli" / run_name("modular", ks[-1], seeds[0])).get("diagnostics") or {}
     summary = {
         "curse": curse,
@@ -177,9 +183,12 @@ def main(argv: list[str] | None = None) -> int:
         "knowledge_verdict": knowledge_verdict(curse, NO_KNOWLEDGE),
         "no_knowledge": NO_KNOWLEDGE,
         "plateau_verdict": plateau_verdict(curves),
+        "fact_plateau_verdict": plateau_verdict(fact_curves, what=fact_probe_name),
+        "shared_fact_plateau_verdict": plateau_verdict(fact_curves, ks[-1], ("shared",), fact_probe_name),
         "zero_shot_verdict": zero_shot_verdict(curse),
         "posthoc_verdict": posthoc_verdict(posthoc_table),
         "learning_curves": curves,
+        "fact_learning_curves": fact_curves,
         "chance": info.get("chance", 100 / 3),
         "shortcut_ceiling": info.get("shortcut_ceiling_max", float("nan")),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

@@ -75,15 +75,17 @@ def document(summary: dict[str, Any]) -> str:
         + "; ".join(f"{m} fact probe (own entries) {_num(v['private_fact_loss'], v['private_fact_loss_sd']).lstrip('+')}"
                     for m, v in known["by_mode"].items())
         + f" (limit {known['limit']:.3f}). Rule: {known['rule']}. |")
+    facts, stalled = summary.get("fact_plateau_verdict"), summary.get("shared_fact_plateau_verdict")
+    if facts and stalled:  # summaries written before the fact probe's learning curve have neither
+        lines.append(
+            f"| (the condition, on the fact probe) Its learning curve: the K = {facts['k']} model has stopped "
+            f"improving, and the shared model's shortfall at K = {stalled['k']} no longer shrinks, so training "
+            f"longer would not close it. | K = {facts['k']}: {_plateau_evidence(facts, 'fact probe')}. Shared, K = "
+            f"{stalled['k']}: {_plateau_evidence(stalled, 'fact probe')}. Rule: {facts['rule']}; the same at "
+            f"K = {stalled['k']}. |")  # fmt: skip
     plateau = summary["plateau_verdict"]
-    lines.append(
-        f"| (the condition, on the whole MLM loss) The K = {plateau['k']} model has stopped improving. | " + ("**plateaued**" if plateau["plateaued"] else "**not plateaued**") + ": "
-        + (plateau["no_verdict_because"] or "; ".join(
-            f"{m} probe loss {v['from_updates_per_language']:.0f} -> {v['to_updates_per_language']:.0f} updates per "
-            f"language fell by {_num(v['drop'], v['drop_sd'])} (limit {v['limit']:.3f}, final loss "
-            f"{_num(v['final_loss'], v['final_loss_sd']).lstrip('+')})"
-            for m, v in plateau["by_mode"].items()))
-        + f". Rule: {plateau['rule']}. |")
+    lines.append(f"| (the condition, on the whole MLM loss) The K = {plateau['k']} model has stopped improving. | "
+                 f"{_plateau_evidence(plateau, 'MLM loss')}. Rule: {plateau['rule']}. |")
     zv = summary["zero_shot_verdict"]
     if zv.get("runs"):
         transfer = (
@@ -132,15 +134,24 @@ def document(summary: dict[str, Any]) -> str:
         lines.append(f"| {r['mode']} | {r['languages']} | {_fmt(r['updates'], 0)} | {pm(r, 'probe_fact_loss')} | "
                      f"{pm(r, 'probe_shared_fact_loss')} | {pm(r, 'probe_mlm_loss')} | {pm(r, 'mlm_loss_avg')} |")
     lines += ["", "### Learning curves", "",
-              f"Held-out MLM loss of {PROBE} during pre-training against updates per language (mean and sd over seeds; "
-              "the last three validations of each point). A point whose loss still falls at the end is not "
-              "capacity-bound: more languages there also mean more training of the shared body.", "",
-              "| mode | K | " + " | ".join(["updates/lang: loss"] * 3) + " |", "|---|---|---|---|---|"]  # fmt: skip
-    for c in summary["learning_curves"]:
-        last = c["points"][-3:]
-        lines.append(f"| {c['mode']} | {c['languages']} | "
-                     + " | ".join(f"{p['updates_per_language']:.0f}: {pm(p, 'loss')}" for p in last)
-                     + " |" * (4 - len(last)))
+              f"During pre-training, against updates per language (mean and sd over seeds; the last three "
+              f"validations of each point): the held-out MLM loss of {PROBE}, and its fact probe (own entries, "
+              "`xmod_lab/tasks/fact_probe.py`, the same cloze test on the model as it trains). A point whose loss "
+              "still falls at the end is not capacity-bound: more languages there also mean more training of the "
+              "shared body; a shared model whose fact probe has stopped falling above its K = 1 value has lost "
+              "that knowledge to the other languages for good.", ""]  # fmt: skip
+    for title, key in (("held-out MLM loss", "learning_curves"), ("fact probe, own entries", "fact_learning_curves")):
+        curves = [c for c in summary.get(key) or [] if c["points"]]
+        if not curves:
+            continue
+        lines += ["| mode | K | " + " | ".join([f"updates/lang: {title}"] * 3) + " |", "|---|---|---|---|---|"]
+        for c in curves:
+            last = c["points"][-3:]
+            lines.append(f"| {c['mode']} | {c['languages']} | "
+                         + " | ".join(f"{p['updates_per_language']:.0f}: {pm(p, 'loss')}" for p in last)
+                         + " |" * (4 - len(last)))
+        lines.append("")
+    lines.pop()
     lines += ["", "## Zero-shot NLI", "",
               f"Accuracy (%) after fine-tuning on English with `freeze=paper`; {ZERO_SHOT_PROBE} is the zero-shot probe "
               f"(K >= 2). Chance {summary['chance']:.1f}, hypothesis-only ceiling {summary['shortcut_ceiling']:.1f}. "
@@ -164,6 +175,16 @@ def document(summary: dict[str, Any]) -> str:
                      f"{r['old_languages_max_loss_change']:.3g} |")
     lines += ["", "Plots: " + " ".join(f"![{name}](img/paper_{name})" for name in summary["plots"]), ""]
     return "\n".join(lines)
+
+
+def _plateau_evidence(plateau: dict[str, Any], name: str) -> str:
+    """``**plateaued**: shared <name> 1458 -> 1944 updates per language fell by ...`` for one plateau verdict."""
+    return ("**plateaued**" if plateau["plateaued"] else "**not plateaued**") + ": " + (
+        plateau["no_verdict_because"] or "; ".join(
+            f"{m} {name} {v['from_updates_per_language']:.0f} -> {v['to_updates_per_language']:.0f} updates per "
+            f"language fell by {_num(v['drop'], v['drop_sd'])} (limit {v['limit']:.3f}, final "
+            f"{_num(v['final_loss'], v['final_loss_sd']).lstrip('+')})"
+            for m, v in plateau["by_mode"].items()))
 
 
 def _curse_evidence(verdict: dict[str, Any], name: str) -> str:
@@ -232,27 +253,33 @@ def curse_figures(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def curves_figure(summary: dict[str, Any]) -> Any:
-    """The probe's held-out loss during pre-training against updates per language, one panel per mode, one line
-    per K (mean over seeds, the sd as a band): whether the smallest K has plateaued."""
+    """The probe's held-out MLM loss (top) and fact probe (bottom, where the summary has its curves) during
+    pre-training against updates per language, one panel per mode, one line per K (mean over seeds, the sd as a
+    band): whether the smallest K has plateaued, and whether a larger K's shortfall still shrinks."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(MODES), figsize=(9, 3.6), sharey=True)
+    rows = [(key, label) for key, label in (("learning_curves", f"held-out MLM loss ({PROBE})"),
+                                            ("fact_learning_curves", f"fact probe, own entries ({PROBE})"))
+            if any(c["points"] for c in summary.get(key) or [])]  # fmt: skip
+    rows = rows or [("learning_curves", f"held-out MLM loss ({PROBE})")]
+    fig, axes = plt.subplots(len(rows), len(MODES), figsize=(9, 3.6 * len(rows)), sharey="row", squeeze=False)
     ks = sorted({c["languages"] for c in summary["learning_curves"]})
     colours = plt.get_cmap("viridis")([i / max(1, len(ks) - 1) * 0.9 for i in range(len(ks))])
-    for ax, mode in zip(axes, MODES, strict=True):
-        for k, colour in zip(ks, colours, strict=True):
-            curve = next(c for c in summary["learning_curves"] if c["mode"] == mode and c["languages"] == k)
-            xs = [p["updates_per_language"] for p in curve["points"]]
-            ys = [p["loss"] for p in curve["points"]]
-            ax.plot(xs, ys, marker=".", color=colour, label=f"K = {k}")
-            sds = [p["loss_sd"] for p in curve["points"]]
-            if all(sd is not None for sd in sds):
-                ax.fill_between(xs, [y - e for y, e in zip(ys, sds, strict=True)],
-                                [y + e for y, e in zip(ys, sds, strict=True)], color=colour, alpha=0.2, gid="sd")  # fmt: skip
-        ax.set_title(mode, fontsize=9)
-        ax.set_xlabel("updates per language")
-    axes[0].set_ylabel(f"held-out MLM loss ({PROBE})")
-    axes[-1].legend()
+    for (key, label), panels in zip(rows, axes, strict=True):
+        for ax, mode in zip(panels, MODES, strict=True):
+            for k, colour in zip(ks, colours, strict=True):
+                curve = next(c for c in summary[key] if c["mode"] == mode and c["languages"] == k)
+                xs = [p["updates_per_language"] for p in curve["points"]]
+                ys = [p["loss"] for p in curve["points"]]
+                ax.plot(xs, ys, marker=".", color=colour, label=f"K = {k}")
+                sds = [p["loss_sd"] for p in curve["points"]]
+                if all(sd is not None for sd in sds):
+                    ax.fill_between(xs, [y - e for y, e in zip(ys, sds, strict=True)],
+                                    [y + e for y, e in zip(ys, sds, strict=True)], color=colour, alpha=0.2, gid="sd")  # fmt: skip
+            ax.set_title(mode, fontsize=9)
+            ax.set_xlabel("updates per language")
+        panels[0].set_ylabel(label)
+        panels[-1].legend()
     fig.tight_layout()
     return fig
 

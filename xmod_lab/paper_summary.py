@@ -286,26 +286,30 @@ def study_settings(out: Path, ks: Sequence[int], seeds: Sequence[int], posthoc_k
 
 
 
-def probe_curve(run_dir: Path, k: int) -> list[tuple[float, float]]:
-    """``(updates per language, held-out probe loss)`` at each validation of an MLM run, from its CSV log. A run
-    on K languages makes about K updates per update of each language (every block once per epoch). Lightning
-    logs a validation at the index of the last update before it (the step counter minus one): a validation
-    after 800 updates is logged at step 799."""
-    key = f"val/{PROBE}/loss"
+MLM_CURVE = f"val/{PROBE}/loss"  # the held-out MLM loss of the probe language at each validation
+FACT_CURVE = f"val/{PROBE}/fact_private"  # its fact probe, own entries (xmod_lab.tasks.fact_probe.FactProbe)
+
+
+def probe_curve(run_dir: Path, k: int, key: str = MLM_CURVE) -> list[tuple[float, float]]:
+    """``(updates per language, value of key)`` at each validation of an MLM run, from its CSV log. A run on K
+    languages makes about K updates per update of each language (every block once per epoch). Lightning logs a
+    validation at the index of the last update before it (the step counter minus one): a validation after 800
+    updates is logged at step 799."""
     rows = csv.DictReader((run_dir / "csv" / "metrics.csv").open())
     return [((int(row["step"]) + 1) / k, float(row[key])) for row in rows if row.get(key) not in (None, "")]
 
 
-def learning_curves(out: Path, ks: Sequence[int], seeds: Sequence[int]) -> list[dict[str, Any]]:
-    """Per mode and K: the probe's validation loss against updates per language, the mean and sd over seeds at
-    each validation (every seed of a point validates at the same steps: the same data and batch plan)."""
+def learning_curves(out: Path, ks: Sequence[int], seeds: Sequence[int], key: str = MLM_CURVE) -> list[dict[str, Any]]:
+    """Per mode and K: ``key`` (a validation metric of the probe language) against updates per language, the mean
+    and sd over seeds at each validation (every seed of a point validates at the same steps: the same data and
+    batch plan)."""
     curves = []
     for mode in MODES:
         for k in ks:
-            per_seed = [probe_curve(out / "mlm" / run_name(mode, k, seed), k) for seed in seeds]
+            per_seed = [probe_curve(out / "mlm" / run_name(mode, k, seed), k, key) for seed in seeds]
             steps = {tuple(x for x, _ in curve) for curve in per_seed}
             if len(steps) != 1:
-                raise ValueError(f"{out / 'mlm'}: the {mode} K = {k} runs validated at different steps "
+                raise ValueError(f"{out / 'mlm'}: the {mode} K = {k} runs logged {key} at different steps "
                                  f"({sorted(len(s) for s in steps)} validations): rerun them with the same settings")  # fmt: skip
             points = []
             for i, (x, _) in enumerate(per_seed[0]):
@@ -316,21 +320,24 @@ def learning_curves(out: Path, ks: Sequence[int], seeds: Sequence[int]) -> list[
     return curves
 
 
-LAST_SHARE = 0.25  # the share of pre-training whose progress decides whether the smallest K has plateaued
+LAST_SHARE = 0.25  # the share of pre-training whose progress decides whether a point has plateaued
 PLATEAU_RELATIVE = 0.01
 
 
-def plateau_verdict(curves: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Whether the smallest K's probe loss has stopped falling, the condition for reading a rise with K as a
-    curse rather than as K times more training of the shared body. Per seed: its loss at the validation
-    nearest to 75 % of the updates minus its final loss (the drop over the last quarter, paired within the
-    seed: the seeds' different levels do not hide a fall they all share). Plateaued: the mean drop is below 1 %
-    of the final loss, or below twice its standard error (sd / sqrt(seeds): no fall the seeds agree on). The
-    standard error, not the sd: the question is whether the mean drop differs from 0, and a rule on the sd
-    would call a fall that every seed shows "plateaued" whenever the seeds fall by different amounts."""
-    small = min(c["languages"] for c in curves)
+def plateau_verdict(curves: Sequence[dict[str, Any]], k: int | None = None, modes: Sequence[str] = MODES,
+                    what: str = "probe loss") -> dict[str, Any]:  # fmt: skip
+    """Whether ``what`` (the curves' metric) has stopped falling at ``k`` (default: the smallest K) in ``modes``.
+    At the smallest K it is the condition for reading a rise with K as a curse rather than as K times more
+    training of the shared body; at the largest K, for the shared model's fact probe, it says whether training
+    longer would close its gap. Per seed: its loss at the validation nearest to 75 % of the updates minus its
+    final loss (the drop over the last quarter, paired within the seed: the seeds' different levels do not hide
+    a fall they all share). Plateaued: the mean drop is below 1 % of the final loss, or below twice its standard
+    error (sd / sqrt(seeds): no fall the seeds agree on). The standard error, not the sd: the question is
+    whether the mean drop differs from 0, and a rule on the sd would call a fall that every seed shows
+    "plateaued" whenever the seeds fall by different amounts."""
+    k = min(c["languages"] for c in curves) if k is None else k
     found: dict[str, Any] = {}
-    for curve in (c for c in curves if c["languages"] == small):
+    for curve in (c for c in curves if c["languages"] == k and c["mode"] in modes):
         if len(curve["points"]) < 2:  # e.g. trainer.max_steps below an epoch: nothing to read a trend from
             found[curve["mode"]] = {"plateaued": False, "validations": len(curve["points"])}
             continue
@@ -347,14 +354,17 @@ def plateau_verdict(curves: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "drop_se": drop_se,
             "final_loss": final, "final_loss_sd": final_sd, "limit": limit, "plateaued": i < len(xs) - 1 and drop < limit,
         }  # fmt: skip
+    if not found:
+        raise ValueError(f"no learning curve of {'/'.join(modes)} at K = {k} (curves: "
+                         f"{sorted({(c['mode'], c['languages']) for c in curves})})")  # fmt: skip
     few = [m for m, v in found.items() if "validations" in v]
     return {
-        "k": small,
+        "k": k,
         "by_mode": found,
         "plateaued": all(v["plateaued"] for v in found.values()),
-        "no_verdict_because": f"fewer than 2 validations of the K = {small} runs ({', '.join(few)}): no learning "
+        "no_verdict_because": f"fewer than 2 validations of the K = {k} runs ({', '.join(few)}): no learning "
                               "curve (trainer.check_val_every_n_epoch)" if few else None,
-        "rule": f"the probe loss at K = {small} fell over the last quarter of pre-training (validation nearest 75 % "
+        "rule": f"the {what} at K = {k} fell over the last quarter of pre-training (validation nearest 75 % "
                 f"of the updates to the end, per seed) by less than {PLATEAU_RELATIVE:.0%} of its final value or "
                 "less than twice the standard error of that drop over seeds (sd / sqrt(seeds))",
     }  # fmt: skip

@@ -136,6 +136,7 @@ class EvalConf(_RunConf):
     scheduler: Optional[SchedulerConf] = None
     test: Optional[bool] = None
     export_dir: Optional[str] = None
+    callbacks: Optional[Any] = None  # training callbacks (paper_mlm's fact probe runs at validations of a fit)
 
 
 def published_languages(checkpoint: str) -> list[str]:

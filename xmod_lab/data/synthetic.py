@@ -184,6 +184,30 @@ def make_language(lang: str, seed: int = 0, world: WorldSettings | None = None) 
     return Language(lang, make_lexicon(lang, seed, world), make_grammar(lang, seed, world.orders if world else None))
 
 
+def fact_clauses(tokenizer: Any, lang: str, seed: int, world: WorldSettings) -> tuple[list[str], list[int]]:
+    """The cloze test of a language's fact table (the fact probe of ``make paper``): every entry of
+    :func:`~xmod_lab.data.synthetic_world.fact_table` (shared entries first) as a clause alone, not negated, with
+    its number replaced by the tokenizer's mask token, and each number's token id. A number that is not one
+    token of its own is refused: the probe would score a piece of it."""
+    if not world.has_facts:
+        raise ValueError("the world has no fact table (data.shared_facts = data.private_facts = 0): nothing to probe; "
+                         "use the paper world (`- /world@data: paper`)")  # fmt: skip
+    language = make_language(lang, seed, world)
+    texts, targets = [], []
+    for fact in fact_table(world, lang, seed):
+        words = language.clause(fact)
+        with_number = tokenizer(" ".join(words))["input_ids"]
+        words[words.index(fact.number)] = tokenizer.mask_token
+        masked = tokenizer(" ".join(words))["input_ids"]
+        differ = [i for i, (a, b) in enumerate(zip(with_number, masked, strict=False)) if a != b]
+        if len(with_number) != len(masked) or len(differ) != 1 or masked[differ[0]] != tokenizer.mask_token_id:
+            raise ValueError(f"the number {fact.number!r} of the {lang} clause {' '.join(language.clause(fact))!r} is "
+                             "not one token of the tokenizer: the fact probe needs single-token numbers")  # fmt: skip
+        texts.append(" ".join(words))
+        targets.append(with_number[differ[0]])
+    return texts, targets
+
+
 def nli_facts(rng: random.Random, label: int) -> tuple[list[Fact], Fact]:
     """(premise facts, hypothesis fact) for ``label`` (0 entailment, 1 neutral, 2 contradiction).
 
@@ -519,7 +543,7 @@ def synthetic_mlm(
     _check_languages(eval_langs, "languages.eval")
     world = WorldSettings(shared_facts, private_facts, vocab_overlap, tuple(orders) if orders is not None else None)
     folder = prepare_synthetic(root, vocab_size, n_train, n_eval, n_corpus, seed, world)
-    return LanguageModelingDataModule(
+    datamodule = LanguageModelingDataModule(
         source={"path": str(folder / "mlm" / "{lang}" / "{split}.txt")},
         tokenizer=tokenizer or str(folder / "tokenizer"),
         languages=languages,
@@ -539,3 +563,6 @@ def synthetic_mlm(
         num_workers=num_workers,
         seed=seed,
     )
+    # the world its text states (the fact probe reads it: xmod_lab.tasks.fact_probe)
+    datamodule.world, datamodule.world_seed = world, seed
+    return datamodule

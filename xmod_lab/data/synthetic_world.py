@@ -25,6 +25,7 @@ language. NLI and NER are generated as in the default world: their labels are ru
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -104,6 +105,11 @@ class WorldSettings:
                     f"data.orders={list(orders)}: a non-empty list of distinct constituent orders among "
                     f"{list(ORDERS)} is needed (unknown: {bad}), or null for all of them"
                 )
+
+    @classmethod
+    def from_config(cls, data: Mapping[str, Any]) -> WorldSettings:
+        """The world of a data config (e.g. a run's saved ``data``): its fields, the ones it lacks off."""
+        return cls(**{key: data.get(key, off) for key, off in asdict(cls()).items()})
 
     def is_default(self) -> bool:
         return self == WorldSettings()
