@@ -351,6 +351,9 @@ def test_paper_study_at_a_toy_setting(tmp_path):
         assert row["per_seed"][0]["probe_fact_loss"] == pytest.approx(
             statistics.mean(e["loss"] for e in probe["entries"] if e["private"]))
         assert all(0.0 < e["loss"] < 20.0 for e in probe["entries"])  # 2 updates: no knowledge yet, a finite loss
+        export = out / "mlm" / f"{row['mode']}_synthetic{row['languages']}_seed0" / "export"
+        # the probe pads its clauses during training: the exported tokenizer must not remember it
+        assert json.loads((export / "tokenizer.json").read_text())["padding"] is None
         losses = [r["probe_mlm_loss"] for r in row["per_seed"]]
         assert [r["seed"] for r in row["per_seed"]] == [0, 1] and all(v > 0 for v in losses)
         assert row["probe_mlm_loss"] == pytest.approx(statistics.mean(losses))

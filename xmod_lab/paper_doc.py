@@ -138,8 +138,8 @@ def document(summary: dict[str, Any]) -> str:
               f"validations of each point): the held-out MLM loss of {PROBE}, and its fact probe (own entries, "
               "`xmod_lab/tasks/fact_probe.py`, the same cloze test on the model as it trains). A point whose loss "
               "still falls at the end is not capacity-bound: more languages there also mean more training of the "
-              "shared body; a shared model whose fact probe has stopped falling above its K = 1 value has lost "
-              "that knowledge to the other languages for good.", ""]  # fmt: skip
+              "shared body; a shared model whose fact probe has stopped falling above its K = 1 value would not "
+              "recover that knowledge by training longer: it is lost to the other languages.", ""]  # fmt: skip
     for title, key in (("held-out MLM loss", "learning_curves"), ("fact probe, own entries", "fact_learning_curves")):
         curves = [c for c in summary.get(key) or [] if c["points"]]
         if not curves:

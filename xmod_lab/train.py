@@ -26,6 +26,7 @@ import xmod_lab.conf.schema  # noqa: F401  (registers train_schema)
 from xmod_lab import diagnostics, pretraining, results, runs, trust
 from xmod_lab.checkpoints import remove_partial_files, safe_loading
 from xmod_lab.data.common import skipped_summary
+from xmod_lab.data.tokenizer import save_tokenizer
 
 log = logging.getLogger("xmod_lab.train")
 
@@ -125,7 +126,7 @@ def export(task: L.LightningModule, datamodule: L.LightningDataModule, export_di
     task.model.save_pretrained(export_dir)
     tokenizer = getattr(datamodule, "tokenizer", None)
     if tokenizer is not None:
-        tokenizer.save_pretrained(export_dir)
+        save_tokenizer(tokenizer, export_dir)
     log.info("exported the model%s to %s (default_language: %s)", " and tokenizer" if tokenizer is not None else "",
              export_dir, language)
 

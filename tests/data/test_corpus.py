@@ -62,6 +62,23 @@ def test_packing_is_the_token_stream_cut_into_blocks(tokenizer_dir):
     assert len(per_line) == 40 and per_line[3] == tok(texts[3], max_length=16, truncation=True)["input_ids"]
 
 
+def test_blocks_ignore_the_padding_and_truncation_a_tokenizer_remembers(tokenizer_dir):
+    """transformers 5 leaves padding (and truncation) on in the Rust backend after a call that asked for them, and
+    save_pretrained writes it to tokenizer.json; the cache key leaves that state out, so the blocks must too
+    (a run that padded a batch before tokenizing, or an export saved after one, made padded blocks)."""
+    texts = [f"Anna {i} Ben Paris river city {i * 7}" for i in range(40)]
+    clean = load_tokenizer(str(tokenizer_dir))
+    for packed in (True, False):
+        spec = BlockSpec("text", 16, packed, clean.cls_token_id, clean.sep_token_id)
+        want = BlockEncoder(clean, spec)(pa.table({"text": texts}), range(40)).column("input_ids").to_pylist()
+        used = load_tokenizer(str(tokenizer_dir))
+        used(["Anna", "Anna 1 Ben Paris river city 7"], padding=True, truncation=True, max_length=5)
+        assert used.backend_tokenizer.padding is not None and used.backend_tokenizer.truncation is not None
+        got = BlockEncoder(used, spec)(pa.table({"text": texts}), range(40)).column("input_ids").to_pylist()
+        assert got == want and clean.pad_token_id not in {t for b in got for t in b}
+        assert used.backend_tokenizer.padding is not None  # the caller's tokenizer is left as it was
+
+
 def test_holdout_hash_is_stable_and_near_the_fraction():
     idx = np.arange(100_000)
     out = held_out(idx, 0.05, seed=3)

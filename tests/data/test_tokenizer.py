@@ -1,9 +1,17 @@
+import json
 import shutil
 
 import pytest
 from transformers import AutoTokenizer, XLMRobertaTokenizerFast
 
-from xmod_lab.data.tokenizer import check_vocab_size, load_tokenizer, tokenizer_fingerprint, train_tokenizer
+from xmod_lab.data.tokenizer import (
+    check_vocab_size,
+    load_tokenizer,
+    save_tokenizer,
+    tokenizer_fingerprint,
+    tokenizer_record,
+    train_tokenizer,
+)
 from xmod_lab.models import XmodConfig
 
 
@@ -56,3 +64,22 @@ def test_an_export_with_a_float_reduction_factor_loads_its_tokenizer(tokenizer_d
     tok = load_tokenizer(str(export))
     assert tok.tokenize("Anna 7") == ["▁Anna", "▁7"] and tok.mask_token_id == len(tok) - 1
     assert tokenizer_fingerprint(tok) == tokenizer_fingerprint(load_tokenizer(str(tokenizer_dir)))
+
+
+def test_saved_and_loaded_tokenizers_carry_no_call_time_padding(tokenizer_dir, tmp_path):
+    """A `padding=True` call leaves padding on in transformers 5's backend and save_pretrained writes it: our saves
+    (exports, checkpoint records) drop it, and a directory that has it loads without it."""
+    tok = load_tokenizer(str(tokenizer_dir))
+    tok(["Anna", "Anna Ben Paris"], padding=True, truncation=True, max_length=3)
+    tok.save_pretrained(str(tmp_path / "plain"))  # what transformers writes
+    assert json.loads((tmp_path / "plain" / "tokenizer.json").read_text())["padding"] is not None
+    loaded = load_tokenizer(str(tmp_path / "plain"))
+    assert loaded.backend_tokenizer.padding is None and loaded.backend_tokenizer.truncation is None
+    assert tokenizer_fingerprint(loaded) == tokenizer_fingerprint(tok)
+    tok(["Anna", "Anna Ben Paris"], padding=True)
+    save_tokenizer(tok, tmp_path / "ours")
+    saved = json.loads((tmp_path / "ours" / "tokenizer.json").read_text())
+    assert saved["padding"] is None and saved["truncation"] is None
+    tok(["Anna", "Anna Ben Paris"], padding=True)
+    record = json.loads(tokenizer_record(tok)["files"]["tokenizer.json"])
+    assert record["padding"] is None

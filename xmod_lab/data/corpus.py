@@ -39,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from filelock import FileLock
+from tokenizers import Tokenizer
 from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
@@ -92,11 +93,20 @@ class BlockEncoder:
     def __init__(self, tokenizer: PreTrainedTokenizerBase, spec: BlockSpec) -> None:
         self.tokenizer = tokenizer
         self.spec = spec
+        # The Rust tokenizer directly (no BatchEncoding around it, no offsets tracked), as a copy without padding
+        # and truncation: the backend applies whatever it last remembered (transformers 5 leaves padding on
+        # after a `padding=True` call, and save_pretrained writes it to tokenizer.json), and the cache key
+        # (tokenizer_fingerprint) rightly leaves that call-time state out, so it must not reach the blocks.
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            backend = Tokenizer.from_str(backend.to_str())
+            backend.no_padding()
+            backend.no_truncation()
+        self._backend = backend
 
     def _ids(self, texts: list[str]) -> list[list[int]]:
-        backend = getattr(self.tokenizer, "backend_tokenizer", None)
-        if backend is not None:  # the Rust tokenizer directly (no BatchEncoding around it, no offsets tracked)
-            encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+        if self._backend is not None:
+            encode = getattr(self._backend, "encode_batch_fast", self._backend.encode_batch)
             return [e.ids for e in encode(texts, add_special_tokens=False)]
         return self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
 

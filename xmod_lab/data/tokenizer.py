@@ -117,7 +117,25 @@ def load_tokenizer(name_or_path: str = XLMR_TOKENIZER) -> PreTrainedTokenizerBas
         raise ValueError(
             f"Tokenizer {name_or_path!r} is not a fast tokenizer; offset mappings (QA, NER) need one."
         )
-    return tok
+    return forget_call_state(tok)
+
+
+def forget_call_state(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """``tokenizer`` with the padding and truncation its Rust backend remembers switched off (returned, changed in
+    place). transformers 5 leaves padding on after a ``padding=True`` call and ``save_pretrained`` writes it
+    into tokenizer.json; every call through the tokenizer sets its own, but an encode straight on the backend
+    (LM blocks) would pad or cut each batch, and :func:`tokenizer_fingerprint` rightly ignores that state."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        backend.no_padding()
+        backend.no_truncation()
+    return tokenizer
+
+
+def save_tokenizer(tokenizer: PreTrainedTokenizerBase, directory: str | Path) -> None:
+    """``save_pretrained`` without call-time padding/truncation (:func:`forget_call_state`): an export or a
+    checkpoint's record holds how the tokenizer splits text, not what its last call asked for."""
+    forget_call_state(tokenizer).save_pretrained(str(directory))
 
 
 def train_tokenizer(
@@ -196,7 +214,7 @@ def tokenizer_record(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
     """The tokenizer as data a checkpoint can carry: {"fingerprint": ..., "files": {name: bytes}} (the files of
     ``save_pretrained``; a few MB for XLM-R's, next to hundreds of MB of weights)."""
     with tempfile.TemporaryDirectory() as tmp:
-        tokenizer.save_pretrained(tmp)
+        save_tokenizer(tokenizer, tmp)
         files = {p.name: p.read_bytes() for p in sorted(Path(tmp).iterdir()) if p.is_file()}
     return {"fingerprint": tokenizer_fingerprint(tokenizer), "files": files}
 

@@ -26,7 +26,9 @@ def clause_losses(model: Any, tokenizer: Any, lang: str, lang_id: int, seed: int
     """The cross-entropy of each entry's true number (shared entries first) under an :class:`XmodForMaskedLM`
     run with adapter ``lang_id``; the model's train/eval mode is the caller's (eval: no dropout)."""
     texts, targets = fact_clauses(tokenizer, lang, seed, world)
-    batch = tokenizer(texts, padding=True, return_tensors="pt").to(model.device)
+    # padded by `pad`, not by a `padding=True` call: transformers 5 would leave padding on in the tokenizer
+    # (the run's, which the export saves)
+    batch = tokenizer.pad(tokenizer(texts), return_tensors="pt").to(model.device)
     lang_ids = torch.full((len(texts),), lang_id, dtype=torch.long, device=model.device)
     with torch.no_grad():
         logits = model(**batch, lang_ids=lang_ids).logits  # (entries, length, vocab)
