@@ -109,7 +109,8 @@ def test_the_callback_logs_the_probe_of_its_language_with_its_adapter_in_eval_mo
     task.model.train()
     seen = {}
     module = SimpleNamespace(model=task.model, log=lambda key, value, **_: seen.update({key: value}))
-    FactProbe("de").on_validation_epoch_end(SimpleNamespace(sanity_checking=False, datamodule=datamodule), module)
+    FactProbe("de").on_validation_epoch_end(SimpleNamespace(sanity_checking=False, datamodule=datamodule, world_size=1),
+                                            module)  # fmt: skip
     assert seen["val/de/fact_private"] == pytest.approx(logged["val/de/fact_private"], abs=1e-5)
     assert task.model.training
 

@@ -75,4 +75,6 @@ class FactProbe(Callback):
         for part, value in split_losses(losses, world).items():
             if value is not None:
                 name = part.removesuffix("_fact_loss")
-                pl_module.log(f"val/{self.language}/fact_{name}", value, batch_size=len(losses))
+                # every rank scores the same clauses on the same weights: the mean over ranks is each one's value
+                pl_module.log(f"val/{self.language}/fact_{name}", value, batch_size=len(losses),
+                              sync_dist=trainer.world_size > 1)  # fmt: skip
