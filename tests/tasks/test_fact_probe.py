@@ -115,7 +115,13 @@ def test_the_callback_logs_the_probe_of_its_language_with_its_adapter_in_eval_mo
     assert task.model.training
 
 
-def test_the_callback_names_the_data_it_needs():
+def test_the_callback_names_the_data_it_needs_before_any_training(datamodule):
     trainer = SimpleNamespace(sanity_checking=False, datamodule=object())
     with pytest.raises(ValueError, match="callbacks.fact_probe needs synthetic masked-LM text .*data=synthetic_mlm"):
-        FactProbe().on_validation_epoch_end(trainer, SimpleNamespace())  # type: ignore[arg-type]
+        FactProbe().setup(trainer, SimpleNamespace(), "fit")  # type: ignore[arg-type]
+    no_facts = SimpleNamespace(world=WorldSettings(vocab_overlap=1.0), world_seed=0, spec=datamodule.spec)
+    with pytest.raises(ValueError, match="world has no fact table .*~callbacks.fact_probe"):
+        FactProbe().setup(SimpleNamespace(datamodule=no_facts), SimpleNamespace(), "fit")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="callbacks.fact_probe"):  # a language the model has no adapter for
+        FactProbe("fr").setup(SimpleNamespace(datamodule=datamodule), SimpleNamespace(), "fit")  # type: ignore[arg-type]
+    FactProbe("de").setup(SimpleNamespace(datamodule=datamodule), SimpleNamespace(), "fit")  # type: ignore[arg-type]

@@ -55,16 +55,30 @@ class FactProbe(Callback):
     def __init__(self, language: str = "en") -> None:
         self.language = language
 
+    def _target(self, datamodule: Any) -> tuple[WorldSettings, int]:
+        """The world the run's text states and the adapter index of the probed language; a clear error where
+        the run cannot be probed."""
+        world = getattr(datamodule, "world", None)
+        if world is None:
+            raise ValueError("callbacks.fact_probe needs synthetic masked-LM text (data=synthetic_mlm), whose "
+                             f"datamodule knows the world its text states; this run's data is "
+                             f"{type(datamodule).__name__}. Drop the callback with `~callbacks.fact_probe`")  # fmt: skip
+        if not world.has_facts:
+            raise ValueError("callbacks.fact_probe: the run's world has no fact table (data.shared_facts = "
+                             "data.private_facts = 0): nothing to probe. Give it facts or drop the callback with "
+                             "`~callbacks.fact_probe`")  # fmt: skip
+        spec = datamodule.spec
+        _, (lang_id,) = resolve_languages([self.language], spec.languages, spec.language_map, "callbacks.fact_probe")
+        return world, lang_id
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._target(trainer.datamodule)  # before any training: a run it cannot probe fails now, not an epoch in
+
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking:
             return
         datamodule = trainer.datamodule
-        world = getattr(datamodule, "world", None)
-        if world is None:
-            raise ValueError("callbacks.fact_probe needs synthetic masked-LM text (data=synthetic_mlm), whose "
-                             f"datamodule knows the world its text states; this run's data is {type(datamodule).__name__}")  # fmt: skip
-        spec = datamodule.spec
-        _, (lang_id,) = resolve_languages([self.language], spec.languages, spec.language_map, "callbacks.fact_probe")
+        world, lang_id = self._target(datamodule)
         was_training = pl_module.model.training
         pl_module.model.eval()
         try:
