@@ -12,10 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from tests.tasks.run_helpers import SHRINK, compose_run, no_hydra
-from xmod_lab import paper, paper_doc, paper_summary, plots, pretraining, report
+from xmod_lab import paper, paper_doc, paper_summary, plots, pretraining, report, runs
 from xmod_lab.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -287,6 +288,8 @@ def fake_summary(n_seeds: int) -> dict:
             "posthoc_verdict": paper_summary.posthoc_verdict(posthoc), "chance": 100 / 3, "shortcut_ceiling": 33.0,
             "learning_curves": curves, "plateau_verdict": paper_summary.plateau_verdict(curves),
             "zero_shot_verdict": paper_summary.zero_shot_verdict(curse),
+            "ambiguity": [{"languages": 1, "facts_alike": 0, "private_facts": 64, "mixture_fact_loss": 0.0},
+                          {"languages": 4, "facts_alike": 4, "private_facts": 64, "mixture_fact_loss": 0.0578}],
             "date": "2026-12-01 00:00 UTC", "command": "python -m xmod_lab.paper", "plots": ["probe_loss_vs_k.png"],
             "settings": {"ks": [1, 4], "posthoc_k": 4, "seeds": list(range(n_seeds)), "overrides": [], "runs": runs}}
 
@@ -307,6 +310,8 @@ def test_the_document_states_the_summary_figures_and_verdicts(n_seeds):
         assert "| shared | 4 | 1000 | 0.900 | 0.020 | 3.300 | 3.300 |" in text and "±" not in text.split("## Curse")[1]
         assert "**not learnt** (fewer than 2 seeds" in text
     assert "**shown**: modular largest change of an old language's loss" in text
+    assert "K = 1: 0 of 64 alike, 0.000; K = 4: 4 of 64 alike, 0.058." in text
+    assert "At K = 1 one run serves both modes" in text
     assert "model: hidden_size 64; epochs 12" in text and "![probe_loss_vs_k.png](img/paper_probe_loss_vs_k.png)" in text
 
 
@@ -314,8 +319,8 @@ def test_a_study_that_mixes_two_worlds_is_refused(tmp_path):
     """Resuming after a change of the world would put runs of two data settings in one table."""
     data = {"n_corpus": 60, "n_train": 48, "n_eval": 24, "seed": 0, "vocab_size": 1000, "shared_facts": 64,
             "private_facts": 128, "vocab_overlap": 0.0, "orders": None}  # fmt: skip
-    dirs = [tmp_path / step / paper_summary.run_name(mode, k, seed) for step in ("mlm", "nli") for mode in paper_summary.MODES
-            for k in (1, 2) for seed in (0, 1)]  # fmt: skip
+    dirs = list(dict.fromkeys(tmp_path / step / paper_summary.run_name(mode, k, seed) for step in ("mlm", "nli")
+                              for mode in paper_summary.MODES for k in (1, 2) for seed in (0, 1)))  # K = 1: one run
     dirs += [tmp_path / "posthoc" / f"{mode}_k2_seed{seed}_train{t}" for mode in paper_summary.MODES for seed in (0, 1)
              for t in (True, False)]  # fmt: skip
     for run_dir in dirs:
@@ -344,14 +349,14 @@ def test_paper_study_at_a_toy_setting(tmp_path):
     assert [(r["mode"], r["languages"]) for r in summary["curse"]] == [
         ("shared", 1), ("shared", 2), ("modular", 1), ("modular", 2)]
     for row in summary["curse"]:
-        probe = json.loads((out / "mlm" / f"{row['mode']}_synthetic{row['languages']}_seed0" / "fact_probe.json").read_text())
+        probe = json.loads((out / "mlm" / paper_summary.run_name(row['mode'], row['languages'], 0) / "fact_probe.json").read_text())
         assert probe["language"] == "en" and probe["adapter"] == "en_XX"
         world = OmegaConf.load(ROOT / "xmod_lab" / "conf" / "world" / "paper.yaml")
         assert [e["private"] for e in probe["entries"]] == [False] * world.shared_facts + [True] * world.private_facts
         assert row["per_seed"][0]["probe_fact_loss"] == pytest.approx(
             statistics.mean(e["loss"] for e in probe["entries"] if e["private"]))
         assert all(0.0 < e["loss"] < 20.0 for e in probe["entries"])  # 2 updates: no knowledge yet, a finite loss
-        export = out / "mlm" / f"{row['mode']}_synthetic{row['languages']}_seed0" / "export"
+        export = out / "mlm" / paper_summary.run_name(row['mode'], row['languages'], 0) / "export"
         # the probe pads its clauses during training: the exported tokenizer must not remember it
         assert json.loads((export / "tokenizer.json").read_text())["padding"] is None
         losses = [r["probe_mlm_loss"] for r in row["per_seed"]]
@@ -359,9 +364,16 @@ def test_paper_study_at_a_toy_setting(tmp_path):
         assert row["probe_mlm_loss"] == pytest.approx(statistics.mean(losses))
         assert row["probe_mlm_loss_sd"] == pytest.approx(statistics.stdev(losses))
         assert losses[0] != losses[1]  # the seed reaches the runs: a spread of 0 would fake certainty
-        assert (out / "mlm" / f"{row['mode']}_synthetic{row['languages']}_seed1" / "run_complete").is_file()
+        assert (out / "mlm" / paper_summary.run_name(row['mode'], row['languages'], 1) / "run_complete").is_file()
         assert (row["zero_shot_acc"] is None) == (row["languages"] == 1)  # no other language at K = 1
         assert row["zero_shot_acc"] is None or 0.0 <= row["zero_shot_acc"] <= 100.0
+    # K = 1: one run per seed serves both modes (the same model), in pre-training and fine-tuning
+    assert not list(out.glob("*/shared_synthetic1_*")) and len(list(out.glob("*/modular_synthetic1_seed*"))) == 4
+    rows = {(r["mode"], r["languages"]): r for r in summary["curse"]}
+    assert rows["shared", 1]["per_seed"] == rows["modular", 1]["per_seed"]
+    assert rows["shared", 2]["per_seed"] != rows["modular", 2]["per_seed"]
+    assert [(a["languages"], a["facts_alike"]) for a in summary["ambiguity"]][0] == (1, 0)
+    assert summary["ambiguity"][1]["private_facts"] == world.private_facts
     verdict = summary["verdict"]
     assert isinstance(verdict["curse_shows"], bool) and verdict["no_verdict_because"] is None
     assert verdict["gap_at_largest_k_sd"] is not None and (verdict["smallest_k"], verdict["largest_k"]) == (1, 2)
@@ -446,7 +458,7 @@ def test_curse_figures_draw_the_spread_over_seeds_and_no_bar_for_one_seed():
 
 @pytest.mark.parametrize("sd", [None, 0.05])  # one seed, several
 def test_curse_figures_of_a_study_with_one_k(sd):
-    """`--ks 1 --posthoc-k 1`: the probe's loss at K = 1 per mode; the zero-shot panel (no language to transfer
+    """A study of one K (`--ks 1`): the probe's loss at K = 1 per mode; the zero-shot panel (no language to transfer
     to at K = 1) says it has nothing to plot instead of showing an empty axis with the modes in its legend."""
     rows = [{"mode": mode, "languages": 1, "probe_mlm_loss": loss, "probe_mlm_loss_sd": sd, "probe_fact_loss": 0.1,
              "probe_fact_loss_sd": sd, "zero_shot_avg_acc": None,
@@ -472,7 +484,9 @@ def test_curse_figures_of_a_study_with_one_k(sd):
 
 @pytest.mark.parametrize(("argv", "needle"), [
     (["--ks", "1"], "--posthoc-k 4 is not among --ks 1: the post-hoc step adds a language to models of one of "
-                    "those K; pass it, e.g. --ks 1 --posthoc-k 1"),
+                    "those K; pass it, e.g. --ks 1,4"),
+    (["--ks", "1", "--posthoc-k", "1"], "--posthoc-k 1: with one language the shared and modular models are one "
+                                        "model"),
     (["--ks", "0,2", "--posthoc-k", "2"], "--ks 0,2: each K must lie in 1..16"),
 ])  # fmt: skip
 def test_study_settings_that_cannot_run_are_refused_before_any_run(tmp_path, capsys, argv, needle):
@@ -480,3 +494,30 @@ def test_study_settings_that_cannot_run_are_refused_before_any_run(tmp_path, cap
         paper.main([*argv, "--out", str(tmp_path / "out")])
     assert needle in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_at_one_language_the_shared_and_modular_models_are_one_model(tmp_path):
+    """Why one run serves both modes at K = 1 (paper_summary.run_mode): built from the paper presets with the same
+    seed, the shared model's one adapter and the modular model's adapter for en are the same parameters, drawn in
+    the same order, and compute the same function; at K = 2 they differ (two adapters against one)."""
+    def model(mode: str, k: int):
+        with no_hydra():
+            cfg = compose_run("train", tmp_path / f"{mode}{k}", tmp_path / "c",
+                              ["experiment=paper_mlm", f"languages=synthetic{k}", f"adapter.adapter_mode={mode}"])
+        torch.manual_seed(cfg.seed)
+        return runs.build(cfg.task).model
+
+    shared, modular = model("shared", 1), model("modular", 1)
+    assert shared.config.adapter_mode == "shared" and modular.config.adapter_mode == "modular"
+    assert shared.config.languages == modular.config.languages == ["en_XX"]
+    pairs = list(zip(shared.named_parameters(), modular.named_parameters(), strict=True))
+    assert {(a.replace("adapter_modules.shared", "adapter_modules.en_XX"), b) for (a, _), (b, _) in pairs} == {
+        (b, b) for _, (b, _) in pairs}
+    assert all(torch.equal(p, q) for (_, p), (_, q) in pairs)
+    ids = torch.randint(5, shared.config.vocab_size, (2, 12))
+    lang = torch.zeros(2, dtype=torch.long)
+    shared.eval(), modular.eval()
+    assert torch.equal(shared(ids, lang_ids=lang).logits, modular(ids, lang_ids=lang).logits)
+    assert paper_summary.run_name("shared", 1, 0) == paper_summary.run_name("modular", 1, 0) == "modular_synthetic1_seed0"
+    assert paper_summary.missing(tmp_path, "shared", [1, 2], 0) == [2]  # the shared sweep never runs K = 1
+    assert sum(p.numel() for p in model("modular", 2).parameters()) > sum(p.numel() for p in model("shared", 2).parameters())

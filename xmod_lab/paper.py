@@ -59,6 +59,7 @@ from xmod_lab.paper_summary import (
     PROBE,
     SEEDS,
     ZERO_SHOT_PROBE,
+    ambiguity_rows,
     curse_rows,
     curse_verdict,
     knowledge_verdict,
@@ -121,9 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     ks = sorted({int(k) for k in args.ks.split(",")})
     if ks[-1] > len(SYNTHETIC_LANGUAGES) or ks[0] < 1:
         parser.error(f"--ks {args.ks}: each K must lie in 1..{len(SYNTHETIC_LANGUAGES)}")
+    if args.posthoc_k == 1:
+        parser.error("--posthoc-k 1: with one language the shared and modular models are one model (one run serves "
+                     "both); the post-hoc step compares them, so pass a K of 2 or more")
     if args.posthoc_k not in ks:
         parser.error(f"--posthoc-k {args.posthoc_k} is not among --ks {args.ks}: the post-hoc step adds a language "
-                     f"to models of one of those K; pass it, e.g. --ks {args.ks} --posthoc-k {ks[-1]}")
+                     f"to models of one of those K; pass it, e.g. --ks {','.join(map(str, sorted({*ks, args.posthoc_k})))}")
     if args.seeds < 1:
         parser.error(f"--seeds {args.seeds}: at least 1 (3 by default; the verdict needs 2 or more)")
     seeds = list(range(args.seeds))
@@ -146,10 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         return todo
 
     run_parallel(sweeps("mlm", "experiment=paper_mlm"), args.jobs)
-    for seed in seeds:  # a few forward passes per run, so redone on every invocation (resumed ones too)
-        for mode in MODES:
-            for k in ks:
-                fact_probe(out / "mlm" / run_name(mode, k, seed), PROBE)
+    # a few forward passes per run, so redone on every invocation (resumed ones too)
+    for name in dict.fromkeys(run_name(mode, k, seed) for seed in seeds for mode in MODES for k in ks):
+        fact_probe(out / "mlm" / name, PROBE)
     # the job's own config sees Hydra's node through the hydra: resolver
     pretrained = (f"model.pretrained={out / 'mlm'}/${{adapter.adapter_mode}}_${{hydra:runtime.choices.languages}}"
                   "_seed${seed}/export")  # fmt: skip
@@ -179,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs_reused": reused,
         "seeds": seeds,
         "verdict": curse_verdict(curse),
+        "ambiguity": ambiguity_rows(out, ks, seeds),
         "mlm_loss_verdict": curse_verdict(curse, "probe_mlm_loss"),
         "knowledge_verdict": knowledge_verdict(curse, NO_KNOWLEDGE),
         "no_knowledge": NO_KNOWLEDGE,

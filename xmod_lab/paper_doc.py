@@ -57,7 +57,9 @@ def document(summary: dict[str, Any]) -> str:
            if summary["runs_reused"] else "")
         + f"; K = {', '.join(map(str, st['ks']))}; {len(seeds)} training seed(s) per point ({', '.join(map(str, seeds))}: "
         "model initialisation and data order; the synthetic world is fixed by `data.seed`). Figures: mean ± sample "
-        "sd over seeds.", "",
+        "sd over seeds."
+        + (" At K = 1 one run serves both modes: with one language, the shared adapter is that language's own "
+           "adapter (the same model; `paper_summary.run_mode`)." if 1 in st["ks"] else ""), "",
         "How the settings were chosen (pilot runs, one command each): [paper_search.md](paper_search.md).", "",
         "## Verdicts", "",
         "| the paper's claim | here |", "|---|---|",
@@ -133,6 +135,14 @@ def document(summary: dict[str, Any]) -> str:
     for r in summary["curse"]:
         lines.append(f"| {r['mode']} | {r['languages']} | {_fmt(r['updates'], 0)} | {pm(r, 'probe_fact_loss')} | "
                      f"{pm(r, 'probe_shared_fact_loss')} | {pm(r, 'probe_mlm_loss')} | {pm(r, 'mlm_loss_avg')} |")
+    if summary.get("ambiguity"):
+        lines += ["", f"Ambiguity against capacity: how many of {PROBE}'s own entries read, as the probe's clause, "
+                  "exactly as the same entry of another of the K languages (no shared model can tell those apart), and "
+                  "the fact probe (own entries) of a model that fits every language's text equally on them and is exact "
+                  "on the rest (`xmod_lab.data.synthetic.indistinguishable_facts`): a shared model's loss up to that "
+                  "value is ambiguity, beyond it competition for capacity. "
+                  + "; ".join(f"K = {a['languages']}: {a['facts_alike']} of {a['private_facts']} alike, "
+                              f"{a['mixture_fact_loss']:.3f}" for a in summary["ambiguity"]) + "."]  # fmt: skip
     lines += ["", "### Learning curves", "",
               f"During pre-training, against updates per language (mean and sd over seeds; the last three "
               f"validations of each point): the held-out MLM loss of {PROBE}, and its fact probe (own entries, "

@@ -15,7 +15,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from xmod_lab.data.synthetic_world import WORLD_DEFAULTS
+from xmod_lab.data.synthetic import indistinguishable_facts
+from xmod_lab.data.synthetic_world import WORLD_DEFAULTS, WorldSettings
 from xmod_lab.results import AVERAGES, parse_metric_key
 
 MODES = ("shared", "modular")
@@ -26,13 +27,21 @@ PROBE_FILE = "fact_probe.json"  # a pre-training run's fact probe (xmod_lab.pape
 SEEDS = 3  # training seeds per point (model initialisation and data order; the generated world is data.seed's)
 
 
+def run_mode(mode: str, k: int) -> str:
+    """The mode whose run stands for ``mode`` at K. With one language, the shared adapter is that language's own
+    adapter: the same parameters, drawn in the same order (tests/test_paper.py), so the modular run serves both
+    modes (one pre-training and one fine-tuning run less per seed)."""
+    return "modular" if k == 1 else mode
+
+
 def run_name(mode: str, k: int, seed: int) -> str:
-    return f"{mode}_synthetic{k}_seed{seed}"
+    return f"{run_mode(mode, k)}_synthetic{k}_seed{seed}"
 
 
 def missing(step_dir: Path, mode: str, ks: Sequence[int], seed: int) -> list[int]:
-    """The K whose run of ``mode`` and ``seed`` has not finished yet: a stopped study resumes where it was."""
-    return [k for k in ks if not (step_dir / run_name(mode, k, seed) / "run_complete").is_file()]
+    """The K whose run of ``mode`` and ``seed`` has not finished yet (a stopped study resumes where it was),
+    leaving out the K at which another mode's run serves this one (:func:`run_mode`)."""
+    return [k for k in ks if run_mode(mode, k) == mode and not (step_dir / run_name(mode, k, seed) / "run_complete").is_file()]
 
 
 def run_results(run_dir: Path) -> dict[str, Any]:
@@ -122,6 +131,23 @@ def curse_rows(out: Path, ks: Sequence[int], seeds: Sequence[int]) -> list[dict[
                 "seeds": list(seeds),
                 "per_seed": per_seed,
             })  # fmt: skip
+    return rows
+
+
+def ambiguity_rows(out: Path, ks: Sequence[int], seeds: Sequence[int]) -> list[dict[str, Any]]:
+    """Per K, from the world and languages its runs generated: how many of the probe language's own facts read
+    alike in another of the K languages, and the fact probe's loss of a model that fits all of them equally on
+    those clauses (:func:`xmod_lab.data.synthetic.indistinguishable_facts`): how much of a shared model's
+    shortfall ambiguity alone explains."""
+    rows = []
+    for k in ks:
+        cfg = OmegaConf.load(out / "mlm" / run_name("modular", k, seeds[0]) / "config.yaml")
+        data = OmegaConf.to_container(cfg.data)
+        assert isinstance(data, dict)
+        world = WorldSettings.from_config(data)
+        alike, loss = indistinguishable_facts(PROBE, list(cfg.languages.train), data["seed"], world)
+        rows.append({"languages": k, "facts_alike": alike, "private_facts": world.private_facts,
+                     "mixture_fact_loss": loss})  # fmt: skip
     return rows
 
 

@@ -4,6 +4,7 @@ on, each does what its data config comment says."""
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from xmod_lab.data.synthetic import (
     ALL_LANGUAGES,
     SYNTHETIC_LANGUAGES,
     generate_synthetic,
+    indistinguishable_facts,
     make_grammar,
     make_language,
     make_lexicon,
@@ -94,6 +96,26 @@ def test_fact_tables_share_some_entries_and_keep_the_rest_per_language():
         agree = sum(a.number == b.number for a, b in zip(own, english, strict=True))
         assert agree < 120 * 0.25, (lang, agree)  # another number for most (a ninth agree by chance)
     assert fact_table(WorldSettings(), "en") == []
+
+
+def test_indistinguishable_facts_are_the_clauses_two_languages_write_alike():
+    """How much of a shared model's fact-probe loss ambiguity explains: 0 without loanwords or with other orders;
+    with every word loaned, each entry of an SVO language with English's negation reads as English's, and a model
+    fitting both predicts either number: ln 2 where they differ, 0 where they agree by chance."""
+    assert make_grammar("fr", 0, ("SVO", "SOV")).order == "SVO"  # the case below
+    loans = WorldSettings(shared_facts=4, private_facts=64, vocab_overlap=1.0, orders=("SVO",))
+    alike, loss = indistinguishable_facts("en", ["en", "fr"], 0, loans)
+    agree = sum(a.number == b.number for a, b in zip(fact_table(loans, "en")[4:], fact_table(loans, "fr")[4:], strict=True))
+    assert alike == 64 and loss == pytest.approx((64 - agree) * math.log(2) / 64) and 0 < agree < 20
+    assert indistinguishable_facts("en", ["en"], 0, loans) == (0, 0.0)  # the language itself does not count
+    for other in (WorldSettings(shared_facts=4, private_facts=64, vocab_overlap=0.0),
+                  WorldSettings(shared_facts=4, private_facts=64, vocab_overlap=1.0, orders=("SOV",))):
+        assert indistinguishable_facts("en", ["en", "de", "fr", "ru"], 0, other) == (0, 0.0)
+    some = WorldSettings(shared_facts=4, private_facts=64, vocab_overlap=0.25, orders=("SVO", "SOV"))
+    alike, loss = indistinguishable_facts("en", ["en", "de", "fr", "ru"], 0, some)
+    assert 0 < alike < 64 and 0 < loss < alike / 64 * math.log(3) + 1e-9  # at most 3 languages alike: ln 3 each
+    with pytest.raises(ValueError, match="no fact table"):
+        indistinguishable_facts("en", ["de"], 0, WorldSettings())
 
 
 def test_the_text_states_only_facts_true_in_its_language(tmp_path):

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import shutil
@@ -206,6 +207,32 @@ def fact_clauses(tokenizer: Any, lang: str, seed: int, world: WorldSettings) -> 
         texts.append(" ".join(words))
         targets.append(with_number[differ[0]])
     return texts, targets
+
+
+def indistinguishable_facts(lang: str, others: Sequence[str], seed: int, world: WorldSettings) -> tuple[int, float]:
+    """How much of ``lang``'s own fact table a model without language-specific parameters cannot tell from
+    ``others``': how many of its private entries read, as the fact probe's clause with the number masked,
+    exactly as the same entry of another language (the same order, and loanwords of ``vocab_overlap`` for the
+    verb and object), and the fact probe's loss (own entries) of a model that fits every language's text
+    equally on those clauses: it predicts the numbers of the languages that read alike, each as often (every
+    table entry is stated equally often), and is exact on the rest. A shared model's shortfall up to that
+    loss is ambiguity; beyond it, competition for capacity."""
+    if not world.has_facts:
+        raise ValueError("the world has no fact table (data.shared_facts = data.private_facts = 0)")
+    def masked(language: Language, fact: Fact) -> list[str]:
+        return language.clause(Fact(fact.name, fact.verb, "?", fact.obj, False))
+
+    language, own = make_language(lang, seed, world), fact_table(world, lang, seed)[world.shared_facts :]
+    tables = {other: (make_language(other, seed, world), fact_table(world, other, seed)[world.shared_facts :])
+              for other in others if other != lang}  # fmt: skip
+    alike, loss = 0, 0.0
+    for i, fact in enumerate(own):
+        numbers = [other_table[i].number for other_lang, other_table in tables.values()
+                   if masked(other_lang, other_table[i]) == masked(language, fact)]  # fmt: skip
+        if numbers:
+            alike += 1
+            loss -= math.log((1 + numbers.count(fact.number)) / (1 + len(numbers)))
+    return alike, loss / max(1, len(own))
 
 
 def nli_facts(rng: random.Random, label: int) -> tuple[list[Fact], Fact]:
