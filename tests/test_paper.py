@@ -483,8 +483,8 @@ def test_curse_figures_of_a_study_with_one_k(sd):
 
 
 @pytest.mark.parametrize(("argv", "needle"), [
-    (["--ks", "1"], "--posthoc-k 4 is not among --ks 1: the post-hoc step adds a language to models of one of "
-                    "those K; pass it, e.g. --ks 1,4"),
+    (["--ks", "1"], "--posthoc-k 8 is not among --ks 1: the post-hoc step adds a language to models of one of "
+                    "those K; pass it, e.g. --ks 1,8"),
     (["--ks", "1", "--posthoc-k", "1"], "--posthoc-k 1: with one language the shared and modular models are one "
                                         "model"),
     (["--ks", "0,2", "--posthoc-k", "2"], "--ks 0,2: each K must lie in 1..16"),

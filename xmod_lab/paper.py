@@ -8,7 +8,7 @@ a user can rerun by hand), then a summary. Nothing here trains: it launches, wai
 results.json. The presets share one synthetic world (``xmod_lab/conf/world/paper.yaml``: fact tables each
 language must store, beside shared ones; ``xmod_lab/data/synthetic_world.py``).
 
-1. The curse of multilinguality (``experiment=paper_mlm``): MLM pre-training on K = 1, 2, 4 (``--ks``) synthetic
+1. The curse of multilinguality (``experiment=paper_mlm``): MLM pre-training on K = 1, 2, 8 (``--ks``) synthetic
    languages, ``adapter.adapter_mode=shared`` and ``modular`` (the same per-language capacity), the same number of
    updates per language; what English (the probe, present at every K) knows of its own facts (the fact probe,
    :mod:`xmod_lab.paper_probe`: the verdict's metric, and whether K = 1 has learnt them), its held-out MLM loss,
@@ -18,7 +18,7 @@ language must store, beside shared ones; ``xmod_lab/data/synthetic_world.py``).
 2. Zero-shot transfer (``experiment=paper_nli``): each export fine-tuned on English NLI with embeddings and
    adapters frozen, tested on every pre-trained language; ``zero_shot_avg_acc`` is the mean over the languages
    other than English, ``zero_shot_acc`` German's (null at K = 1, where there is no other language).
-3. Post-hoc languages (``experiment=paper_posthoc_{modular,shared}``): a new language added to the K = 4
+3. Post-hoc languages (``experiment=paper_posthoc_{modular,shared}``): a new language added to the K = 8
    models (``--posthoc-k``), adapters-only MLM for as many updates as each language had in pre-training; its loss, how close it
    comes to the pre-trained languages, and the largest change of an old language's loss against the same
    model before (the same command, ``train=false``).

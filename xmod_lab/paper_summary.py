@@ -20,8 +20,8 @@ from xmod_lab.data.synthetic_world import WORLD_DEFAULTS, WorldSettings
 from xmod_lab.results import AVERAGES, parse_metric_key
 
 MODES = ("shared", "modular")
-KS = (1, 2, 4)
-POSTHOC_K = 4
+KS = (1, 2, 8)
+POSTHOC_K = 8
 PROBE, ZERO_SHOT_PROBE, NEW_LANGUAGE = "en", "de", "rm"  # evaluation sets (dataset codes)
 PROBE_FILE = "fact_probe.json"  # a pre-training run's fact probe (xmod_lab.paper_probe writes it)
 SEEDS = 3  # training seeds per point (model initialisation and data order; the generated world is data.seed's)
