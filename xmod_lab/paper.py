@@ -3,8 +3,9 @@
     python -m xmod_lab.paper                                 # the whole study -> outputs/paper/, docs/paper.md
     python -m xmod_lab.paper --ks 1,2 --posthoc-k 2 --doc /tmp/toy.md trainer.max_steps=5   # a toy run
 
-Three Hydra multiruns of xmod-train with the ``paper_*`` presets per mode and training seed (each one a command
-a user can rerun by hand), then a summary. Nothing here trains: it launches, waits and reads the runs'
+One xmod-train run per point and training seed with the ``paper_*`` presets (each one a command a user can rerun
+by hand, printed with its log), ``--jobs`` at a time, each as soon as the run whose export it reads has finished,
+the longest chain of work first (:func:`run_parallel`), then a summary. Nothing here trains: it launches, waits and reads the runs'
 results.json. The presets share one synthetic world (``xmod_lab/conf/world/paper.yaml``: fact tables each
 language must store, beside shared ones; ``xmod_lab/data/synthetic_world.py``).
 
@@ -44,6 +45,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from xmod_lab import report
@@ -75,36 +77,92 @@ from xmod_lab.paper_summary import (
 )
 
 SUBDIR = "${adapter.adapter_mode}_${hydra.runtime.choices.languages}_seed${seed}"
+# Rough seconds on one core (the study of 2026-12-02, docs/paper_search.md): they only order the jobs.
+START_SECONDS = 8.0  # imports and set-up, once per process
+POSTHOC_SECONDS = 30.0
 
 
-def _launch(args: Sequence[str], log_file: Path) -> subprocess.Popen:
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    out = log_file.open("w")
-    return subprocess.Popen([sys.executable, "-m", "xmod_lab.train", *args], stdout=out, stderr=subprocess.STDOUT)
+def run_seconds(step: str, k: int) -> float:
+    """Pre-training's updates grow with K; fine-tuning adds a test set per language."""
+    return 40.0 * k if step == "mlm" else 28.0 + k
 
 
-def run_parallel(commands: Sequence[tuple[list[str], Path]], jobs: int) -> None:
-    """Run xmod-train commands, ``jobs`` at a time; a failure stops the study, naming its log. The
-    commands still running are stopped whenever this returns early (a failure, Ctrl-C, a kill)."""
-    pending, running = list(commands), []
+@dataclass(frozen=True)
+class Job:
+    """One xmod-train process of the study (a Hydra multirun): its arguments, the run directories it writes
+    (``runs``), its log, a rough cost in seconds (it orders the jobs: the longest chain of work first) and the
+    runs whose exports it reads (``after``: it starts once each holds ``run_complete``)."""
+
+    runs: tuple[Path, ...]
+    args: tuple[str, ...]
+    log: Path
+    cost: float
+    after: tuple[Path, ...] = ()
+
+
+def _launch(job: Job) -> subprocess.Popen:
+    job.log.parent.mkdir(parents=True, exist_ok=True)
+    out = job.log.open("w")
+    print(f"xmod-train {' '.join(job.args)}   (log: {job.log})", flush=True)
+    return subprocess.Popen([sys.executable, "-m", "xmod_lab.train", *job.args], stdout=out, stderr=subprocess.STDOUT)
+
+
+def _complete(run_dir: Path) -> bool:
+    return (run_dir / "run_complete").is_file()
+
+
+def critical_paths(jobs: Sequence[Job]) -> dict[Path, float]:
+    """Per job (by its log): its cost plus the costliest chain of jobs that wait for its runs. Started in this
+    order, the long pre-training jobs do not end up alone on one core at the end of the study."""
+    waiting = {job.log: [j for j in jobs if set(job.runs) & set(j.after)] for job in jobs}
+    paths: dict[Path, float] = {}
+
+    def path(job: Job) -> float:
+        if job.log not in paths:
+            paths[job.log] = job.cost + max((path(j) for j in waiting[job.log]), default=0.0)
+        return paths[job.log]
+
+    for job in jobs:
+        path(job)
+    return paths
+
+
+def run_parallel(jobs: Sequence[Job], n_jobs: int) -> None:
+    """Run the study's xmod-train commands, ``n_jobs`` at a time, each as soon as the runs it reads have
+    finished (even while the job writing them goes on with its next run), the longest chain first. A failure
+    stops the study, naming its log; the commands still running are stopped whenever this returns early (a
+    failure, Ctrl-C, a kill)."""
+    written = {run for job in jobs for run in job.runs}
+    for job in jobs:
+        for dep in job.after:
+            if dep not in written and not _complete(dep):
+                raise ValueError(f"{job.log.stem} needs {dep}, which is neither finished nor among the runs to do")
+    order = critical_paths(jobs)
+    pending = sorted(jobs, key=lambda j: -order[j.log])
+    running: list[tuple[subprocess.Popen, Job]] = []
     try:
         while pending or running:
-            while pending and len(running) < jobs:
-                args, log_file = pending.pop(0)
-                print(f"xmod-train {' '.join(args)}   (log: {log_file})", flush=True)
-                running.append((_launch(args, log_file), log_file))
+            for job in list(pending):
+                if len(running) >= n_jobs:
+                    break
+                if all(_complete(dep) for dep in job.after):
+                    pending.remove(job)
+                    running.append((_launch(job), job))
+            if not running:  # every pending job waits for a run that no job still running writes
+                raise RuntimeError(f"no job can start: {[j.log.stem for j in pending]}")
             time.sleep(1.0)
-            for proc, log_file in list(running):
+            for proc, job in list(running):
                 if proc.poll() is not None:
-                    running.remove((proc, log_file))
-                    if proc.returncode != 0:
-                        tail = log_file.read_text(errors="replace")[-3000:]
-                        raise RuntimeError(f"xmod-train failed (exit {proc.returncode}); log {log_file}:\n{tail}")
+                    running.remove((proc, job))
+                    unfinished = [str(run) for run in job.runs if not _complete(run)]
+                    if proc.returncode != 0 or unfinished:
+                        tail = job.log.read_text(errors="replace")[-3000:]
+                        raise RuntimeError(f"xmod-train failed (exit {proc.returncode}; unfinished runs: "
+                                           f"{unfinished or 'none'}); log {job.log}:\n{tail}")  # fmt: skip
     finally:
         for proc, _ in running:
             proc.kill()
             proc.wait()
-
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,38 +194,43 @@ def main(argv: list[str] | None = None) -> int:
     reused = sum(1 for p in out.glob("*/*/run_complete"))  # a resumed study: wall_seconds excludes those runs
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill stops the runs it started too
 
-    def sweeps(step: str, *extra: str) -> list[tuple[list[str], Path]]:
-        """One multirun per mode and seed over the K it still lacks (finished runs are kept: rerunning resumes)."""
-        todo = []
-        for seed in seeds:
-            for mode in MODES:
-                ks_left = missing(out / step, mode, ks, seed)
-                if ks_left:
-                    languages = "languages=" + ",".join(f"synthetic{k}" for k in ks_left)
-                    todo.append((["-m", *extra, languages, f"adapter.adapter_mode={mode}", f"seed={seed}",
-                                  f"hydra.sweep.dir={out / step}", f"hydra.sweep.subdir={SUBDIR}", *args.overrides],
-                                 out / "logs" / f"{step}_{mode}_seed{seed}.log"))  # fmt: skip
-        return todo
-
-    run_parallel(sweeps("mlm", "experiment=paper_mlm"), args.jobs)
-    # a few forward passes per run, so redone on every invocation (resumed ones too)
-    for name in dict.fromkeys(run_name(mode, k, seed) for seed in seeds for mode in MODES for k in ks):
-        fact_probe(out / "mlm" / name, PROBE)
+    pk = args.posthoc_k
+    old = list(SYNTHETIC_LANGUAGES[:pk])
     # the job's own config sees Hydra's node through the hydra: resolver
     pretrained = (f"model.pretrained={out / 'mlm'}/${{adapter.adapter_mode}}_${{hydra:runtime.choices.languages}}"
                   "_seed${seed}/export")  # fmt: skip
-    run_parallel(sweeps("nli", "experiment=paper_nli", pretrained), args.jobs)
-    pk = args.posthoc_k
-    old = list(SYNTHETIC_LANGUAGES[:pk])
-    posthoc = [f"languages=synthetic{pk}", f"languages.eval=[{','.join([*old, NEW_LANGUAGE])}]"]
-    run_parallel([(["-m", f"experiment=paper_posthoc_{mode}", "train=true,false", *posthoc, f"seed={seed}",
-                    f"model.pretrained={out / 'mlm' / run_name(mode, pk, seed)}/export",
-                    f"hydra.sweep.dir={out / 'posthoc'}",
-                    f"hydra.sweep.subdir=${{adapter.adapter_mode}}_k{pk}_seed${{seed}}_train${{train}}",
-                    *args.overrides], out / "logs" / f"posthoc_{mode}_seed{seed}.log")
-                  for seed in seeds for mode in MODES
-                  if not all((out / "posthoc" / f"{mode}_k{pk}_seed{seed}_train{t}" / "run_complete").is_file()
-                             for t in (True, False))], args.jobs)  # fmt: skip
+    jobs = []
+    for seed in seeds:
+        for mode in MODES:
+            for step in ("mlm", "nli"):
+                ks_left = sorted(missing(out / step, mode, ks, seed), reverse=True)  # the longest run first
+                if not ks_left:
+                    continue
+                mlm = tuple(out / "mlm" / run_name(mode, k, seed) for k in ks_left)
+                extra = ("experiment=paper_mlm",) if step == "mlm" else ("experiment=paper_nli", pretrained)
+                jobs.append(Job(
+                    tuple(out / step / run_name(mode, k, seed) for k in ks_left),
+                    ("-m", *extra, "languages=" + ",".join(f"synthetic{k}" for k in ks_left),
+                     f"adapter.adapter_mode={mode}", f"seed={seed}", f"hydra.sweep.dir={out / step}",
+                     f"hydra.sweep.subdir={SUBDIR}", *args.overrides),
+                    out / "logs" / f"{step}_{mode}_seed{seed}.log",
+                    sum(run_seconds(step, k) for k in ks_left) + START_SECONDS,
+                    () if step == "mlm" else mlm))  # fmt: skip
+            export = out / "mlm" / run_name(mode, pk, seed)
+            posthoc = tuple(out / "posthoc" / f"{mode}_k{pk}_seed{seed}_train{t}" for t in (True, False))
+            if not all(_complete(run) for run in posthoc):
+                jobs.append(Job(
+                    posthoc,
+                    ("-m", f"experiment=paper_posthoc_{mode}", "train=true,false", f"languages=synthetic{pk}",
+                     f"languages.eval=[{','.join([*old, NEW_LANGUAGE])}]", f"seed={seed}",
+                     f"model.pretrained={export}/export", f"hydra.sweep.dir={out / 'posthoc'}",
+                     f"hydra.sweep.subdir=${{adapter.adapter_mode}}_k{pk}_seed${{seed}}_train${{train}}",
+                     *args.overrides),
+                    out / "logs" / f"posthoc_{mode}_seed{seed}.log", POSTHOC_SECONDS + START_SECONDS, (export,)))  # fmt: skip
+    run_parallel(jobs, args.jobs)
+    # a few forward passes per run, so redone on every invocation (resumed ones too)
+    for name in dict.fromkeys(run_name(mode, k, seed) for seed in seeds for mode in MODES for k in ks):
+        fact_probe(out / "mlm" / name, PROBE)
 
     curse = curse_rows(out, ks, seeds)
     posthoc_table = posthoc_rows(out, pk, seeds)
