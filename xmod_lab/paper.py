@@ -3,9 +3,9 @@
     python -m xmod_lab.paper                                 # the whole study -> outputs/paper/, docs/paper.md
     python -m xmod_lab.paper --ks 1,2 --posthoc-k 2 --doc /tmp/toy.md trainer.max_steps=5   # a toy run
 
-One xmod-train run per point and training seed with the ``paper_*`` presets (each one a command a user can rerun
-by hand, printed with its log), ``--jobs`` at a time, each as soon as the run whose export it reads has finished,
-the longest chain of work first (:func:`run_parallel`), then a summary. Nothing here trains: it launches, waits and reads the runs'
+One Hydra multirun of xmod-train per step, mode and training seed with the ``paper_*`` presets (each one a
+command a user can rerun by hand, printed with its log), ``--jobs`` at a time, each as soon as the runs whose
+exports it reads have finished, the longest chain of work first (:func:`run_parallel`), then a summary. Nothing here trains: it launches, waits and reads the runs'
 results.json. The presets share one synthetic world (``xmod_lab/conf/world/paper.yaml``: fact tables each
 language must store, beside shared ones; ``xmod_lab/data/synthetic_world.py``).
 
