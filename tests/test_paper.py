@@ -217,6 +217,19 @@ def test_plateau_verdict_reads_the_last_quarter_of_the_smallest_k(seeds, plateau
     assert found["drop"] == pytest.approx(statistics.mean(s[5] - s[7] for s in seeds))
 
 
+def test_plateau_verdict_reads_a_quarter_of_the_training_not_of_the_last_validation():
+    """Validations every 100 updates up to 700, training to 800 (the last epochs without a validation): the
+    window starts at 600 (75 % of 800), not at 500 (the nearest to 75 % of 700, 525)."""
+    falling = [4.0, 3.0, 2.5, 2.2, 2.0, 1.8, 1.5]
+    curves = [curve(m, 1, falling, [v + 0.1 for v in falling]) for m in paper_summary.MODES]
+    assert paper_summary.plateau_verdict(curves)["by_mode"]["shared"]["from_updates_per_language"] == 500.0
+    for c in curves:
+        c["end_updates_per_language"] = 800.0
+    found = paper_summary.plateau_verdict(curves)["by_mode"]["shared"]
+    assert (found["from_updates_per_language"], found["to_updates_per_language"]) == (600.0, 700.0)
+    assert found["drop"] == pytest.approx(0.3)
+
+
 def test_plateau_verdict_at_the_largest_k_for_one_mode():
     """The shared model's fact probe at the largest K: a shortfall that has stopped shrinking, while modular's
     (not asked) still falls."""
@@ -382,6 +395,7 @@ def test_paper_study_at_a_toy_setting(tmp_path):
     assert set(curves) == {(m, k) for m in ("shared", "modular") for k in (1, 2)}
     assert [p["updates_per_language"] for p in curves["modular", 1]["points"]] == [1.0, 2.0]
     assert [p["updates_per_language"] for p in curves["modular", 2]["points"]] == [0.5, 1.0]
+    assert curves["modular", 1]["end_updates_per_language"] == 2.0 and curves["shared", 2]["end_updates_per_language"] == 1.0
     for c in curves.values():
         assert len(c["per_seed"]) == 2 and c["points"][-1]["loss"] == pytest.approx(statistics.mean(
             seed[-1] for seed in c["per_seed"]))

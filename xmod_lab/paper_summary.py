@@ -337,11 +337,15 @@ def learning_curves(out: Path, ks: Sequence[int], seeds: Sequence[int], key: str
             if len(steps) != 1:
                 raise ValueError(f"{out / 'mlm'}: the {mode} K = {k} runs logged {key} at different steps "
                                  f"({sorted(len(s) for s in steps)} validations): rerun them with the same settings")  # fmt: skip
+            ends = {run_results(out / "mlm" / run_name(mode, k, seed)).get("global_step") for seed in seeds}
+            if len(ends) != 1 or None in ends:
+                raise ValueError(f"{out / 'mlm'}: the {mode} K = {k} runs ended at different or unknown steps "
+                                 f"({sorted(ends, key=str)}): rerun them with the same settings")  # fmt: skip
             points = []
             for i, (x, _) in enumerate(per_seed[0]):
                 loss, sd = mean_sd([curve[i][1] for curve in per_seed])
                 points.append({"updates_per_language": round(x, 1), "loss": loss, "loss_sd": sd})
-            curves.append({"mode": mode, "languages": k, "points": points,
+            curves.append({"mode": mode, "languages": k, "points": points, "end_updates_per_language": ends.pop() / k,
                            "per_seed": [[loss for _, loss in curve] for curve in per_seed]})  # fmt: skip
     return curves
 
@@ -355,8 +359,9 @@ def plateau_verdict(curves: Sequence[dict[str, Any]], k: int | None = None, mode
     """Whether ``what`` (the curves' metric) has stopped falling at ``k`` (default: the smallest K) in ``modes``.
     At the smallest K it is the condition for reading a rise with K as a curse rather than as K times more
     training of the shared body; at the largest K, for the shared model's fact probe, it says whether training
-    longer would close its gap. Per seed: its loss at the validation nearest to 75 % of the updates minus its
-    final loss (the drop over the last quarter, paired within the seed: the seeds' different levels do not hide
+    longer would close its gap. Per seed: its loss at the validation nearest to 75 % of the updates (of
+    the whole training, ``end_updates_per_language``; default: the last validation) minus its last validation's
+    (the drop over the last quarter, paired within the seed: the seeds' different levels do not hide
     a fall they all share). Plateaued: the mean drop is below 1 % of the final loss, or below twice its standard
     error (sd / sqrt(seeds): no fall the seeds agree on). The standard error, not the sd: the question is
     whether the mean drop differs from 0, and a rule on the sd would call a fall that every seed shows
@@ -368,7 +373,10 @@ def plateau_verdict(curves: Sequence[dict[str, Any]], k: int | None = None, mode
             found[curve["mode"]] = {"plateaued": False, "validations": len(curve["points"])}
             continue
         xs = [p["updates_per_language"] for p in curve["points"]]
-        i = min(range(len(xs)), key=lambda j: abs(xs[j] - (1 - LAST_SHARE) * xs[-1]))
+        # 75 % of the training, not of the last validation: with validations every 3 epochs of 32, 75 % of the
+        # last one (30 epochs) falls half-way between two validations and the window grew to 11 epochs of 32
+        end = curve.get("end_updates_per_language", xs[-1])
+        i = min(range(len(xs)), key=lambda j: abs(xs[j] - (1 - LAST_SHARE) * end))
         drops = [seed[i] - seed[-1] for seed in curve["per_seed"]]
         drop, drop_sd = mean_sd(drops)
         final, final_sd = mean_sd([seed[-1] for seed in curve["per_seed"]])
