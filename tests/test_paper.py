@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from tests.tasks.run_helpers import SHRINK, compose_run, no_hydra
@@ -230,6 +231,48 @@ def test_plateau_verdict_reads_a_quarter_of_the_training_not_of_the_last_validat
     assert found["drop"] == pytest.approx(0.3)
 
 
+def budget_study(tmp_path, at_budget, longer, updates_long=200):
+    """A study's K = 1 rows (100 updates per run) and its budget control's runs, as the summary reads them."""
+    for seed, loss in enumerate(longer):
+        run = tmp_path / paper_summary.BUDGET_DIR / paper_summary.run_name("shared", 1, seed)
+        run.mkdir(parents=True)
+        (run / "run_complete").write_text("")
+        (run / "results.json").write_text(json.dumps({"global_step": updates_long}))
+        (run / paper_summary.PROBE_FILE).write_text(json.dumps({"language": "en", "private_fact_loss": loss}))
+    mean, sd = paper_summary.mean_sd(at_budget)
+    return [{"mode": mode, "languages": 1, "probe_fact_loss": mean, "probe_fact_loss_sd": sd,
+             "per_seed": [{"seed": s, "probe_fact_loss": v, "updates": 100} for s, v in enumerate(at_budget)]}
+            for mode in paper_summary.MODES]  # fmt: skip
+
+
+@pytest.mark.parametrize(("longer", "enough"), [
+    ([0.049, 0.041, 0.054], True),   # twice the training moves each seed by +-0.001: no fall the seeds agree on
+    ([0.030, 0.020, 0.035], False),  # every seed lower by 0.02: the budget was too short
+])  # fmt: skip
+def test_budget_verdict_pairs_each_seed_with_its_longer_run(tmp_path, longer, enough):
+    at_budget = [0.050, 0.040, 0.055]
+    verdict = paper_summary.budget_verdict(tmp_path, budget_study(tmp_path, at_budget, longer), [0, 1, 2])
+    assert verdict["enough"] is enough and (verdict["updates"], verdict["updates_long"]) == (100, 200)
+    assert verdict["drop"] == pytest.approx(statistics.mean(a - b for a, b in zip(at_budget, longer, strict=True)))
+    assert verdict["fact_loss_long"] == pytest.approx(statistics.mean(longer))
+
+
+def test_budget_verdict_refuses_longer_runs_of_another_length(tmp_path):
+    curse = budget_study(tmp_path, [0.05, 0.04], [0.05, 0.04], updates_long=300)  # a resumed study, other settings
+    with pytest.raises(ValueError, match=r"made \[3.0\] times the updates of the study's K = 1 runs, not 2"):
+        paper_summary.budget_verdict(tmp_path, curse, [0, 1])
+
+
+@pytest.mark.parametrize("overrides", [[], ["trainer.max_steps=5"], ["trainer.max_epochs=3"]])
+def test_budget_overrides_double_the_pre_training(overrides):
+    longer = paper.budget_overrides(overrides)
+    with no_hydra(), initialize_config_module("xmod_lab.conf", version_base="1.3"):
+        before, after = (compose("train", overrides=["experiment=paper_mlm", *overrides, *extra]).trainer
+                         for extra in ([], longer))  # fmt: skip
+    assert after.max_epochs == 2 * before.max_epochs
+    assert after.max_steps == (2 * before.max_steps if before.max_steps > 0 else before.max_steps)
+
+
 def test_plateau_verdict_at_the_largest_k_for_one_mode():
     """The shared model's fact probe at the largest K: a shortfall that has stopped shrinking, while modular's
     (not asked) still falls."""
@@ -298,6 +341,10 @@ def fake_summary(n_seeds: int) -> dict:
             "seeds": list(range(n_seeds)), "verdict": paper_summary.curse_verdict(curse),
             "mlm_loss_verdict": paper_summary.curse_verdict(curse, "probe_mlm_loss"),
             "knowledge_verdict": paper_summary.knowledge_verdict(curse, math.log(9)), "no_knowledge": math.log(9),
+            "budget_verdict": {"k": 1, "factor": 2, "updates": 250, "updates_long": 500, "fact_loss": 0.01,
+                               "fact_loss_sd": sd, "fact_loss_long": 0.008, "fact_loss_long_sd": sd, "drop": 0.002,
+                               "drop_sd": sd, "limit": 0.004, "enough": n_seeds > 1, "rule": "the budget rule",
+                               "no_verdict_because": None if n_seeds > 1 else "fewer than 2 seeds"},
             "posthoc_verdict": paper_summary.posthoc_verdict(posthoc), "chance": 100 / 3, "shortcut_ceiling": 33.0,
             "learning_curves": curves, "plateau_verdict": paper_summary.plateau_verdict(curves),
             "zero_shot_verdict": paper_summary.zero_shot_verdict(curse),
@@ -316,12 +363,15 @@ def test_the_document_states_the_summary_figures_and_verdicts(n_seeds):
         assert "held-out MLM loss: **shows**: shared MLM loss K = 1 -> 4: +0.300 (2 sd = 0.057)" in curse_line
         assert "| shared | 4 | 1000 | 0.900 ± 0.020 | 0.020 ± 0.020 | 3.300 ± 0.020 | 3.300 ± 0.020 |" in text
         assert "**learnt**: shared fact probe (own entries) 0.010 ± 0.020" in text
+        assert ("**enough**: K = 1 fact probe (own entries) 0.010 ± 0.020 after 250 updates, 0.008 ± 0.020 after 500 "
+                "(2 times longer, `budget/`); the longer runs are lower by +0.002 ± 0.020 (limit 0.004)") in text
         assert "| modular | 3.400 ± 0.020 | 3.400 ± 0.020 |" not in text  # the before/after columns differ
         assert "| modular | 5.000 ± 0.020 | 3.400 ± 0.020 | 3.100 ± 0.020 | 0.300 ± 0.020 | 0 |" in text
     else:  # one seed: no spread, so no verdict, and no "± sd" that is not there
         assert "**does not show** (fewer than 2 seeds" in curse_line
         assert "| shared | 4 | 1000 | 0.900 | 0.020 | 3.300 | 3.300 |" in text and "±" not in text.split("## Curse")[1]
         assert "**not learnt** (fewer than 2 seeds" in text
+        assert "**not enough** (fewer than 2 seeds): K = 1 fact probe (own entries) 0.010 after 250 updates" in text
     assert "**shown**: modular largest change of an old language's loss" in text
     assert "K = 1: 0 of 64 alike, 0.000; K = 4: 4 of 64 alike, 0.058." in text
     assert "At K = 1 one run serves both modes" in text
@@ -336,12 +386,17 @@ def test_a_study_that_mixes_two_worlds_is_refused(tmp_path):
                               for mode in paper_summary.MODES for k in (1, 2) for seed in (0, 1)))  # K = 1: one run
     dirs += [tmp_path / "posthoc" / f"{mode}_k2_seed{seed}_train{t}" for mode in paper_summary.MODES for seed in (0, 1)
              for t in (True, False)]  # fmt: skip
+    dirs += [tmp_path / paper_summary.BUDGET_DIR / paper_summary.run_name("shared", 1, seed) for seed in (0, 1)]
     for run_dir in dirs:
         run_dir.mkdir(parents=True)
         OmegaConf.save({"data": data}, run_dir / "config.yaml")
     paper_summary.check_one_world(tmp_path, [1, 2], [0, 1], 2)
     OmegaConf.save({"data": {**data, "private_facts": 256}}, dirs[5] / "config.yaml")
     with pytest.raises(ValueError, match=rf"{dirs[5]} generated its data with other settings .*private_facts"):
+        paper_summary.check_one_world(tmp_path, [1, 2], [0, 1], 2)
+    OmegaConf.save({"data": data}, dirs[5] / "config.yaml")
+    OmegaConf.save({"data": {**data, "vocab_overlap": 0.5}}, dirs[-1] / "config.yaml")  # the budget's control
+    with pytest.raises(ValueError, match=rf"{dirs[-1]} generated its data with other settings .*vocab_overlap"):
         paper_summary.check_one_world(tmp_path, [1, 2], [0, 1], 2)
 
 
@@ -381,7 +436,8 @@ def test_paper_study_at_a_toy_setting(tmp_path):
         assert (row["zero_shot_acc"] is None) == (row["languages"] == 1)  # no other language at K = 1
         assert row["zero_shot_acc"] is None or 0.0 <= row["zero_shot_acc"] <= 100.0
     # K = 1: one run per seed serves both modes (the same model), in pre-training and fine-tuning
-    assert not list(out.glob("*/shared_synthetic1_*")) and len(list(out.glob("*/modular_synthetic1_seed*"))) == 4
+    assert not list(out.glob("*/shared_synthetic1_*"))
+    assert len(list(out.glob("*/modular_synthetic1_seed*"))) == 6  # mlm, nli and the budget control, 2 seeds each
     rows = {(r["mode"], r["languages"]): r for r in summary["curse"]}
     assert rows["shared", 1]["per_seed"] == rows["modular", 1]["per_seed"]
     assert rows["shared", 2]["per_seed"] != rows["modular", 2]["per_seed"]
@@ -410,6 +466,13 @@ def test_paper_study_at_a_toy_setting(tmp_path):
     assert summary["fact_plateau_verdict"]["k"] == 1 and set(summary["fact_plateau_verdict"]["by_mode"]) == {"shared", "modular"}
     stalled = summary["shared_fact_plateau_verdict"]
     assert stalled["k"] == 2 and set(stalled["by_mode"]) == {"shared"} and "fact probe" in stalled["rule"]
+    budget = summary["budget_verdict"]  # K = 1 pre-trained twice as long: 4 updates (trainer.max_steps=2 doubled)
+    assert (budget["k"], budget["updates"], budget["updates_long"]) == (1, 2, 4) and isinstance(budget["enough"], bool)
+    long_probe = json.loads((out / "budget" / paper_summary.run_name("shared", 1, 1) / "fact_probe.json").read_text())
+    assert [r["seed"] for r in budget["per_seed"]] == [0, 1]
+    assert budget["per_seed"][1]["probe_fact_loss_long"] == long_probe["private_fact_loss"]
+    assert budget["per_seed"][1]["probe_fact_loss"] == rows["modular", 1]["per_seed"][1]["probe_fact_loss"]
+    assert "(the condition, the budget)" in doc.read_text()
     zero_shot = summary["zero_shot_verdict"]
     assert zero_shot["runs"] == 4 and set(zero_shot["modular_minus_shared"]) == {"2"}  # JSON keys
     posthoc = {r["mode"]: r for r in summary["posthoc"]}

@@ -15,7 +15,9 @@ language must store, beside shared ones; ``xmod_lab/data/synthetic_world.py``).
    :mod:`xmod_lab.paper_probe`: the verdict's metric, and whether K = 1 has learnt them), its held-out MLM loss,
    and the learning curves of both (a validation every 3 epochs; the fact probe's from
    :class:`xmod_lab.tasks.fact_probe.FactProbe`): whether the smallest K has plateaued, and whether the shared
-   model's fact probe at the largest K still falls (:func:`plateau_verdict`).
+   model's fact probe at the largest K still falls (:func:`plateau_verdict`); and the budget's control: the
+   smallest K pre-trained twice as long (``<out>/budget/``), whose fact probe says whether the study's budget is
+   long enough there (:func:`budget_verdict`).
 2. Zero-shot transfer (``experiment=paper_nli``): each export fine-tuned on English NLI with embeddings and
    adapters frozen, tested on every pre-trained language; ``zero_shot_avg_acc`` is the mean over the languages
    other than English, ``zero_shot_acc`` German's (null at K = 1, where there is no other language).
@@ -28,11 +30,11 @@ Every point runs ``--seeds`` training seeds (default 3: ``seed=0,1,2``); each fi
 sample standard deviation (``<key>_sd``), and the verdicts apply the spread (:mod:`xmod_lab.paper_summary`).
 Writes ``<out>/summary.json`` (``curse``, ``posthoc``, ``learning_curves``, ``fact_learning_curves``,
 ``wall_seconds``, ``seeds``, ``verdict`` (on the fact probe), ``mlm_loss_verdict`` (the same rule on the MLM
-loss), ``knowledge_verdict``, ``plateau_verdict`` (MLM loss), ``fact_plateau_verdict`` (fact probe, smallest K),
+loss), ``knowledge_verdict``, ``budget_verdict``, ``plateau_verdict`` (MLM loss), ``fact_plateau_verdict`` (fact probe, smallest K),
 ``shared_fact_plateau_verdict`` (fact probe, shared, largest K), ``zero_shot_verdict``, ``posthoc_verdict``, the settings),
 the document ``--doc`` (default docs/paper.md, generated from summary.json alone; a copy as ``<out>/README.md``)
 with its plots in ``img/`` beside it, ``<out>/*.png``, and keeps every run under ``<out>/{mlm,nli,posthoc}/``
-(``xmod-report`` reads each). Degenerate runs are flagged (``xmod_lab.diagnostics``).
+(``xmod-report`` reads each) and ``<out>/budget/``. Degenerate runs are flagged (``xmod_lab.diagnostics``).
 """
 
 from __future__ import annotations
@@ -48,11 +50,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from hydra import compose, initialize_config_module
+
+import xmod_lab.conf.schema  # noqa: F401  (registers train_schema, which budget_overrides composes)
 from xmod_lab import report
 from xmod_lab.data.synthetic import SYNTHETIC_LANGUAGES
 from xmod_lab.paper_doc import document, plot
 from xmod_lab.paper_probe import NO_KNOWLEDGE, fact_probe
 from xmod_lab.paper_summary import (
+    BUDGET_DIR,
+    BUDGET_FACTOR,
     FACT_CURVE,
     KS,
     MODES,
@@ -62,6 +69,7 @@ from xmod_lab.paper_summary import (
     SEEDS,
     ZERO_SHOT_PROBE,
     ambiguity_rows,
+    budget_verdict,
     curse_rows,
     curse_verdict,
     knowledge_verdict,
@@ -70,6 +78,7 @@ from xmod_lab.paper_summary import (
     plateau_verdict,
     posthoc_rows,
     posthoc_verdict,
+    run_mode,
     run_name,
     run_results,
     study_settings,
@@ -85,6 +94,17 @@ POSTHOC_SECONDS = 30.0
 def run_seconds(step: str, k: int) -> float:
     """Pre-training's updates grow with K; fine-tuning adds a test set per language."""
     return 40.0 * k if step == "mlm" else 28.0 + k
+
+
+def budget_overrides(overrides: Sequence[str]) -> list[str]:
+    """The overrides that pre-train ``BUDGET_FACTOR`` times longer than ``experiment=paper_mlm`` with
+    ``overrides`` (read from the composed config, so a toy ``trainer.max_steps`` doubles too)."""
+    with initialize_config_module("xmod_lab.conf", version_base="1.3"):
+        trainer = compose("train", overrides=["experiment=paper_mlm", *overrides]).trainer
+    longer = [f"trainer.max_epochs={BUDGET_FACTOR * trainer.max_epochs}"]
+    if trainer.get("max_steps") is not None and trainer.max_steps > 0:
+        longer.append(f"trainer.max_steps={BUDGET_FACTOR * trainer.max_steps}")
+    return longer
 
 
 @dataclass(frozen=True)
@@ -227,10 +247,23 @@ def main(argv: list[str] | None = None) -> int:
                      f"hydra.sweep.subdir=${{adapter.adapter_mode}}_k{pk}_seed${{seed}}_train${{train}}",
                      *args.overrides),
                     out / "logs" / f"posthoc_{mode}_seed{seed}.log", POSTHOC_SECONDS + START_SECONDS, (export,)))  # fmt: skip
+    # the budget's control: the smallest K, pre-trained BUDGET_FACTOR times longer (budget_verdict)
+    k0, mode0 = ks[0], MODES[0]
+    long_runs = {seed: out / BUDGET_DIR / run_name(mode0, k0, seed) for seed in seeds}
+    seeds_left = [seed for seed, run in long_runs.items() if not _complete(run)]
+    if seeds_left:
+        jobs.append(Job(
+            tuple(long_runs[seed] for seed in seeds_left),
+            ("-m", "experiment=paper_mlm", f"languages=synthetic{k0}", f"adapter.adapter_mode={run_mode(mode0, k0)}",
+             "seed=" + ",".join(map(str, seeds_left)), f"hydra.sweep.dir={out / BUDGET_DIR}",
+             f"hydra.sweep.subdir={SUBDIR}", *args.overrides, *budget_overrides(args.overrides)),
+            out / "logs" / "budget.log", len(seeds_left) * BUDGET_FACTOR * run_seconds("mlm", k0) + START_SECONDS))  # fmt: skip
     run_parallel(jobs, args.jobs)
     # a few forward passes per run, so redone on every invocation (resumed ones too)
     for name in dict.fromkeys(run_name(mode, k, seed) for seed in seeds for mode in MODES for k in ks):
         fact_probe(out / "mlm" / name, PROBE)
+    for run in long_runs.values():
+        fact_probe(run, PROBE)
 
     curse = curse_rows(out, ks, seeds)
     posthoc_table = posthoc_rows(out, pk, seeds)
@@ -249,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         "mlm_loss_verdict": curse_verdict(curse, "probe_mlm_loss"),
         "knowledge_verdict": knowledge_verdict(curse, NO_KNOWLEDGE),
         "no_knowledge": NO_KNOWLEDGE,
+        "budget_verdict": budget_verdict(out, curse, seeds),
         "plateau_verdict": plateau_verdict(curves),
         "fact_plateau_verdict": plateau_verdict(fact_curves, what=fact_probe_name),
         "shared_fact_plateau_verdict": plateau_verdict(fact_curves, ks[-1], ("shared",), fact_probe_name),

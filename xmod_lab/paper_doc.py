@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from xmod_lab import plots
-from xmod_lab.paper_summary import MODES, NEW_LANGUAGE, PROBE, ZERO_SHOT_PROBE
+from xmod_lab.paper_summary import BUDGET_DIR, MODES, NEW_LANGUAGE, PROBE, ZERO_SHOT_PROBE
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -85,6 +85,16 @@ def document(summary: dict[str, Any]) -> str:
             f"longer would not close it. | K = {facts['k']}: {_plateau_evidence(facts, 'fact probe')}. Shared, K = "
             f"{stalled['k']}: {_plateau_evidence(stalled, 'fact probe')}. Rule: {facts['rule']}; the same at "
             f"K = {stalled['k']}. |")  # fmt: skip
+    budget = summary.get("budget_verdict")
+    if budget:  # summaries written before the budget's control have none
+        lines.append(
+            f"| (the condition, the budget) Training longer would not lower the K = {budget['k']} fact probe: the "
+            f"study's pre-training is long enough there. | " + ("**enough**" if budget["enough"] else "**not enough**")
+            + (f" ({budget['no_verdict_because']})" if budget["no_verdict_because"] else "")
+            + f": K = {budget['k']} fact probe (own entries) {_num(budget['fact_loss'], budget['fact_loss_sd']).lstrip('+')} "
+            f"after {budget['updates']} updates, {_num(budget['fact_loss_long'], budget['fact_loss_long_sd']).lstrip('+')} "
+            f"after {budget['updates_long']} ({budget['factor']} times longer, `{BUDGET_DIR}/`); the longer runs are "
+            f"lower by {_num(budget['drop'], budget['drop_sd'])} (limit {budget['limit']:.3f}). Rule: {budget['rule']}. |")  # fmt: skip
     plateau = summary["plateau_verdict"]
     lines.append(f"| (the condition, on the whole MLM loss) The K = {plateau['k']} model has stopped improving. | "
                  f"{_plateau_evidence(plateau, 'MLM loss')}. Rule: {plateau['rule']}. |")

@@ -22,6 +22,8 @@ from xmod_lab.results import AVERAGES, parse_metric_key
 MODES = ("shared", "modular")
 KS = (1, 2, 8)
 POSTHOC_K = 8
+BUDGET_FACTOR = 2  # make paper's control: the smallest K pre-trained this many times longer, under budget/
+BUDGET_DIR = "budget"
 PROBE, ZERO_SHOT_PROBE, NEW_LANGUAGE = "en", "de", "rm"  # evaluation sets (dataset codes)
 PROBE_FILE = "fact_probe.json"  # a pre-training run's fact probe (xmod_lab.paper_probe writes it)
 SEEDS = 3  # training seeds per point (model initialisation and data order; the generated world is data.seed's)
@@ -269,6 +271,7 @@ def check_one_world(out: Path, ks: Sequence[int], seeds: Sequence[int], posthoc_
     dirs = [out / step / run_name(mode, k, seed) for step in ("mlm", "nli") for mode in MODES for k in ks for seed in seeds]
     dirs += [out / "posthoc" / f"{mode}_k{posthoc_k}_seed{seed}_train{t}" for mode in MODES for seed in seeds
              for t in (True, False)]  # fmt: skip
+    dirs += [out / BUDGET_DIR / run_name(MODES[0], min(ks), seed) for seed in seeds]
     first: tuple[Path, dict[str, Any]] | None = None
     for run_dir in dirs:
         data = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml").data)
@@ -460,4 +463,42 @@ def knowledge_verdict(curse: Sequence[dict[str, Any]], no_knowledge: float) -> d
         "rule": f"the K = {small} fact probe (private entries) plus twice its sd over seeds is below "
                 f"{LEARNT_SHARE:.0%} of the loss of a uniform guess (ln {round(math.exp(no_knowledge))} = "
                 f"{no_knowledge:.3f}): at least about {math.exp(-LEARNT_SHARE * no_knowledge):.0%} on the true number",
+    }  # fmt: skip
+
+
+def budget_verdict(out: Path, curse: Sequence[dict[str, Any]], seeds: Sequence[int]) -> dict[str, Any]:
+    """Whether the study's pre-training is long enough at the smallest K: its fact probe (own entries) against
+    that of the same runs (mode, seed, data) pre-trained ``BUDGET_FACTOR`` times longer (``<out>/budget/``).
+    Per seed, the loss at the budget minus the longer run's; enough when the mean is below 1 % of the longer
+    runs' loss or below twice its standard error (the plateau rule, :func:`plateau_verdict`, on the question
+    itself). Within one run the last quarter of a schedule that decays the learning rate to 0 lowers the loss
+    whatever the budget, and a model still sharpening its facts swings from one validation to the next by
+    more than that fall; a longer run says whether training longer would lower it."""
+    small = min(r["languages"] for r in curse)
+    row = next(r for r in curse if r["languages"] == small and r["mode"] == run_mode("shared", small))
+    at_budget = {r["seed"]: r for r in row["per_seed"]}
+    per_seed = []
+    for seed in seeds:
+        run = out / BUDGET_DIR / run_name("shared", small, seed)
+        per_seed.append({"seed": seed, "probe_fact_loss": at_budget[seed]["probe_fact_loss"],
+                         "probe_fact_loss_long": _fact_probe(run)["private_fact_loss"],
+                         "updates": at_budget[seed]["updates"], "updates_long": run_results(run).get("global_step")})  # fmt: skip
+    factors = {r["updates_long"] / r["updates"] for r in per_seed if r["updates"] and r["updates_long"]}
+    if factors != {float(BUDGET_FACTOR)}:
+        raise ValueError(f"{out / BUDGET_DIR}: the longer runs made {sorted(factors)} times the updates of the study's "
+                         f"K = {small} runs, not {BUDGET_FACTOR}: rerun them (delete {out / BUDGET_DIR})")  # fmt: skip
+    drop, drop_sd = mean_sd([r["probe_fact_loss"] - r["probe_fact_loss_long"] for r in per_seed])
+    long, long_sd = mean_sd([r["probe_fact_loss_long"] for r in per_seed])
+    assert drop is not None and long is not None
+    drop_se = drop_sd / math.sqrt(len(per_seed)) if drop_sd is not None else None
+    limit = max(PLATEAU_RELATIVE * long, 2 * drop_se if drop_se is not None else 0.0)
+    return {
+        "k": small, "factor": BUDGET_FACTOR, "updates": per_seed[0]["updates"], "updates_long": per_seed[0]["updates_long"],
+        "fact_loss": row["probe_fact_loss"], "fact_loss_sd": row["probe_fact_loss_sd"],
+        "fact_loss_long": long, "fact_loss_long_sd": long_sd, "drop": drop, "drop_sd": drop_sd, "drop_se": drop_se,
+        "limit": limit, "enough": drop_se is not None and drop < limit, "per_seed": per_seed,
+        "no_verdict_because": None if drop_se is not None else "fewer than 2 seeds: no spread, so no verdict",
+        "rule": f"per seed, the K = {small} fact probe (own entries) at the study's budget minus the same run's "
+                f"pre-trained {BUDGET_FACTOR} times longer; enough when the mean is below "
+                f"{PLATEAU_RELATIVE:.0%} of the longer runs' loss or below twice its standard error (sd / sqrt(seeds))",
     }  # fmt: skip
