@@ -473,6 +473,13 @@ def test_paper_study_at_a_toy_setting(tmp_path):
     assert budget["per_seed"][1]["probe_fact_loss_long"] == long_probe["private_fact_loss"]
     assert budget["per_seed"][1]["probe_fact_loss"] == rows["modular", 1]["per_seed"][1]["probe_fact_loss"]
     assert "(the condition, the budget)" in doc.read_text()
+    (long_curve,) = [c for c in summary["budget_fact_learning_curves"] if c["mode"] == "modular"]
+    assert [p["updates_per_language"] for p in long_curve["points"]] == [1.0, 2.0, 3.0, 4.0]  # a validation per update
+    assert long_curve["end_updates_per_language"] == 4.0
+    fig = paper_doc.curves_figure(summary)  # the control drawn dashed beside the K = 1 curve, on both rows
+    dashed = [line for ax in fig.axes for line in ax.get_lines() if line.get_gid() == "budget"]
+    assert len(dashed) == 4 and list(dashed[-1].get_xdata()) == [1.0, 2.0, 3.0, 4.0]
+    assert list(dashed[-1].get_ydata()) == [p["loss"] for p in long_curve["points"]]
     zero_shot = summary["zero_shot_verdict"]
     assert zero_shot["runs"] == 4 and set(zero_shot["modular_minus_shared"]) == {"2"}  # JSON keys
     posthoc = {r["mode"]: r for r in summary["posthoc"]}

@@ -62,6 +62,7 @@ from xmod_lab.paper_summary import (
     BUDGET_FACTOR,
     FACT_CURVE,
     KS,
+    MLM_CURVE,
     MODES,
     NEW_LANGUAGE,
     POSTHOC_K,
@@ -269,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     posthoc_table = posthoc_rows(out, pk, seeds)
     curves = learning_curves(out, ks, seeds)
     fact_curves = learning_curves(out, ks, seeds, FACT_CURVE)
+    budget_curves = {name: learning_curves(out, ks[:1], seeds, key, BUDGET_DIR)
+                     for name, key in (("learning_curves", MLM_CURVE), ("fact_learning_curves", FACT_CURVE))}
     fact_probe_name = "fact probe (own entries)"
     info = run_results(out / "nli" / run_name("modular", ks[-1], seeds[0])).get("diagnostics") or {}
     summary = {
@@ -290,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
         "posthoc_verdict": posthoc_verdict(posthoc_table),
         "learning_curves": curves,
         "fact_learning_curves": fact_curves,
+        "budget_learning_curves": budget_curves["learning_curves"],
+        "budget_fact_learning_curves": budget_curves["fact_learning_curves"],
         "chance": info.get("chance", 100 / 3),
         "shortcut_ceiling": info.get("shortcut_ceiling_max", float("nan")),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

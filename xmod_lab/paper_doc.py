@@ -275,7 +275,8 @@ def curse_figures(summary: dict[str, Any]) -> dict[str, Any]:
 def curves_figure(summary: dict[str, Any]) -> Any:
     """The probe's held-out MLM loss (top) and fact probe (bottom, where the summary has its curves) during
     pre-training against updates per language, one panel per mode, one line per K (mean over seeds, the sd as a
-    band): whether the smallest K has plateaued, and whether a larger K's shortfall still shrinks."""
+    band; dashed: the smallest K pre-trained longer, the budget's control): whether the smallest K has plateaued,
+    and whether a larger K's shortfall still shrinks."""
     import matplotlib.pyplot as plt
 
     rows = [(key, label) for key, label in (("learning_curves", f"held-out MLM loss ({PROBE})"),
@@ -296,6 +297,11 @@ def curves_figure(summary: dict[str, Any]) -> Any:
                 if all(sd is not None for sd in sds):
                     ax.fill_between(xs, [y - e for y, e in zip(ys, sds, strict=True)],
                                     [y + e for y, e in zip(ys, sds, strict=True)], color=colour, alpha=0.2, gid="sd")  # fmt: skip
+            # the budget's control: the smallest K pre-trained longer (make paper's budget_verdict)
+            for curve in (c for c in summary.get(f"budget_{key}") or [] if c["mode"] == mode):
+                ax.plot([p["updates_per_language"] for p in curve["points"]], [p["loss"] for p in curve["points"]],
+                        linestyle="--", color=colours[0], label=f"K = {curve['languages']}, "
+                        f"{summary['budget_verdict']['factor']}x longer", gid="budget")  # fmt: skip
             ax.set_title(mode, fontsize=9)
             ax.set_xlabel("updates per language")
         panels[0].set_ylabel(label)

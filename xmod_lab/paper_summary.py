@@ -328,21 +328,22 @@ def probe_curve(run_dir: Path, k: int, key: str = MLM_CURVE) -> list[tuple[float
     return [((int(row["step"]) + 1) / k, float(row[key])) for row in rows if row.get(key) not in (None, "")]
 
 
-def learning_curves(out: Path, ks: Sequence[int], seeds: Sequence[int], key: str = MLM_CURVE) -> list[dict[str, Any]]:
+def learning_curves(out: Path, ks: Sequence[int], seeds: Sequence[int], key: str = MLM_CURVE,
+                    step: str = "mlm") -> list[dict[str, Any]]:  # fmt: skip
     """Per mode and K: ``key`` (a validation metric of the probe language) against updates per language, the mean
     and sd over seeds at each validation (every seed of a point validates at the same steps: the same data and
-    batch plan)."""
+    batch plan), from the runs under ``<out>/<step>`` (``mlm``, or ``budget``: the longer control)."""
     curves = []
     for mode in MODES:
         for k in ks:
-            per_seed = [probe_curve(out / "mlm" / run_name(mode, k, seed), k, key) for seed in seeds]
+            per_seed = [probe_curve(out / step / run_name(mode, k, seed), k, key) for seed in seeds]
             steps = {tuple(x for x, _ in curve) for curve in per_seed}
             if len(steps) != 1:
-                raise ValueError(f"{out / 'mlm'}: the {mode} K = {k} runs logged {key} at different steps "
+                raise ValueError(f"{out / step}: the {mode} K = {k} runs logged {key} at different steps "
                                  f"({sorted(len(s) for s in steps)} validations): rerun them with the same settings")  # fmt: skip
-            ends = {run_results(out / "mlm" / run_name(mode, k, seed)).get("global_step") for seed in seeds}
+            ends = {run_results(out / step / run_name(mode, k, seed)).get("global_step") for seed in seeds}
             if len(ends) != 1 or None in ends:
-                raise ValueError(f"{out / 'mlm'}: the {mode} K = {k} runs ended at different or unknown steps "
+                raise ValueError(f"{out / step}: the {mode} K = {k} runs ended at different or unknown steps "
                                  f"({sorted(ends, key=str)}): rerun them with the same settings")  # fmt: skip
             points = []
             for i, (x, _) in enumerate(per_seed[0]):
