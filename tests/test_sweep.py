@@ -320,3 +320,19 @@ def plots_rgb(mode: str) -> tuple[float, float, float]:
     from matplotlib.colors import to_rgb
 
     return to_rgb(plots.MODE_STYLE[mode]["color"])
+
+
+def test_a_run_of_another_process_still_running_is_not_called_failed(tmp_path, caplog):
+    """make paper runs several multiruns into one sweep dir: a job's summary sees the others' runs before they
+    write job_status.json. Those are not failures; a failed job is still named as one."""
+    from xmod_lab.sweep import SweepSummary
+
+    for name, status in (("0_failed", "failed"), ("1_running", None)):
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        (tmp_path / name / ".hydra" / "overrides.yaml").write_text("- seed=0\n")
+        if status:
+            (tmp_path / name / "job_status.json").write_text(json.dumps({"status": status, "error": "ValueError: x"}))
+    with caplog.at_level("WARNING", logger="xmod_lab.sweep"):
+        SweepSummary._write(tmp_path)
+    assert "Runs that did not finish: 0_failed (see job_status.json in each)" in caplog.text
+    assert "Runs without a result yet: 1_running (still running in another process" in caplog.text

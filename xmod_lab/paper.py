@@ -270,7 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     posthoc_table = posthoc_rows(out, pk, seeds)
     curves = learning_curves(out, ks, seeds)
     fact_curves = learning_curves(out, ks, seeds, FACT_CURVE)
-    budget_curves = {name: learning_curves(out, ks[:1], seeds, key, BUDGET_DIR)
+    # the modes the control stands for: both at K = 1 (one run serves both), else the one it ran
+    served = [mode for mode in MODES if run_mode(mode, k0) == run_mode(mode0, k0)]
+    budget_curves = {name: learning_curves(out, [k0], seeds, key, BUDGET_DIR, served)
                      for name, key in (("learning_curves", MLM_CURVE), ("fact_learning_curves", FACT_CURVE))}
     fact_probe_name = "fact probe (own entries)"
     info = run_results(out / "nli" / run_name("modular", ks[-1], seeds[0])).get("diagnostics") or {}

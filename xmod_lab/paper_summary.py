@@ -329,12 +329,13 @@ def probe_curve(run_dir: Path, k: int, key: str = MLM_CURVE) -> list[tuple[float
 
 
 def learning_curves(out: Path, ks: Sequence[int], seeds: Sequence[int], key: str = MLM_CURVE,
-                    step: str = "mlm") -> list[dict[str, Any]]:  # fmt: skip
+                    step: str = "mlm", modes: Sequence[str] = MODES) -> list[dict[str, Any]]:  # fmt: skip
     """Per mode and K: ``key`` (a validation metric of the probe language) against updates per language, the mean
     and sd over seeds at each validation (every seed of a point validates at the same steps: the same data and
-    batch plan), from the runs under ``<out>/<step>`` (``mlm``, or ``budget``: the longer control)."""
+    batch plan), from the runs under ``<out>/<step>`` (``mlm``, or ``budget``: the longer control, run in
+    ``modes`` only)."""
     curves = []
-    for mode in MODES:
+    for mode in modes:
         for k in ks:
             per_seed = [probe_curve(out / step / run_name(mode, k, seed), k, key) for seed in seeds]
             steps = {tuple(x for x, _ in curve) for curve in per_seed}

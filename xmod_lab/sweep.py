@@ -85,9 +85,16 @@ class SweepSummary(Callback):
         except FileNotFoundError as e:  # nothing ran yet (e.g. a launcher that failed to submit)
             log.warning("No sweep summary written: %s", e)
             return None
-        if summary["failed"]:
+        failed = [r["run"] for r in summary["runs"] if r["status"] == "failed"]
+        # no job_status.json yet: another process's job still running in this sweep dir (make paper runs
+        # several multiruns into one), or a job stopped from outside; "did not finish" would misreport the first
+        unfinished = [r["run"] for r in summary["runs"] if r["status"] not in ("completed", "failed")]
+        if failed:
+            log.warning("Runs that did not finish: %s (see job_status.json in each)", ", ".join(failed))
+        if unfinished:
             log.warning(
-                "Runs that did not finish: %s (see job_status.json in each)", ", ".join(summary["failed"])
+                "Runs without a result yet: %s (still running in another process, or stopped from outside)",
+                ", ".join(unfinished),
             )
         log.info("Sweep summary written to %s", sweep_dir / SUMMARY_CSV)
         return summary
