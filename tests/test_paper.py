@@ -363,6 +363,7 @@ def test_the_document_states_the_summary_figures_and_verdicts(n_seeds):
         assert "held-out MLM loss: **shows**: shared MLM loss K = 1 -> 4: +0.300 (2 sd = 0.057)" in curse_line
         assert "| shared | 4 | 1000 | 0.900 ± 0.020 | 0.020 ± 0.020 | 3.300 ± 0.020 | 3.300 ± 0.020 |" in text
         assert "**learnt**: shared fact probe (own entries) 0.010 ± 0.020" in text
+        assert "the budget row asks by training longer." not in text  # the fake summary has no fact curves
         assert ("**enough**: K = 1 fact probe (own entries) 0.010 ± 0.020 after 250 updates, 0.008 ± 0.020 after 500 "
                 "(2 times longer, `budget/`); the longer runs are lower by +0.002 ± 0.020 (limit 0.004)") in text
         assert "| modular | 3.400 ± 0.020 | 3.400 ± 0.020 |" not in text  # the before/after columns differ
@@ -472,7 +473,7 @@ def test_paper_study_at_a_toy_setting(tmp_path):
     assert [r["seed"] for r in budget["per_seed"]] == [0, 1]
     assert budget["per_seed"][1]["probe_fact_loss_long"] == long_probe["private_fact_loss"]
     assert budget["per_seed"][1]["probe_fact_loss"] == rows["modular", 1]["per_seed"][1]["probe_fact_loss"]
-    assert "(the condition, the budget)" in doc.read_text()
+    assert "(the condition, the budget)" in doc.read_text() and "the budget row asks by training longer. |" in doc.read_text()
     (long_curve,) = [c for c in summary["budget_fact_learning_curves"] if c["mode"] == "modular"]
     assert [p["updates_per_language"] for p in long_curve["points"]] == [1.0, 2.0, 3.0, 4.0]  # a validation per update
     assert long_curve["end_updates_per_language"] == 4.0

@@ -84,7 +84,10 @@ def document(summary: dict[str, Any]) -> str:
             f"improving, and the shared model's shortfall at K = {stalled['k']} no longer shrinks, so training "
             f"longer would not close it. | K = {facts['k']}: {_plateau_evidence(facts, 'fact probe')}. Shared, K = "
             f"{stalled['k']}: {_plateau_evidence(stalled, 'fact probe')}. Rule: {facts['rule']}; the same at "
-            f"K = {stalled['k']}. |")  # fmt: skip
+            f"K = {stalled['k']}."
+            + (" Within one run, a fall over its last quarter can be a decaying learning rate settling rather than "
+               "training cut short: the budget row asks by training longer." if summary.get("budget_verdict") else "")
+            + " |")  # fmt: skip
     budget = summary.get("budget_verdict")
     if budget:  # summaries written before the budget's control have none
         lines.append(
