@@ -383,8 +383,9 @@ def test_a_study_that_mixes_two_worlds_is_refused(tmp_path):
     """Resuming after a change of the world would put runs of two data settings in one table."""
     data = {"n_corpus": 60, "n_train": 48, "n_eval": 24, "seed": 0, "vocab_size": 1000, "shared_facts": 64,
             "private_facts": 128, "vocab_overlap": 0.0, "orders": None}  # fmt: skip
-    dirs = list(dict.fromkeys(tmp_path / step / paper_summary.run_name(mode, k, seed) for step in ("mlm", "nli")
-                              for mode in paper_summary.MODES for k in (1, 2) for seed in (0, 1)))  # K = 1: one run
+    dirs = list(dict.fromkeys(tmp_path / step / paper_summary.run_name(mode, k, seed)
+                              for step, ks in (("mlm", (1, 2)), ("nli", (2,))) for mode in paper_summary.MODES
+                              for k in ks for seed in (0, 1)))  # K = 1: one run, and no NLI
     dirs += [tmp_path / "posthoc" / f"{mode}_k2_seed{seed}_train{t}" for mode in paper_summary.MODES for seed in (0, 1)
              for t in (True, False)]  # fmt: skip
     dirs += [tmp_path / paper_summary.BUDGET_DIR / paper_summary.run_name("shared", 1, seed) for seed in (0, 1)]
@@ -436,10 +437,12 @@ def test_paper_study_at_a_toy_setting(tmp_path):
         assert (out / "mlm" / paper_summary.run_name(row['mode'], row['languages'], 1) / "run_complete").is_file()
         assert (row["zero_shot_acc"] is None) == (row["languages"] == 1)  # no other language at K = 1
         assert row["zero_shot_acc"] is None or 0.0 <= row["zero_shot_acc"] <= 100.0
-    # K = 1: one run per seed serves both modes (the same model), in pre-training and fine-tuning
+    # K = 1: one run per seed serves both modes (the same model)
     assert not list(out.glob("*/shared_synthetic1_*"))
-    assert len(list(out.glob("*/modular_synthetic1_seed*"))) == 6  # mlm, nli and the budget control, 2 seeds each
+    assert len(list(out.glob("*/modular_synthetic1_seed*"))) == 4  # mlm and the budget control, 2 seeds each
+    assert not list((out / "nli").glob("*synthetic1_*"))  # no language to transfer to at K = 1: no NLI run
     rows = {(r["mode"], r["languages"]): r for r in summary["curse"]}
+    assert rows["modular", 1]["en_acc"] is None and rows["modular", 2]["en_acc"] is not None
     assert rows["shared", 1]["per_seed"] == rows["modular", 1]["per_seed"]
     assert rows["shared", 2]["per_seed"] != rows["modular", 2]["per_seed"]
     assert [(a["languages"], a["facts_alike"]) for a in summary["ambiguity"]][0] == (1, 0)

@@ -18,9 +18,9 @@ language must store, beside shared ones; ``xmod_lab/data/synthetic_world.py``).
    model's fact probe at the largest K still falls (:func:`plateau_verdict`); and the budget's control: the
    smallest K pre-trained twice as long (``<out>/budget/``), whose fact probe says whether the study's budget is
    long enough there (:func:`budget_verdict`).
-2. Zero-shot transfer (``experiment=paper_nli``): each export fine-tuned on English NLI with embeddings and
-   adapters frozen, tested on every pre-trained language; ``zero_shot_avg_acc`` is the mean over the languages
-   other than English, ``zero_shot_acc`` German's (null at K = 1, where there is no other language).
+2. Zero-shot transfer (``experiment=paper_nli``): each export of K >= 2 fine-tuned on English NLI with embeddings
+   and adapters frozen, tested on every pre-trained language; ``zero_shot_avg_acc`` is the mean over the languages
+   other than English, ``zero_shot_acc`` German's. K = 1 has no other language, so no NLI run (its row is null).
 3. Post-hoc languages (``experiment=paper_posthoc_{modular,shared}``): a new language added to the K = 8
    models (``--posthoc-k``), adapters-only MLM for as many updates as each language had in pre-training; its loss, how close it
    comes to the pre-trained languages, and the largest change of an old language's loss against the same
@@ -76,6 +76,7 @@ from xmod_lab.paper_summary import (
     knowledge_verdict,
     learning_curves,
     missing,
+    nli_ks,
     plateau_verdict,
     posthoc_rows,
     posthoc_verdict,
@@ -224,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     for seed in seeds:
         for mode in MODES:
             for step in ("mlm", "nli"):
-                ks_left = sorted(missing(out / step, mode, ks, seed), reverse=True)  # the longest run first
+                step_ks = ks if step == "mlm" else nli_ks(ks)
+                ks_left = sorted(missing(out / step, mode, step_ks, seed), reverse=True)  # the longest run first
                 if not ks_left:
                     continue
                 mlm = tuple(out / "mlm" / run_name(mode, k, seed) for k in ks_left)

@@ -177,7 +177,7 @@ def document(summary: dict[str, Any]) -> str:
     lines.pop()
     lines += ["", "## Zero-shot NLI", "",
               f"Accuracy (%) after fine-tuning on English with `freeze=paper`; {ZERO_SHOT_PROBE} is the zero-shot probe "
-              f"(K >= 2). Chance {summary['chance']:.1f}, hypothesis-only ceiling {summary['shortcut_ceiling']:.1f}. "
+              f"(K >= 2; K = 1 has no language to transfer to, so no NLI run and `-` in its row). Chance {summary['chance']:.1f}, hypothesis-only ceiling {summary['shortcut_ceiling']:.1f}. "
               "Flagged: a seed whose classifier predicts too few classes or sits within 3 points of chance or of "
               "the ceiling (`xmod_lab/diagnostics.py`).", "",
               f"| mode | K | {PROBE} acc | {ZERO_SHOT_PROBE} acc (zero-shot) | zero-shot avg | flagged seeds |",

@@ -80,6 +80,11 @@ def _aggregate(per_seed: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[
     return out
 
 
+def nli_ks(ks: Sequence[int]) -> list[int]:
+    """The K that the zero-shot step fine-tunes: K = 1 has no other language to transfer to, so no NLI run."""
+    return [k for k in ks if k > 1]
+
+
 CURSE_METRICS = ("probe_fact_loss", "probe_shared_fact_loss", "probe_mlm_loss", "mlm_loss_avg", "zero_shot_acc", "zero_shot_avg_acc", "en_acc", "updates")
 
 
@@ -103,8 +108,8 @@ def curse_rows(out: Path, ks: Sequence[int], seeds: Sequence[int]) -> list[dict[
                 name = run_name(mode, k, seed)
                 mlm = run_results(out / "mlm" / name)
                 facts = _fact_probe(out / "mlm" / name)
-                nli = run_results(out / "nli" / name)
-                table = nli["test"]
+                nli = run_results(out / "nli" / name) if k in nli_ks(ks) else {}
+                table = nli.get("test", {})
                 others = [lang for lang in table if lang not in (PROBE, *AVERAGES)]
                 zero_shot = table[ZERO_SHOT_PROBE]["acc"] if ZERO_SHOT_PROBE in table else None
                 per_seed.append({
@@ -115,7 +120,7 @@ def curse_rows(out: Path, ks: Sequence[int], seeds: Sequence[int]) -> list[dict[
                     "mlm_loss_avg": mlm["test"]["avg"]["loss"],
                     "zero_shot_acc": zero_shot,
                     "zero_shot_avg_acc": (sum(table[lang]["acc"] for lang in others) / len(others)) if others else None,
-                    "en_acc": table[PROBE]["acc"],
+                    "en_acc": table[PROBE]["acc"] if PROBE in table else None,
                     "updates": mlm.get("global_step"),
                     "flags": (nli.get("diagnostics") or {}).get("flags", {}),
                 })  # fmt: skip
@@ -268,7 +273,8 @@ def check_one_world(out: Path, ks: Sequence[int], seeds: Sequence[int], posthoc_
     """Every run of the study generated its data with the same settings. A resumed study reuses finished
     runs; after a change of the world (conf/world/paper.yaml, data.* overrides) they would silently mix two
     worlds in one table."""
-    dirs = [out / step / run_name(mode, k, seed) for step in ("mlm", "nli") for mode in MODES for k in ks for seed in seeds]
+    dirs = [out / step / run_name(mode, k, seed) for step, step_ks in (("mlm", ks), ("nli", nli_ks(ks)))
+            for mode in MODES for k in step_ks for seed in seeds]  # fmt: skip
     dirs += [out / "posthoc" / f"{mode}_k{posthoc_k}_seed{seed}_train{t}" for mode in MODES for seed in seeds
              for t in (True, False)]  # fmt: skip
     dirs += [out / BUDGET_DIR / run_name(MODES[0], min(ks), seed) for seed in seeds]

@@ -243,6 +243,8 @@ class LanguageBatchSampler(BatchSampler):
         return steps
 
     def _rank_share(self, step: np.ndarray) -> np.ndarray:
+        if self.num_replicas == 1 and len(step):  # one process: the whole step (linspace per batch is not free)
+            return step
         if len(step) < self.num_replicas:  # too few for one each: repeat examples of the same step
             step = np.resize(step, self.num_replicas)
         bounds = np.linspace(0, len(step), self.num_replicas + 1).round().astype(int)

@@ -25,7 +25,9 @@ from xmod_lab.tasks.common import (
     configure_adamw,
     eval_set,
     fit_in_train_mode,
+    keep_train_loss,
     log_eval_scores,
+    log_train_loss,
     per_set_means,
     setup_task,
 )
@@ -80,7 +82,7 @@ class MaskedLMTask(LightningModule):
         extra = {} if self.causal else {"masked_logits_only": True}
         loss = self.model(**model_inputs(batch), **extra).loss
         check_finite_loss(self, loss)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        keep_train_loss(self, loss, batch["input_ids"].shape[0])
         return loss
 
     def _eval_step(self, batch: Mapping[str, Any], stage: str, dataloader_idx: int) -> None:
@@ -101,6 +103,7 @@ class MaskedLMTask(LightningModule):
         log_eval_scores(self, "test", _lm_scores(self.losses["test"], self.eval_sets))
 
     on_fit_start = fit_in_train_mode
+    on_train_batch_end = log_train_loss
 
     def configure_optimizers(self):
         return configure_adamw(self, self.hparams.optimizer, self.hparams.scheduler)
@@ -138,4 +141,5 @@ class CausalLMTask(LightningModule):
     on_validation_epoch_end = MaskedLMTask.on_validation_epoch_end
     on_test_epoch_end = MaskedLMTask.on_test_epoch_end
     on_fit_start = MaskedLMTask.on_fit_start
+    on_train_batch_end = MaskedLMTask.on_train_batch_end
     configure_optimizers = MaskedLMTask.configure_optimizers

@@ -59,4 +59,5 @@ class MultipleChoiceTask(LightningModule):
     on_validation_epoch_end = SequenceClassificationTask.on_validation_epoch_end
     on_test_epoch_end = SequenceClassificationTask.on_test_epoch_end
     on_fit_start = SequenceClassificationTask.on_fit_start
+    on_train_batch_end = SequenceClassificationTask.on_train_batch_end
     configure_optimizers = SequenceClassificationTask.configure_optimizers

@@ -24,7 +24,9 @@ from xmod_lab.tasks.common import (
     configure_adamw,
     eval_set,
     fit_in_train_mode,
+    keep_train_loss,
     log_eval_scores,
+    log_train_loss,
     setup_task,
 )
 from xmod_lab.tasks.qa_scoring import QAScorer
@@ -73,7 +75,7 @@ class QuestionAnsweringTask(LightningModule):
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self(**batch).loss
         check_finite_loss(self, loss)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        keep_train_loss(self, loss, batch["input_ids"].shape[0])
         return loss
 
     def _eval_step(self, batch: Mapping[str, Any], dataloader_idx: int) -> None:
@@ -115,6 +117,7 @@ class QuestionAnsweringTask(LightningModule):
         self._log_epoch("test")
 
     on_fit_start = fit_in_train_mode
+    on_train_batch_end = log_train_loss
 
     def configure_optimizers(self):
         return configure_adamw(self, self.hparams.optimizer, self.hparams.scheduler)

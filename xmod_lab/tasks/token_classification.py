@@ -22,7 +22,9 @@ from xmod_lab.tasks.common import (
     configure_adamw,
     eval_set,
     fit_in_train_mode,
+    keep_train_loss,
     log_eval_scores,
+    log_train_loss,
     per_set_means,
     setup_task,
 )
@@ -127,7 +129,7 @@ class TokenClassificationTask(LightningModule):
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self(**batch).loss
         check_finite_loss(self, loss)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        keep_train_loss(self, loss, batch["input_ids"].shape[0])
         return loss
 
     def _eval_step(self, batch: Mapping[str, Any], stage: str, dataloader_idx: int) -> dict[str, torch.Tensor]:
@@ -163,6 +165,7 @@ class TokenClassificationTask(LightningModule):
         self._log_epoch("test")
 
     on_fit_start = fit_in_train_mode
+    on_train_batch_end = log_train_loss
 
     def configure_optimizers(self):
         return configure_adamw(self, self.hparams.optimizer, self.hparams.scheduler)
