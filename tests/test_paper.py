@@ -322,7 +322,7 @@ def fake_summary(n_seeds: int) -> dict:
             facts = 0.9 if (mode, k) == ("shared", 4) else 0.01
             row = {"mode": mode, "languages": k, "flags": {}, "flagged_seeds": 0, "seeds": list(range(n_seeds))}
             for key, value in (("probe_fact_loss", facts), ("probe_shared_fact_loss", 0.02), ("probe_mlm_loss", loss), ("mlm_loss_avg", loss), ("updates", 250.0 * k),
-                               ("zero_shot_acc", None if k == 1 else 41.0), ("en_acc", 60.0),
+                               ("zero_shot_acc", None if k == 1 else 41.0), ("en_acc", None if k == 1 else 60.0),
                                ("zero_shot_avg_acc", None if k == 1 else 40.0)):  # fmt: skip
                 row[key], row[f"{key}_sd"] = value, (sd if value is not None else None)
             curse.append(row)
@@ -376,6 +376,8 @@ def test_the_document_states_the_summary_figures_and_verdicts(n_seeds):
     assert "**shown**: modular largest change of an old language's loss" in text
     assert "K = 1: 0 of 64 alike, 0.000; K = 4: 4 of 64 alike, 0.058." in text
     assert "At K = 1 one run serves both modes" in text
+    assert "| modular | 1 | - | - | - | - |" in text  # no NLI run at K = 1: no accuracy, and no '0 of N flagged'
+    assert "| modular | 4 | 60.0" in text
     assert "model: hidden_size 64; epochs 12" in text and "![probe_loss_vs_k.png](img/paper_probe_loss_vs_k.png)" in text
 
 

@@ -60,6 +60,7 @@ from xmod_lab.paper_probe import NO_KNOWLEDGE, fact_probe
 from xmod_lab.paper_summary import (
     BUDGET_DIR,
     BUDGET_FACTOR,
+    BUDGET_MODE,
     FACT_CURVE,
     KS,
     MLM_CURVE,
@@ -70,6 +71,7 @@ from xmod_lab.paper_summary import (
     SEEDS,
     ZERO_SHOT_PROBE,
     ambiguity_rows,
+    budget_run,
     budget_verdict,
     curse_rows,
     curse_verdict,
@@ -251,8 +253,8 @@ def main(argv: list[str] | None = None) -> int:
                      *args.overrides),
                     out / "logs" / f"posthoc_{mode}_seed{seed}.log", POSTHOC_SECONDS + START_SECONDS, (export,)))  # fmt: skip
     # the budget's control: the smallest K, pre-trained BUDGET_FACTOR times longer (budget_verdict)
-    k0, mode0 = ks[0], MODES[0]
-    long_runs = {seed: out / BUDGET_DIR / run_name(mode0, k0, seed) for seed in seeds}
+    k0, mode0 = ks[0], BUDGET_MODE
+    long_runs = {seed: budget_run(out, k0, seed) for seed in seeds}
     seeds_left = [seed for seed, run in long_runs.items() if not _complete(run)]
     if seeds_left:
         jobs.append(Job(

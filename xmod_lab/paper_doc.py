@@ -184,7 +184,8 @@ def document(summary: dict[str, Any]) -> str:
               "|---|---|---|---|---|---|"]  # fmt: skip
     for r in summary["curse"]:
         lines.append(f"| {r['mode']} | {r['languages']} | {pm(r, 'en_acc', 1)} | {pm(r, 'zero_shot_acc', 1)} | "
-                     f"{pm(r, 'zero_shot_avg_acc', 1)} | {r['flagged_seeds']} of {len(r['seeds'])} |")
+                     f"{pm(r, 'zero_shot_avg_acc', 1)} | "
+                     + (f"{r['flagged_seeds']} of {len(r['seeds'])} |" if r.get("en_acc") is not None else "- |"))
     lines += ["", "## Post-hoc language", "",
               f"{NEW_LANGUAGE} added to the K = {st['posthoc_k']} models, adapters-only MLM; \"before\" is the same "
               "command with `train=false`. Gap: its loss after training minus the mean loss of the pre-trained "

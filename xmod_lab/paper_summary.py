@@ -24,6 +24,7 @@ KS = (1, 2, 8)
 POSTHOC_K = 8
 BUDGET_FACTOR = 2  # make paper's control: the smallest K pre-trained this many times longer, under budget/
 BUDGET_DIR = "budget"
+BUDGET_MODE = MODES[0]  # the control's mode (budget_run); at K = 1 its run stands for both modes
 PROBE, ZERO_SHOT_PROBE, NEW_LANGUAGE = "en", "de", "rm"  # evaluation sets (dataset codes)
 PROBE_FILE = "fact_probe.json"  # a pre-training run's fact probe (xmod_lab.paper_probe writes it)
 SEEDS = 3  # training seeds per point (model initialisation and data order; the generated world is data.seed's)
@@ -38,6 +39,12 @@ def run_mode(mode: str, k: int) -> str:
 
 def run_name(mode: str, k: int, seed: int) -> str:
     return f"{run_mode(mode, k)}_synthetic{k}_seed{seed}"
+
+
+def budget_run(out: Path, k: int, seed: int) -> Path:
+    """The budget's control for ``seed``: the smallest K (``k``) pre-trained ``BUDGET_FACTOR`` times longer, in
+    ``BUDGET_MODE`` (at K = 1 the modular run stands for both modes, :func:`run_mode`)."""
+    return out / BUDGET_DIR / run_name(BUDGET_MODE, k, seed)
 
 
 def missing(step_dir: Path, mode: str, ks: Sequence[int], seed: int) -> list[int]:
@@ -277,7 +284,7 @@ def check_one_world(out: Path, ks: Sequence[int], seeds: Sequence[int], posthoc_
             for mode in MODES for k in step_ks for seed in seeds]  # fmt: skip
     dirs += [out / "posthoc" / f"{mode}_k{posthoc_k}_seed{seed}_train{t}" for mode in MODES for seed in seeds
              for t in (True, False)]  # fmt: skip
-    dirs += [out / BUDGET_DIR / run_name(MODES[0], min(ks), seed) for seed in seeds]
+    dirs += [budget_run(out, min(ks), seed) for seed in seeds]
     first: tuple[Path, dict[str, Any]] | None = None
     for run_dir in dirs:
         data = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml").data)
@@ -483,11 +490,12 @@ def budget_verdict(out: Path, curse: Sequence[dict[str, Any]], seeds: Sequence[i
     whatever the budget, and a model still sharpening its facts swings from one validation to the next by
     more than that fall; a longer run says whether training longer would lower it."""
     small = min(r["languages"] for r in curse)
-    row = next(r for r in curse if r["languages"] == small and r["mode"] == run_mode("shared", small))
+    # the row of the control's mode holds the runs it repeats longer (at K = 1 both rows hold the same runs)
+    row = next(r for r in curse if r["languages"] == small and r["mode"] == BUDGET_MODE)
     at_budget = {r["seed"]: r for r in row["per_seed"]}
     per_seed = []
     for seed in seeds:
-        run = out / BUDGET_DIR / run_name("shared", small, seed)
+        run = budget_run(out, small, seed)
         per_seed.append({"seed": seed, "probe_fact_loss": at_budget[seed]["probe_fact_loss"],
                          "probe_fact_loss_long": _fact_probe(run)["private_fact_loss"],
                          "updates": at_budget[seed]["updates"], "updates_long": run_results(run).get("global_step")})  # fmt: skip
