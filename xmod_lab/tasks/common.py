@@ -221,9 +221,9 @@ def log_train_loss(module: LightningModule, *_: Any) -> None:
 
     Lightning's ``self.log`` costs ~5% of a small model's step (5.3% of a paper_mlm K = 8 run's training loop
     under py-spy: it deep-copies the metric's metadata on every call), and an on-step value logged between two
-    writes is never written. The write decision is Lightning's own (``should_update_logs``, read after the callbacks' batch-end
-    hooks, which may stop training), so every written row holds the loss of its own step; in between, the progress
-    bar and ``callback_metrics`` show the last logged value."""
+    writes is never written. The write decision is Lightning's own (``should_update_logs``, read after the
+    callbacks' batch-end hooks, which may stop training), so every written row holds the loss of its own step;
+    in between, the progress bar and ``callback_metrics`` show the last logged value."""
     trainer = module.trainer
     connector = getattr(trainer, "_logger_connector", None)
     due = connector is None or connector.should_update_logs or trainer.fast_dev_run or trainer.is_last_batch
