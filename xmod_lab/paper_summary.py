@@ -108,6 +108,7 @@ def _fact_probe(run_dir: Path) -> dict[str, Any]:
 def curse_rows(out: Path, ks: Sequence[int], seeds: Sequence[int]) -> list[dict[str, Any]]:
     """One row per (mode, K): the mean over seeds of each metric, its ``_sd``, and the seeds' own rows."""
     rows = []
+    fine_tuned = set(nli_ks(ks))
     for mode in MODES:
         for k in ks:
             per_seed = []
@@ -115,7 +116,7 @@ def curse_rows(out: Path, ks: Sequence[int], seeds: Sequence[int]) -> list[dict[
                 name = run_name(mode, k, seed)
                 mlm = run_results(out / "mlm" / name)
                 facts = _fact_probe(out / "mlm" / name)
-                nli = run_results(out / "nli" / name) if k in nli_ks(ks) else {}
+                nli = run_results(out / "nli" / name) if k in fine_tuned else {}
                 table = nli.get("test", {})
                 others = [lang for lang in table if lang not in (PROBE, *AVERAGES)]
                 zero_shot = table[ZERO_SHOT_PROBE]["acc"] if ZERO_SHOT_PROBE in table else None

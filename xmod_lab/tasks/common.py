@@ -211,7 +211,9 @@ def fit_in_train_mode(module: LightningModule) -> None:
 
 
 def keep_train_loss(module: LightningModule, loss: torch.Tensor, batch_size: int) -> None:
-    """Every task's ``training_step``: hold this step's loss for :func:`log_train_loss` (no ``self.log`` here)."""
+    """Every task's ``training_step``: hold this step's loss for :func:`log_train_loss` (no ``self.log`` here).
+    Not the ``outputs`` that Lightning hands ``on_train_batch_end``: with gradient accumulation that loss is
+    divided by ``accumulate_grad_batches``, and logging it would understate the training loss."""
     module._train_loss = (loss.detach(), batch_size)
 
 
