@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                    help="cuda: bf16 autocast, as xmod-train's trainer=gpu (precision bf16-mixed)")
     p.add_argument("--epochs", type=int, default=None, help="default: conf/trainer/cpu.yaml's max_epochs")
+    p.add_argument("--seed", type=int, default=None, help="default: conf/train.yaml's seed (xmod-train's seed=N)")
     args = p.parse_args(argv)
     import transformers
 
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> dict:
     epochs = args.epochs or rec["epochs"]
     if args.threads:
         torch.set_num_threads(args.threads)
-    transformers.set_seed(rec["seed"])
+    seed = rec["seed"] if args.seed is None else args.seed
+    transformers.set_seed(seed)
     folder = prepare_synthetic(args.root, **rec["generation"], world=WorldSettings(**rec["world"]))
     tokenizer = load_tokenizer(str(folder / "tokenizer"))
     adapters = rec["adapters"]
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
             adam_beta2=opt["betas"][1], adam_epsilon=opt["eps"], weight_decay=opt["weight_decay"],
             lr_scheduler_type=sched["name"], warmup_steps=sched["warmup_steps"] or sched["warmup_ratio"],
             max_grad_norm=rec["max_grad_norm"], eval_strategy="epoch", save_strategy="no", logging_strategy="epoch",
-            seed=rec["seed"], report_to=[], use_cpu=args.device == "cpu", bf16=args.device == "cuda", disable_tqdm=True,
+            seed=seed, report_to=[], use_cpu=args.device == "cpu", bf16=args.device == "cuda", disable_tqdm=True,
             dataloader_num_workers=0,
         )  # fmt: skip
         trainer = transformers.Trainer(
@@ -133,6 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
         "test_acc": {lang: round(100 * v, 2) for lang, v in scores.items()},
         "threads": torch.get_num_threads(),
         "device": args.device,
+        "seed": seed,
     }
     print(json.dumps(result))
     return result

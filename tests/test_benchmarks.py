@@ -78,3 +78,29 @@ def test_the_trainer_script_runs_the_recipe_xmod_train_composes(tmp_path):
     assert cfg.model.pretrained is None and cfg.freeze.policy == "none"  # a fresh model, everything trains
     assert (rec["adapters"], rec["train"], rec["eval"]) == (list(cfg.languages.adapters), list(cfg.languages.train),
                                                             list(cfg.languages.eval))
+
+
+def test_the_end_to_end_table_gives_each_runner_its_own_median_and_seed_spread():
+    """bench_e2e's figures: wall time as each runner's median over its rounds, accuracy as mean +- sd over its
+    seeds (not the last round's value), and the ratio of the two medians."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from bench_e2e import summary
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+    def run(wall, en, seed):
+        return {"wall_s": wall, "test_acc": {"en": en, "de": en - 10}, "threads": 1, "seed": str(seed)}
+
+    lines = summary({
+        "xmod-train": [run(60.0, 60.0, 0), run(70.0, 64.0, 1), run(100.0, 62.0, 2)],
+        "transformers Trainer": [run(90.0, 50.0, 0), run(84.0, 54.0, 1), run(80.0, 58.0, 2)],
+    })  # fmt: skip
+    ours, theirs = (next(line for line in lines if line.startswith(f"| {name} |"))
+                    for name in ("xmod-train", "transformers Trainer"))  # fmt: skip
+    assert "| 0,1,2 | 70.0 (60.0-100.0) |" in ours and "| 84.0 (80.0-90.0) |" in theirs
+    assert "| 62.00 +- 2.00 | 57.00 +- 2.00 |" in ours  # en; the mean of en and de = en - 5
+    assert "| 54.00 +- 4.00 | 49.00 +- 4.00 |" in theirs
+    assert "= 1.20x" in lines[-1]  # 84 / 70
+    one = summary({"xmod-train": [run(60.0, 61.0, 0)], "transformers Trainer": [run(90.0, 50.0, 0)]})
+    assert "| 61.00 | 56.00 |" in one[2]  # a single run: its value, no spread

@@ -294,7 +294,8 @@ def test_masked_lm_head_reads_the_kept_tokens_only(labelled, grad):
     labels = ids.masked_fill(mask == 0, -100) if labelled else None
     rows: list[int] = []
     hook = model.lm_head.dense.register_forward_hook(lambda _m, args, _out: rows.append(args[0].shape[0]))
-    with torch.set_grad_enabled(grad):
+    # oneDNN off: with it, inference runs the head on every row (tests/models/test_kernels.py).
+    with torch.set_grad_enabled(grad), torch.backends.mkldnn.flags(enabled=False):
         out = model(ids, attention_mask=mask, lang_ids=LANG_IDS, labels=labels)
     hook.remove()
     with torch.no_grad():
@@ -316,8 +317,9 @@ def test_masked_lm_head_reads_the_kept_tokens_only(labelled, grad):
 
 
 def test_masked_lm_head_on_left_padding_and_holes():
-    """The inference path writes runs of consecutive kept positions: left padding, and a mask with holes
-    inside a row, give the padded path's logits at every real position."""
+    """The inference path writes runs of consecutive kept positions (oneDNN off), or runs the head on every
+    row (oneDNN on): left padding, and a mask with holes inside a row, give the padded path's logits at every
+    real position either way."""
     ids, mask = padded_batch("left")
     mask = mask.clone()
     mask[0, 4:6] = 0  # a hole inside the longest row
@@ -325,10 +327,14 @@ def test_masked_lm_head_on_left_padding_and_holes():
     reference = xm.XmodForMaskedLM(tiny_config(skip_padding="never")).eval()
     reference.load_state_dict(model.state_dict())
     with torch.no_grad():
-        out = model(ids, attention_mask=mask, lang_ids=LANG_IDS).logits
+        with torch.backends.mkldnn.flags(enabled=False):
+            runs = model(ids, attention_mask=mask, lang_ids=LANG_IDS).logits
+        every_row = model(ids, attention_mask=mask, lang_ids=LANG_IDS).logits
         ref = reference(ids, attention_mask=mask, lang_ids=LANG_IDS).logits
     keep = keep_mask(mask)
-    assert max_diff(out[keep], ref[keep]) <= TOL and not torch.equal(out[0, 4], ref[0, 4])  # the hole: skipped
+    for out in (runs, every_row):
+        assert max_diff(out[keep], ref[keep]) <= TOL and not torch.equal(out[0, 4], ref[0, 4])  # the hole: skipped
+    assert max_diff(runs, every_row) <= TOL  # skipped positions too: the head's output for a zero state
 
 
 def test_masked_lm_returns_a_tuple_when_asked():

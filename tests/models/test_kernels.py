@@ -1,0 +1,142 @@
+"""The LM head's decoder through oneDNN at inference (xmod_lab/models/kernels.py): the module's numbers, and the
+module's own path wherever calling the op is not what ``module(x)`` would do."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
+
+import xmod_lab.models as xm
+from xmod_lab.models import kernels
+
+from .helpers import max_diff, tiny_config, token_batch
+
+pytestmark = pytest.mark.skipif(kernels._OP is None, reason="no oneDNN linear in this torch build / CPU")
+LANG_IDS = torch.tensor([0, 1, 2, 3])
+TOL = 1e-5
+
+
+@pytest.fixture
+def op_calls(monkeypatch) -> list[tuple[int, ...]]:
+    """The input shape of every call of the oneDNN op."""
+    calls: list[tuple[int, ...]] = []
+    op = kernels._OP
+
+    def recording(x, *args):
+        calls.append(tuple(x.shape))
+        return op(x, *args)
+
+    monkeypatch.setattr(kernels, "_OP", recording)
+    return calls
+
+
+def test_masked_lm_inference_decodes_through_onednn_with_the_modules_numbers(op_calls):
+    model = xm.XmodForMaskedLM(tiny_config(vocab_size=3000, hidden_size=64, intermediate_size=128)).eval()
+    ids = torch.randint(3, 3000, (4, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        fast = model(ids, lang_ids=LANG_IDS).logits
+        assert op_calls == [(4, 9, 64)]
+        with torch.backends.mkldnn.flags(enabled=False):  # the switch: torch's own matmul
+            plain = model(ids, lang_ids=LANG_IDS).logits
+    assert op_calls == [(4, 9, 64)] and fast.shape == plain.shape == (4, 9, 3000) and fast.is_contiguous()
+    assert max_diff(fast, plain) <= TOL
+    op_calls.clear()
+    model.train()  # training records a graph: the module's path, and gradients reach the decoder
+    out = model(ids, lang_ids=LANG_IDS, labels=ids)
+    out.loss.backward()
+    assert op_calls == [] and model.lm_head.decoder.weight.grad is not None
+
+
+@pytest.mark.parametrize("pad_rows", [(1, 3), (0, 1, 2, 3)], ids=["mostly-real", "mostly-padding"])
+def test_padded_inference_decodes_every_row_unless_most_are_padding(op_calls, pad_rows):
+    """With padding skipped, the skipped positions hold zeros, so decoding every row through oneDNN gives the
+    kept-rows path's logits; it is chosen while at least half of the positions are kept."""
+    ids, mask = token_batch(batch=4, length=9, pad_rows=pad_rows)
+    if len(pad_rows) == 4:  # leave two real tokens per row: 8 of 36 kept
+        ids[:, 2:], mask[:, 2:] = 1, 0
+    model = xm.XmodForMaskedLM(tiny_config(skip_padding="always")).eval()
+    with torch.no_grad():
+        out = model(ids, attention_mask=mask, lang_ids=LANG_IDS).logits
+        calls = list(op_calls)
+        with torch.backends.mkldnn.flags(enabled=False):
+            runs = model(ids, attention_mask=mask, lang_ids=LANG_IDS).logits
+    kept = int(mask.sum())
+    assert calls == ([(4, 9, 32)] if 2 * kept >= mask.numel() else [(1, 32)])  # every row, or the zero state
+    assert max_diff(out, runs) <= TOL  # real and skipped positions alike
+
+
+class Ops(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.seen.append(func)
+        return func(*args, **(kwargs or {}))
+
+
+class Functions(TorchFunctionMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.seen.append(func)
+        return func(*args, **(kwargs or {}))
+
+
+def _plain() -> tuple[nn.Linear, torch.Tensor]:
+    torch.manual_seed(0)
+    return nn.Linear(64, 300), torch.randn(5, 64)
+
+
+def test_a_plain_linear_without_a_graph_goes_through_onednn(op_calls):
+    layer, x = _plain()
+    with torch.no_grad():
+        y = kernels.linear(layer, x)
+    assert op_calls == [(5, 64)] and max_diff(y, torch.nn.functional.linear(x, layer.weight, layer.bias)) <= TOL
+    with torch.inference_mode():
+        kernels.linear(nn.Linear(64, 300, bias=False), x)
+    assert op_calls == [(5, 64), (5, 64)]
+
+
+def test_where_the_op_is_not_what_module_x_would_do_the_module_runs(op_calls):
+    layer, x = _plain()
+    y = kernels.linear(layer, x)  # a graph is recorded
+    assert y.requires_grad
+    seen = []
+    hook = layer.register_forward_hook(lambda *_: seen.append(1))
+    with torch.no_grad():
+        kernels.linear(layer, x)
+    hook.remove()
+    assert seen == [1]  # hooks see their call
+
+    class Scaled(nn.Linear):  # a subclass (LoRA, quantized layers) has its own forward
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    scaled = Scaled(64, 300)
+    scaled.load_state_dict(layer.state_dict())
+    with torch.no_grad():
+        assert max_diff(kernels.linear(scaled, x), 2 * layer(x)) <= TOL
+        assert kernels.linear(layer.to(torch.bfloat16), x.bfloat16()).dtype == torch.bfloat16
+        layer.float()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert kernels.linear(layer, x).dtype == torch.bfloat16  # what autocast makes of module(x)
+        with FlopCounterMode(display=False) as flops:
+            kernels.linear(layer, x)
+        assert flops.get_total_flops() == 2 * 5 * 64 * 300  # a FLOP counter sees the matmul
+        with Ops() as ops:
+            kernels.linear(layer, x)
+        assert torch.ops.aten.addmm.default in ops.seen  # so does any dispatch mode (tracing, fake tensors)
+        with Functions() as functions:
+            kernels.linear(layer, x)
+        assert torch.nn.functional.linear in functions.seen
+        with torch.backends.mkldnn.flags(enabled=False):
+            kernels.linear(layer, x)
+        assert kernels.linear(nn.Linear(64, 300, device="meta"), x.to("meta")).device.type == "meta"
+    assert op_calls == []
