@@ -21,38 +21,47 @@ TOL = 1e-5
 
 
 @pytest.fixture
-def op_calls(monkeypatch) -> list[tuple[int, ...]]:
-    """The input shape of every call of the oneDNN op."""
-    calls: list[tuple[int, ...]] = []
+def calls(monkeypatch) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """(input shape, weight shape) of every call of the oneDNN op."""
+    seen: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
     op = kernels._OP
 
-    def recording(x, *args):
-        calls.append(tuple(x.shape))
-        return op(x, *args)
+    def recording(x, weight, *args):
+        seen.append((tuple(x.shape), tuple(weight.shape)))
+        return op(x, weight, *args)
 
     monkeypatch.setattr(kernels, "_OP", recording)
-    return calls
+    return seen
 
 
-def test_masked_lm_inference_decodes_through_onednn_with_the_modules_numbers(op_calls):
-    model = xm.XmodForMaskedLM(tiny_config(vocab_size=3000, hidden_size=64, intermediate_size=128)).eval()
+def decoder_inputs(calls, vocab: int) -> list[tuple[int, ...]]:
+    return [x for x, weight in calls if weight[0] == vocab]
+
+
+def test_masked_lm_inference_runs_its_linear_layers_through_onednn_with_the_modules_numbers(calls):
+    config = tiny_config(vocab_size=3000, hidden_size=64, intermediate_size=128)
+    model = xm.XmodForMaskedLM(config).eval()
     ids = torch.randint(3, 3000, (4, 9), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         fast = model(ids, lang_ids=LANG_IDS).logits
-        assert op_calls == [(4, 9, 64)]
+        # per layer: query, key, value, attention output, FFN in and out, and both halves of each of the 4
+        # rows' adapters; then the head's dense and decoder
+        assert len(calls) == config.num_hidden_layers * (6 + 2 * 4) + 2
+        assert decoder_inputs(calls, 3000) == [(4, 9, 64)]
         with torch.backends.mkldnn.flags(enabled=False):  # the switch: torch's own matmul
             plain = model(ids, lang_ids=LANG_IDS).logits
-    assert op_calls == [(4, 9, 64)] and fast.shape == plain.shape == (4, 9, 3000) and fast.is_contiguous()
-    assert max_diff(fast, plain) <= TOL
-    op_calls.clear()
-    model.train()  # training records a graph: the module's path, and gradients reach the decoder
+    assert len(calls) == config.num_hidden_layers * (6 + 2 * 4) + 2
+    assert fast.shape == plain.shape == (4, 9, 3000) and fast.is_contiguous() and max_diff(fast, plain) <= TOL
+    calls.clear()
+    model.train()  # training records a graph: the modules' path, and gradients reach every layer
     out = model(ids, lang_ids=LANG_IDS, labels=ids)
     out.loss.backward()
-    assert op_calls == [] and model.lm_head.decoder.weight.grad is not None
+    assert calls == [] and model.lm_head.decoder.weight.grad is not None
+    assert model.roberta.encoder.layer[0].attention.self.query.weight.grad is not None
 
 
 @pytest.mark.parametrize("pad_rows", [(1, 3), (0, 1, 2, 3)], ids=["mostly-real", "mostly-padding"])
-def test_padded_inference_decodes_every_row_unless_most_are_padding(op_calls, pad_rows):
+def test_padded_inference_decodes_every_row_unless_most_are_padding(calls, pad_rows):
     """With padding skipped, the skipped positions hold zeros, so decoding every row through oneDNN gives the
     kept-rows path's logits; it is chosen while at least half of the positions are kept."""
     ids, mask = token_batch(batch=4, length=9, pad_rows=pad_rows)
@@ -61,11 +70,11 @@ def test_padded_inference_decodes_every_row_unless_most_are_padding(op_calls, pa
     model = xm.XmodForMaskedLM(tiny_config(skip_padding="always")).eval()
     with torch.no_grad():
         out = model(ids, attention_mask=mask, lang_ids=LANG_IDS).logits
-        calls = list(op_calls)
+        decoded = decoder_inputs(calls, model.config.vocab_size)
         with torch.backends.mkldnn.flags(enabled=False):
             runs = model(ids, attention_mask=mask, lang_ids=LANG_IDS).logits
     kept = int(mask.sum())
-    assert calls == ([(4, 9, 32)] if 2 * kept >= mask.numel() else [(1, 32)])  # every row, or the zero state
+    assert decoded == ([(4, 9, 32)] if 2 * kept >= mask.numel() else [(1, 32)])  # every row, or the zero state
     assert max_diff(out, runs) <= TOL  # real and skipped positions alike
 
 
@@ -94,17 +103,17 @@ def _plain() -> tuple[nn.Linear, torch.Tensor]:
     return nn.Linear(64, 300), torch.randn(5, 64)
 
 
-def test_a_plain_linear_without_a_graph_goes_through_onednn(op_calls):
+def test_a_plain_linear_without_a_graph_goes_through_onednn(calls):
     layer, x = _plain()
     with torch.no_grad():
         y = kernels.linear(layer, x)
-    assert op_calls == [(5, 64)] and max_diff(y, torch.nn.functional.linear(x, layer.weight, layer.bias)) <= TOL
+    assert calls == [((5, 64), (300, 64))] and max_diff(y, torch.nn.functional.linear(x, layer.weight, layer.bias)) <= TOL
     with torch.inference_mode():
         kernels.linear(nn.Linear(64, 300, bias=False), x)
-    assert op_calls == [(5, 64), (5, 64)]
+    assert len(calls) == 2
 
 
-def test_where_the_op_is_not_what_module_x_would_do_the_module_runs(op_calls):
+def test_where_the_op_is_not_what_module_x_would_do_the_module_runs(calls):
     layer, x = _plain()
     y = kernels.linear(layer, x)  # a graph is recorded
     assert y.requires_grad
@@ -139,4 +148,4 @@ def test_where_the_op_is_not_what_module_x_would_do_the_module_runs(op_calls):
         with torch.backends.mkldnn.flags(enabled=False):
             kernels.linear(layer, x)
         assert kernels.linear(nn.Linear(64, 300, device="meta"), x.to("meta")).device.type == "meta"
-    assert op_calls == []
+    assert calls == []

@@ -48,7 +48,7 @@ class XmodLMHead(nn.Module):
         self.decoder.bias = self.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(self.decoder, self.layer_norm(F.gelu(self.dense(x))))  # (B, T, V); kernels.py: why
+        return linear(self.decoder, self.layer_norm(F.gelu(linear(self.dense, x))))  # (B, T, V)
 
 
 class XmodClassificationHead(nn.Module):
@@ -101,7 +101,7 @@ class XmodForMaskedLM(XmodPreTrainedModel):
         # Inference: no (N, V) buffer beside the (B * T, V) logits (transformers' peak memory is the logits):
         # the decoder writes each run of consecutive kept positions straight into its rows (a host copy of
         # the kept positions: one more sync on a GPU).
-        states = head.layer_norm(F.gelu(head.dense(kept.unpad(hidden))))  # (N, D)
+        states = head.layer_norm(F.gelu(linear(head.dense, kept.unpad(hidden))))  # (N, D)
         out = filler.expand(rows, -1).contiguous()
         flat, weight, start = kept.indices.tolist(), head.decoder.weight.t(), 0
         for i in range(1, len(flat) + 1):

@@ -15,6 +15,8 @@ Module and parameter names mirror transformers' state-dict keys, so checkpoints 
 Routing rows to adapters is computed once per forward (`route_languages`, in inputs.py with the other input
 checks) and reused by every layer.
 The backbone (`XmodModel`) is at the end of this file; the task heads are in heads.py.
+Linear layers are called as ``linear(module, x)``: ``module(x)``, except at inference on x86 CPUs, where the
+same product runs through oneDNN at about twice MKL's speed on the AMD CPUs we measured (kernels.py).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from .inputs import (
     token_types_error,
     token_types_out_of_range,
 )
+from .kernels import linear
 from .masks import additive_mask, compute_dtype, expand_mask, head_mask_per_layer, self_attention_mask
 from .padding import Unpadded, keep_mask, may_skip_padding, may_stop_at_first_token, should_skip
 from .pretrained import XmodPreTrainedModel
@@ -138,7 +141,7 @@ class XmodSelfAttention(nn.Module):
 
     def _keys_values(self, x, encoder_states, cache, padding=None):
         if not self.is_cross_attention:
-            k, v = self._heads(self.key(x), padding), self._heads(self.value(x), padding)  # (B, H, T, Hd)
+            k, v = self._heads(linear(self.key, x), padding), self._heads(linear(self.value, x), padding)  # (B, H, T, Hd)
             if cache is not None:
                 own = cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
                 k, v = own.update(k, v, self.layer_idx)  # (B, H, S, Hd) with the cached tokens
@@ -146,7 +149,7 @@ class XmodSelfAttention(nn.Module):
         if cache is not None and cache.is_updated.get(self.layer_idx):
             layer = cache.cross_attention_cache.layers[self.layer_idx]
             return layer.keys, layer.values  # encoder keys/values never change while decoding
-        k, v = self._heads(self.key(encoder_states)), self._heads(self.value(encoder_states))
+        k, v = self._heads(linear(self.key, encoder_states)), self._heads(linear(self.value, encoder_states))
         if cache is not None:
             k, v = cache.cross_attention_cache.update(k, v, self.layer_idx)
             cache.is_updated[self.layer_idx] = True
@@ -165,9 +168,9 @@ class XmodSelfAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``queries`` (B, 1, D): attend for these (each row's first token) instead of for every ``x``."""
         if queries is None:
-            q = self._heads(self.query(x), padding)  # (B, H, T, Hd)
+            q = self._heads(linear(self.query, x), padding)  # (B, H, T, Hd)
         else:
-            q = self._heads(self.query(queries))  # (B, H, 1, Hd)
+            q = self._heads(linear(self.query, queries))  # (B, H, 1, Hd)
         k, v = self._keys_values(x, encoder_states, cache, padding)  # (B, H, S, Hd)
         if mask is not None and mask.dtype != q.dtype:
             mask = mask.to(q.dtype)
@@ -241,7 +244,7 @@ class XmodAttention(nn.Module):
             x = self.output.LayerNorm(x)
             queries = self.output.LayerNorm(queries) if queries is not None else None
         ctx, probs = self.self(x, mask, head_mask, encoder_states, cache, output_attentions, padding, queries)
-        out = self.output.dropout(self.output.dense(ctx)) + residual  # (B, T, D)
+        out = self.output.dropout(linear(self.output.dense, ctx)) + residual  # (B, T, D)
         if not self.pre_norm:
             out = self.output.LayerNorm(out)
         return out, probs
@@ -255,7 +258,7 @@ class XmodIntermediate(nn.Module):
         self.intermediate_act_fn = ACT2FN[config.hidden_act]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.intermediate_act_fn(self.dense(x))  # (B, T, F)
+        return self.intermediate_act_fn(linear(self.dense, x))  # (B, T, F)
 
 
 class XmodAdapter(nn.Module):
@@ -269,7 +272,7 @@ class XmodAdapter(nn.Module):
         self.adapter_act_fn = ACT2FN[config.adapter_activation or config.hidden_act]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dense2(self.adapter_act_fn(self.dense1(x)))  # (B, T, R) -> (B, T, D)
+        return linear(self.dense2, self.adapter_act_fn(linear(self.dense1, x)))  # (B, T, R) -> (B, T, D)
 
 
 class XmodOutput(nn.Module):
@@ -291,7 +294,7 @@ class XmodOutput(nn.Module):
         self.adapter_modules = nn.ModuleDict({key: XmodAdapter(config) for key in keys})
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor, routing: LanguageRouting) -> torch.Tensor:
-        h = self.dropout(self.dense(x)) + residual  # (B, T, D)
+        h = self.dropout(linear(self.dense, x)) + residual  # (B, T, D)
         if not self.has_adapters:
             return h
         return self.lang_adapter(routing, h)
