@@ -22,12 +22,20 @@ import platform
 import torch
 from torch import nn
 from torch.nn.modules import module as _module
-from torch.utils._python_dispatch import _get_current_dispatch_mode
+from torch.utils import _python_dispatch
+
+# What tells whether calling the op is what module(x) would do; all private to torch, so a torch without one
+# of them turns the op off rather than guessing.
+_GLOBAL_HOOKS = tuple(getattr(_module, name, None) for name in ("_global_forward_hooks", "_global_forward_pre_hooks"))
+_FUNCTION_MODES = getattr(torch._C, "_len_torch_function_stack", None)
+_DISPATCH_MODE = getattr(_python_dispatch, "_get_current_dispatch_mode", None)
 
 
 def _find_op():
     if platform.machine().lower() not in ("x86_64", "amd64") or not torch.backends.mkldnn.is_available():
         return None  # elsewhere (ARM's oneDNN, other BLAS) this choice is unmeasured
+    if None in _GLOBAL_HOOKS or _FUNCTION_MODES is None or _DISPATCH_MODE is None:
+        return None
     try:
         return torch.ops.mkldnn._linear_pointwise.default
     except (AttributeError, RuntimeError):  # a torch without it: the module's own path
@@ -44,16 +52,16 @@ def onednn_applies(module: nn.Module, x: torch.Tensor) -> bool:
         return False
     weight, bias = module.weight, module.bias
     tensors = (x, weight) if bias is None else (x, weight, bias)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return False  # first: training leaves here
     if any(type(t) not in _PLAIN or t.device.type != "cpu" or t.dtype != torch.float32 or t.layout != torch.strided
            for t in tensors):  # fmt: skip
         return False
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+    if module._forward_hooks or module._forward_pre_hooks or any(_GLOBAL_HOOKS):
         return False
-    hooks = (module._forward_hooks, module._forward_pre_hooks, _module._global_forward_hooks,
-             _module._global_forward_pre_hooks)  # fmt: skip
-    if any(hooks) or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling():
+    if torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling():
         return False
-    return torch._C._len_torch_function_stack() == 0 and _get_current_dispatch_mode() is None
+    return _FUNCTION_MODES() == 0 and _DISPATCH_MODE() is None
 
 
 def linear(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
