@@ -149,3 +149,32 @@ def test_where_the_op_is_not_what_module_x_would_do_the_module_runs(calls):
             kernels.linear(layer, x)
         assert kernels.linear(nn.Linear(64, 300, device="meta"), x.to("meta")).device.type == "meta"
     assert calls == []
+
+
+class Doubled(nn.Linear):  # a decoder with its own forward, as a LoRA or quantized layer has
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+def test_padded_inference_calls_a_decoder_that_is_not_a_plain_linear(onednn):
+    """Skipping padding at inference must not compute the decoder from its weight behind its back: a subclass's
+    forward and the decoder's hooks run, and the logits are those of the padded path with the same decoder."""
+    ids, mask = token_batch(batch=4, length=9, pad_rows=(0, 1, 2, 3))
+    ids[:, 2:], mask[:, 2:] = 1, 0  # mostly padding: the kept-rows path
+    model = xm.XmodForMaskedLM(tiny_config(skip_padding="always")).eval()
+    reference = xm.XmodForMaskedLM(tiny_config(skip_padding="never")).eval()
+    reference.load_state_dict(model.state_dict())
+    for m in (model, reference):
+        doubled = Doubled(32, m.config.vocab_size)
+        doubled.load_state_dict(m.lm_head.decoder.state_dict())
+        m.set_output_embeddings(doubled)
+    rows: list[int] = []
+    hook = model.lm_head.decoder.register_forward_hook(lambda _m, args, _out: rows.append(args[0].shape[0]))
+    with torch.no_grad(), torch.backends.mkldnn.flags(enabled=onednn):
+        out = model(ids, attention_mask=mask, lang_ids=LANG_IDS).logits
+        ref = reference(ids, attention_mask=mask, lang_ids=LANG_IDS).logits
+    hook.remove()
+    real = mask.bool()
+    assert sorted(rows) == [1, int(mask.sum())]  # the zero state, then the kept rows
+    assert max_diff(out[real], ref[real]) <= TOL

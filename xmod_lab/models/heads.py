@@ -25,7 +25,7 @@ from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import can_return_tuple
 
 from .configuration import XmodConfig
-from .kernels import linear, onednn_applies
+from .kernels import linear, onednn_applies, plain_linear
 from .modeling import XmodModel
 from .padding import Unpadded, labelled_positions, skipped_in_forward
 from .pretrained import XmodPreTrainedModel
@@ -95,7 +95,8 @@ class XmodForMaskedLM(XmodPreTrainedModel):
             # through it are faster unless more than half of them are padding.
             return head(hidden)
         filler = head(hidden.new_zeros(1, hidden.shape[-1]))  # (1, V)
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or not plain_linear(head.decoder) or head.decoder.bias is None:
+            # The module's own call: the addmm below would skip a LoRA or quantized decoder's own forward, or hooks.
             real = head(kept.unpad(hidden))  # (N, V)
             return filler.expand(rows, -1).index_copy(0, kept.indices, real).view(kept.batch, kept.length, -1)
         # Inference: no (N, V) buffer beside the (B * T, V) logits (transformers' peak memory is the logits):

@@ -46,9 +46,19 @@ _OP = _find_op()
 _PLAIN = (torch.Tensor, nn.Parameter)
 
 
+def plain_linear(module: nn.Module) -> bool:
+    """An ``nn.Linear`` itself (not a subclass), plain tensors, no hooks: a product of its weight and bias is
+    what calling it does."""
+    if type(module) is not nn.Linear or None in _GLOBAL_HOOKS:
+        return False
+    if module._forward_hooks or module._forward_pre_hooks or any(_GLOBAL_HOOKS):
+        return False
+    return type(module.weight) in _PLAIN and (module.bias is None or type(module.bias) in _PLAIN)
+
+
 def onednn_applies(module: nn.Module, x: torch.Tensor) -> bool:
     """Whether :func:`linear` runs ``module`` on ``x`` through oneDNN."""
-    if _OP is None or type(module) is not nn.Linear or not torch.backends.mkldnn.enabled:
+    if _OP is None or not plain_linear(module) or not torch.backends.mkldnn.enabled:
         return False
     weight, bias = module.weight, module.bias
     tensors = (x, weight) if bias is None else (x, weight, bias)
@@ -56,8 +66,6 @@ def onednn_applies(module: nn.Module, x: torch.Tensor) -> bool:
         return False  # first: training leaves here
     if any(type(t) not in _PLAIN or t.device.type != "cpu" or t.dtype != torch.float32 or t.layout != torch.strided
            for t in tensors):  # fmt: skip
-        return False
-    if module._forward_hooks or module._forward_pre_hooks or any(_GLOBAL_HOOKS):
         return False
     if torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling():
         return False
