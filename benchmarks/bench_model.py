@@ -588,7 +588,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--sections",
         default="transformers,languages,variants,padding,data",
         help="transformers: ours vs transformers 5; languages: our 81- vs 1-language model; "
-        "variants: SDPA vs eager, gradient checkpointing; padding: our model skipping padding or not, by "
+        "variants: SDPA vs eager, gradient checkpointing, inference's linears through oneDNN or not; "
+        "padding: our model skipping padding or not, by "
         "padding fraction; data: tokenize+collate vs training step",
     )
     p.add_argument(
@@ -776,6 +777,18 @@ def main(argv: list[str] | None = None) -> list[Row]:
                 print(table_row(row, gpu), flush=True)
                 del sdpa, eager
                 gc.collect()
+        if "inference" in args.modes:  # linear layers through oneDNN (kernels.py) or torch's default matmul
+            with policy([mlm], "inference"):
+                for b in batches.values():
+                    onednn = Runner("oneDNN", mlm, "inference", autocast, lean=args.lean)
+                    default = Runner("MKL", mlm, "inference", autocast, lean=args.lean)
+                    onednn.step_fn = _with_onednn(onednn.step_fn, True)
+                    default.step_fn = _with_onednn(default.step_fn, False)
+                    row = compare("kernels", "inference", b, onednn, default, config, peak, memory, args)
+                    rows.append(row)
+                    print(table_row(row, gpu), flush=True)
+                    del onednn, default
+                    gc.collect()
         if "pretrain" in args.modes:
             with policy([mlm], "pretrain"):
                 plain = Runner("no ckpt", mlm, "pretrain", autocast, lean=args.lean)
@@ -941,6 +954,14 @@ def _with_attention(step: Callable[[Batch], None], model: nn.Module, sdpa: bool)
         finally:
             for layer in model.roberta.encoder.layer:
                 layer.attention.self.use_sdpa = True
+
+    return run
+
+
+def _with_onednn(step: Callable[[Batch], None], on: bool) -> Callable[[Batch], None]:
+    def run(b: Batch) -> None:
+        with torch.backends.mkldnn.flags(enabled=on):  # kernels.py's switch: off = torch's default matmul
+            step(b)
 
     return run
 

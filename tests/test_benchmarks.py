@@ -48,7 +48,7 @@ def test_bench_model_tiny_completes_and_prints_its_table():
     assert "max |logits ours - transformers| = " in out
     rows = [line for line in out.splitlines() if line.startswith("| ") and "section" not in line]
     sections = {line.split("|")[1].strip() for line in rows}
-    assert {"vs-hf", "81-vs-1", "attention", "ckpt"} <= sections
+    assert {"vs-hf", "81-vs-1", "attention", "ckpt", "kernels"} <= sections
     modes = {line.split("|")[2].strip() for line in rows if line.split("|")[1].strip() == "vs-hf"}
     assert modes == {"pretrain", "finetune", "inference"}
     assert "# targets (this run):" in out and "tokenize + MLM collate" in out

@@ -229,6 +229,8 @@ def test_common_path_compiles_without_graph_break(batch):
     assert max_diff(out, ref) <= 1e-5
     out_default = compiled(ids, attention_mask=mask).last_hidden_state  # default language: no lang_ids
     assert max_diff(out_default, ref) <= 1e-5
+    with torch.no_grad():  # inference: kernels.linear steps aside while compiling, with no graph break
+        assert max_diff(compiled(ids, attention_mask=mask, lang_ids=1).last_hidden_state, ref) <= 1e-5
     loss = torch.nn.functional.cross_entropy(model.lm_head(out_default).flatten(0, 1), labels.flatten())
     loss.backward()  # compiled backward too; absent adapters stay gradient-free
     assert all(p.grad is None for n, p in model.named_parameters() if ".adapter_modules.en_XX." in n)

@@ -58,7 +58,9 @@ def plain_linear(module: nn.Module) -> bool:
 
 def onednn_applies(module: nn.Module, x: torch.Tensor) -> bool:
     """Whether :func:`linear` runs ``module`` on ``x`` through oneDNN."""
-    if _OP is None or not plain_linear(module) or not torch.backends.mkldnn.enabled:
+    if _OP is None or torch.compiler.is_compiling():  # first: nothing below is traced
+        return False
+    if not plain_linear(module) or not torch.backends.mkldnn.enabled:
         return False
     weight, bias = module.weight, module.bias
     tensors = (x, weight) if bias is None else (x, weight, bias)
@@ -67,7 +69,7 @@ def onednn_applies(module: nn.Module, x: torch.Tensor) -> bool:
     if any(type(t) not in _PLAIN or t.device.type != "cpu" or t.dtype != torch.float32 or t.layout != torch.strided
            for t in tensors):  # fmt: skip
         return False
-    if torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling():
+    if torch.is_autocast_enabled("cpu"):
         return False
     return _FUNCTION_MODES() == 0 and _DISPATCH_MODE() is None
 
