@@ -178,3 +178,24 @@ def test_padded_inference_calls_a_decoder_that_is_not_a_plain_linear(onednn):
     real = mask.bool()
     assert sorted(rows) == [1, int(mask.sum())]  # the zero state, then the kept rows
     assert max_diff(out[real], ref[real]) <= TOL
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["inference", "autograd"])
+def test_a_hook_on_the_lm_head_sees_the_call_it_would_see_without_skipping(grad):
+    """The kept-rows paths call the head on a zero state and on the kept rows: a hook on the head (a feature
+    extractor) would capture those instead of the (B, T, D) states. With a hook, the head runs on every row."""
+    ids, mask = token_batch(batch=4, length=9, pad_rows=(0, 1, 2, 3))
+    ids[:, 2:], mask[:, 2:] = 1, 0  # mostly padding: the kept-rows path without a hook
+    model = xm.XmodForMaskedLM(tiny_config(skip_padding="always")).eval()
+    reference = xm.XmodForMaskedLM(tiny_config(skip_padding="never")).eval()
+    reference.load_state_dict(model.state_dict())
+    shapes: list[tuple[int, ...]] = []
+    hook = model.lm_head.register_forward_hook(lambda _m, args, _out: shapes.append(tuple(args[0].shape)))
+    with torch.set_grad_enabled(grad):
+        out = model(ids, attention_mask=mask, lang_ids=LANG_IDS).logits
+    hook.remove()
+    with torch.no_grad():
+        ref = reference(ids, attention_mask=mask, lang_ids=LANG_IDS).logits
+    assert shapes == [(4, 9, 32)]
+    real = mask.bool()
+    assert max_diff(out[real], ref[real]) <= TOL

@@ -89,6 +89,8 @@ class XmodForMaskedLM(XmodPreTrainedModel):
         the values of running the head on every position, at a fraction of the cost of a 250k-word head."""
         head = self.lm_head
         rows = kept.batch * kept.length
+        if head._forward_hooks or head._forward_pre_hooks:
+            return head(hidden)  # a hook on the head sees the (B, T, D) call it would see without skipping
         if not torch.is_grad_enabled() and onednn_applies(head.decoder, hidden) and kept.indices.shape[0] >= rows / 2:
             # The skipped positions hold zeros, so the head on every row gives these same logits. oneDNN runs the
             # decoder at about twice the speed of the addmm below on the CPU we measured (kernels.py): all rows
